@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The README's test command: make a local virtual environment, install labelsmooth with its test
+# extras (torch pinned to the CPU build by constraints.txt), then lint, type-check and test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${LABELSMOOTH_VENV:-.venv}"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q -c constraints.txt -e '.[test]'
+"$venv/bin/ruff" check src tests benchmarks
+"$venv/bin/mypy" src
+set +e
+"$venv/bin/python" -m pytest "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+    echo "pytest collected no tests" >&2
+    exit 1
+fi
+exit "$status"

@@ -1,0 +1,93 @@
+"""Argument checks at the public boundary, with one message template.
+
+Every public function validates what the user gave it here, so that a mistake surfaces as a
+``ValueError`` or ``TypeError`` naming the argument, what was expected and what was received,
+rather than as an ``assert``, a silent wrong answer or a device-side crash.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import torch
+
+__all__ = [
+    "check_class_dim",
+    "check_floating",
+    "check_index_dtype",
+    "check_reduction",
+    "check_smoothing",
+    "describe",
+    "fail",
+    "shape_str",
+]
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return repr(value)
+
+
+def fail(argument: str, expected: str, received: Any, *, error: type[Exception] = ValueError) -> NoReturn:
+    """Raise ``error`` with the project's one message template.
+
+    ``received`` is shown with ``repr`` unless it is already a string describing the value
+    (pass ``received=str`` through :func:`describe` for tensors).
+    """
+    shown = received if isinstance(received, str) else _describe(received)
+    raise error(f"{argument}: expected {expected}, got {shown}")
+
+
+def describe(value: Any) -> str:
+    """A short human description of ``value`` for error messages (shape and dtype for tensors)."""
+    return _describe(value)
+
+
+def check_smoothing(smoothing: Any, argument: str = "smoothing") -> float:
+    """Return ``smoothing`` as a float in [0, 1]; raise for anything else (NaN, bool, tensor...)."""
+    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)):
+        fail(argument, "a real number in [0, 1]", smoothing, error=TypeError)
+    value = float(smoothing)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        fail(argument, "a real number in [0, 1]", smoothing)
+    return value
+
+
+def check_reduction(reduction: Any) -> str:
+    if reduction not in REDUCTIONS:
+        fail("reduction", f"one of {REDUCTIONS}", reduction)
+    return str(reduction)
+
+
+def check_floating(tensor: Any, argument: str) -> torch.Tensor:
+    """``tensor`` must be a floating-point tensor (logits)."""
+    if not isinstance(tensor, torch.Tensor):
+        fail(argument, "a torch.Tensor", type(tensor).__name__, error=TypeError)
+    if not tensor.is_floating_point():
+        fail(argument, "a floating-point tensor (float16, bfloat16, float32 or float64)",
+             f"dtype {tensor.dtype}", error=TypeError)
+    return tensor
+
+
+def check_index_dtype(tensor: torch.Tensor, argument: str) -> None:
+    """Index targets must be an integer (not boolean) tensor."""
+    if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
+        fail(argument, "an integer tensor of class indices", f"dtype {tensor.dtype}", error=TypeError)
+
+
+def check_class_dim(class_dim: Any, ndim: int, argument: str = "class_dim") -> int:
+    """Normalise ``class_dim`` (negative allowed) against a tensor of ``ndim`` dimensions."""
+    if isinstance(class_dim, bool) or not isinstance(class_dim, int):
+        fail(argument, "an int", class_dim, error=TypeError)
+    if not -ndim <= class_dim < ndim:
+        fail(argument, f"a dimension in [{-ndim}, {ndim - 1}] for a {ndim}-d input", class_dim)
+    return class_dim % ndim
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    return str(tuple(shape))
