@@ -6,6 +6,33 @@ Exact, fused label-smoothed losses, the functional API (:mod:`labelsmooth.functi
 
 from __future__ import annotations
 
+from labelsmooth import functional
+from labelsmooth.functional import (
+    one_hot,
+    smooth_binary_labels,
+    smooth_labels,
+    smoothed_binary_cross_entropy_with_logits,
+    smoothed_cross_entropy,
+    soft_cross_entropy,
+)
+from labelsmooth.losses import (
+    SmoothedBCEWithLogitsLoss,
+    SmoothedCrossEntropyLoss,
+    SoftCrossEntropyLoss,
+)
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "SmoothedBCEWithLogitsLoss",
+    "SmoothedCrossEntropyLoss",
+    "SoftCrossEntropyLoss",
+    "__version__",
+    "functional",
+    "one_hot",
+    "smooth_binary_labels",
+    "smooth_labels",
+    "smoothed_binary_cross_entropy_with_logits",
+    "smoothed_cross_entropy",
+    "soft_cross_entropy",
+]
