@@ -400,7 +400,7 @@ def test_bad_arguments_raise(kwargs: dict[str, Any], error: type, message: str) 
 
 
 def test_bad_model_and_dataloader_raise() -> None:
-    with pytest.raises(TypeError, match="model: expected a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"model: expected a torch\.nn\.Module"):
         Trainer(lambda x: x, make_loader(make_dataset(8)), max_duration=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="train_dataloader: expected an iterable of batches"):
         Trainer(make_model(), 5, max_duration=1)
