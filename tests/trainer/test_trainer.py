@@ -416,3 +416,17 @@ def test_eval_without_a_dataloader_and_batches_that_are_not_pairs_raise() -> Non
 
 def test_classes_match_the_task() -> None:
     assert make_model()(torch.zeros(1, 6)).shape == (1, NUM_CLASSES)
+
+
+def test_eval_interval_in_batches_and_an_iterable_without_length() -> None:
+    data = make_dataset(32)
+
+    class Batches:  # no __len__: the epoch ends when the iterator does
+        def __iter__(self) -> Any:
+            return iter(make_loader(data, 8))
+
+    trainer = _trainer(make_model(), Batches(), max_duration="2ep", eval_interval="3ba",
+                       eval_dataloader=make_loader(data, 16))
+    trainer.fit()
+    assert [(r["split"], r["batch"]) for r in trainer.history] == [
+        ("eval", 3), ("train", 4), ("eval", 6), ("train", 8)]
