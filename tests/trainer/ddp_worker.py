@@ -23,7 +23,7 @@ def build(output: Path, *, loader: torch.utils.data.DataLoader, eval_loader: tor
     return Trainer(
         model, loader, max_duration="2ep", seed=0,
         optimizers=torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9),
-        algorithms=[LabelSmoothing(0.1)], eval_dataloader=eval_loader, device="cpu",
+        algorithms=[LabelSmoothing(0.1)], eval_dataloader=eval_loader, device="cpu", grad_accum=2,
         progress_bar=False, save_folder=output / "checkpoints" if save else None,
         log_file=output / "log.jsonl" if save else None,
     )

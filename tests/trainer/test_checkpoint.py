@@ -28,6 +28,16 @@ class CrashAt(Callback):
             raise Crash(f"crash after batch {self.batch}")
 
 
+class DrawRandomNumbers(Callback):
+    """Draws from the global generator where a resumed run and the original differ in history."""
+
+    def fit_start(self, state: State, logger: Any) -> None:
+        torch.rand(3)
+
+    def epoch_start(self, state: State, logger: Any) -> None:
+        torch.rand(3)
+
+
 class RaiseSmoothing(Algorithm):
     """A smoothing schedule with state of its own: +0.01 after every batch."""
 
@@ -60,7 +70,7 @@ def _run(folder: Path, *, init_seed: int, seed: int, crash_at: int | None = None
         model, make_loader(make_dataset(40), 8, shuffle=True), max_duration="3ep",
         optimizers=optimizer, schedulers=scheduler,
         algorithms=[smoothing, RaiseSmoothing(smoothing)],
-        callbacks=[] if crash_at is None else [CrashAt(crash_at)],
+        callbacks=[DrawRandomNumbers(), *([] if crash_at is None else [CrashAt(crash_at)])],
         device="cpu", progress_bar=False, seed=seed, save_folder=folder,
         save_interval=save_interval, load_path=load_path,
     )

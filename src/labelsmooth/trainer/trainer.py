@@ -421,9 +421,6 @@ class Trainer:
                 set_epoch(state.timestamp.epoch)
         skip = state.timestamp.batch_in_epoch
         if skip == 0:
-            if self._pending_rng is not None:
-                set_rng_state(self._pending_rng)
-                self._pending_rng = None
             self._epoch_rng = get_rng_state()
             return iter(dataloader)
         if self._epoch_rng is None or self._pending_rng is None:
@@ -445,6 +442,11 @@ class Trainer:
         assert state.max_duration is not None  # set in __init__
         resuming = state.timestamp.batch_in_epoch > 0
         if not resuming:
+            if self._pending_rng is not None:
+                # Resumed at an epoch boundary: continue the random streams from the checkpoint,
+                # before anything at EPOCH_START can draw from them.
+                set_rng_state(self._pending_rng)
+                self._pending_rng = None
             self._train_metrics.reset()
             engine.run_event(Event.EPOCH_START)
         iterator = self._epoch_iterator()
