@@ -40,7 +40,7 @@ def main(output: Path) -> None:
                 "params": [p.detach().clone() for p in state.model.parameters()],
                 "history": trainer.history, "eval": trainer.eval()},
                output / f"rank{state.rank}.pt")
-    trainer.close()
+    # No trainer.close(): the Trainer destroys the process group it started at interpreter exit.
 
 
 if __name__ == "__main__":

@@ -26,11 +26,13 @@ Two model protocols are supported:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
 import random
 import sys
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -76,6 +78,14 @@ def _seed_everything(seed: int) -> None:
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         numpy.random.seed(seed % 2**32)
+
+
+def _close_at_exit(trainer: weakref.ref[Trainer]) -> None:
+    alive = trainer()
+    if alive is not None:
+        alive.close()
+    elif torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
@@ -207,6 +217,10 @@ class Trainer:
             fail("precision", "'fp32' or 'bf16' on a CPU ('fp16' needs CUDA for its grad scaler)",
                  precision)
         self._owns_process_group = dist_utils.init_distributed(self.device)
+        if self._owns_process_group:
+            # A process group still alive at interpreter exit aborts the process; close for the
+            # user who did not.
+            atexit.register(_close_at_exit, weakref.ref(self))
         rank, world_size = dist_utils.get_rank(), dist_utils.get_world_size()
 
         model.to(self.device)
@@ -376,11 +390,10 @@ class Trainer:
         self._last_saved = state.timestamp
 
     def close(self) -> None:
-        """Destroy the process group if this Trainer started it (call once, at the end)."""
+        """Destroy the process group if this Trainer started it (also done at interpreter exit)."""
         if self._owns_process_group:
             # Free the DDP wrapper first: its reducer still refers to the process group.
             self._forward_model = self.state.model
-            dist_utils.barrier()
             torch.distributed.destroy_process_group()
             self._owns_process_group = False
 
