@@ -139,7 +139,8 @@ class Trainer:
             CUDA only). Composer's ``"amp_bf16"`` / ``"amp_fp16"`` are accepted. Default: fp32.
         grad_accum: split every batch into this many microbatches, running the forward, loss and
             backward events per microbatch, with one optimizer step per batch. Default: 1.
-        seed: seeds Python, torch and (if imported) numpy before anything else. Default: none.
+        seed: seeds Python, torch and (if imported) numpy once the arguments are checked, and
+            seeds the DistributedSampler's shuffle. Default: none (the shuffle seed is then 0).
         save_folder: where checkpoints go (``ep{E}-ba{B}.pt`` and ``latest.pt``), or ``None``.
         save_interval: checkpoint every ``"Nep"`` / ``"Nba"``; ``None`` means ``"1ep"``. A final
             checkpoint is written when ``fit`` ends.
@@ -147,7 +148,8 @@ class Trainer:
             with bit-identical weights to an uninterrupted run on the same hardware.
         progress_bar: show a rich progress bar on rank 0. Default: ``True``.
         log_file: a JSON-lines file that gets one record per epoch and per evaluation.
-        target_key: where the metrics find the targets in a batch. Default: ``1``.
+        target_key: where the loss (for ``model(inputs)`` models) and the metrics find the
+            targets in a batch: an int index, a str key or attribute. Default: ``1``.
 
     Example:
         >>> from torch.utils.data import DataLoader, TensorDataset
@@ -186,7 +188,7 @@ class Trainer:
         target_key: BatchKey = 1,
     ) -> None:
         if seed is not None:
-            _seed_everything(check_int(seed, "seed", minimum=0))
+            check_int(seed, "seed", minimum=0)
         if not isinstance(model, torch.nn.Module):
             fail("model", "a torch.nn.Module", type(model).__name__, error=TypeError)
         _check_iterable(train_dataloader, "train_dataloader", optional=False)
@@ -211,6 +213,8 @@ class Trainer:
         if not isinstance(progress_bar, bool):
             fail("progress_bar", "a bool", progress_bar, error=TypeError)
 
+        if seed is not None:
+            _seed_everything(seed)
         self.device = dist_utils.resolve_device(device)
         self.autocast_dtype = PRECISIONS[precision]
         if self.autocast_dtype is torch.float16 and self.device.type != "cuda":
@@ -293,27 +297,29 @@ class Trainer:
         model = state.model
         was_training = model.training
         model.eval()
-        self._eval_metrics.reset()
-        self.engine.run_event(Event.EVAL_START)
-        batches = 0
-        with torch.no_grad():
-            for batch in state.eval_dataloader:
-                state.batch = _to_device(batch, self.device)
-                self.engine.run_event(Event.EVAL_BATCH_START)
-                self.engine.run_event(Event.EVAL_BEFORE_FORWARD)
-                with self._autocast():
-                    state.outputs = self._forward(state.batch)
-                self.engine.run_event(Event.EVAL_AFTER_FORWARD)
-                self._eval_metrics.update(get_logits(state.outputs), self._targets())
-                self.engine.run_event(Event.EVAL_BATCH_END)
-                batches += 1
-        if batches == 0:
-            fail("eval_dataloader", "a dataloader that yields at least one batch",
-                 "one that yielded nothing")
-        results = self._eval_metrics.compute()
-        self.logger.log_metrics({"split": "eval", **results})
-        self.engine.run_event(Event.EVAL_END)
-        model.train(was_training)
+        try:
+            self._eval_metrics.reset()
+            self.engine.run_event(Event.EVAL_START)
+            batches = 0
+            with torch.no_grad():
+                for batch in state.eval_dataloader:
+                    state.batch = _to_device(batch, self.device)
+                    self.engine.run_event(Event.EVAL_BATCH_START)
+                    self.engine.run_event(Event.EVAL_BEFORE_FORWARD)
+                    with self._autocast():
+                        state.outputs = self._forward(state.batch)
+                    self.engine.run_event(Event.EVAL_AFTER_FORWARD)
+                    self._eval_metrics.update(get_logits(state.outputs), self._targets())
+                    self.engine.run_event(Event.EVAL_BATCH_END)
+                    batches += 1
+            if batches == 0:
+                fail("eval_dataloader", "a dataloader that yields at least one batch",
+                     "one that yielded nothing")
+            results = self._eval_metrics.compute()
+            self.logger.log_metrics({"split": "eval", **results})
+            self.engine.run_event(Event.EVAL_END)
+        finally:
+            model.train(was_training)
         return results
 
     def save_checkpoint(self) -> Path | None:
