@@ -127,3 +127,15 @@ def test_a_transform_returning_no_components_raises(result: object) -> None:
     state = _one_hot_state(TARGETS, 3)
     with pytest.raises(TypeError, match="target transform of 'bad': expected"):
         state.add_target_transform("bad", TargetStage.MIX, lambda components: result)  # type: ignore[arg-type, return-value]
+
+
+def test_expand_targets_multiplies_weights_like_the_hand_written_split() -> None:
+    from labelsmooth.trainer import expand_targets
+
+    y = torch.nn.functional.one_hot(TARGETS, 3).double()
+    start = [TargetComponent(0.5, y), TargetComponent(0.5, 2 * y)]
+    helper = expand_targets(lambda t: [(0.75, t), (0.25, t[PERMUTATION])])(start)
+    by_hand = _split(PERMUTATION, 0.25)(start)
+    assert [w for w, _ in helper] == [0.375, 0.125, 0.375, 0.125]
+    for (w1, t1), (w2, t2) in zip(helper, by_hand, strict=True):
+        assert w1 == w2 and torch.equal(t1, t2)

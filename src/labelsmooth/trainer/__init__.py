@@ -3,8 +3,8 @@
 The pieces: :class:`Event` (where in the loop), :class:`State` (what the loop shares),
 :class:`Algorithm` and :class:`Callback` (what runs at events), :class:`Engine` (runs them in a
 composable order), the :class:`Trainer` that fires them, and the target-transform stage
-(:class:`TargetStage`, :func:`map_targets`) through which algorithms that change targets compose
-in any order.
+(:class:`TargetStage`, :func:`map_targets`, :func:`expand_targets`) through which algorithms that
+change targets compose in any order.
 """
 
 from labelsmooth.trainer.algorithm import Algorithm
@@ -14,7 +14,13 @@ from labelsmooth.trainer.engine import Engine
 from labelsmooth.trainer.events import Event
 from labelsmooth.trainer.logger import Logger
 from labelsmooth.trainer.state import State
-from labelsmooth.trainer.targets import TargetComponent, TargetStage, TargetTransform, map_targets
+from labelsmooth.trainer.targets import (
+    TargetComponent,
+    TargetStage,
+    TargetTransform,
+    expand_targets,
+    map_targets,
+)
 from labelsmooth.trainer.time import Duration, Timestamp, TimeUnit
 from labelsmooth.trainer.trainer import NonFiniteLossError, Trainer
 
@@ -35,6 +41,7 @@ __all__ = [
     "Trainer",
     "batch_get_item",
     "batch_set_item",
+    "expand_targets",
     "get_logits",
     "map_targets",
 ]

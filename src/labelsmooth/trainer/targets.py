@@ -37,9 +37,13 @@ usual single component of weight one it is plain ``loss_fn(outputs, batch_target
 ``BEFORE_LOSS`` to the loss the batch holds the first component's target.
 
 Writing a new target-changing algorithm takes three lines: in ``apply`` at ``BEFORE_LOSS``,
-``state.add_target_transform(self, TargetStage.MIX, transform, target_key=self.target_key)``
-(use :func:`map_targets` for a transform that acts on each target alone); at ``AFTER_LOSS``,
-``state.remove_target_transform(self)``.
+``state.add_target_transform(self, TargetStage.MIX, transform, target_key=self.target_key)``;
+at ``AFTER_LOSS``, ``state.remove_target_transform(self)``. Two helpers build transforms:
+:func:`map_targets` for one that acts on each target alone (smoothing, a dense mix
+``(1 - lam) y + lam y[indices]``), and :func:`expand_targets` for one that splits each component
+into weighted terms (an interpolated loss ``[(1 - lam, y), (lam, y[indices])]``). Draw any random
+numbers before ``BEFORE_LOSS`` (e.g. at ``BEFORE_FORWARD``) and keep them: the transform may be
+applied more than once per microbatch, as other algorithms register.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ __all__ = [
     "TargetPipeline",
     "TargetStage",
     "TargetTransform",
+    "expand_targets",
     "map_targets",
 ]
 
@@ -99,6 +104,35 @@ def map_targets(fn: Callable[[torch.Tensor], torch.Tensor]) -> TargetTransform:
 
     def transform(components: Sequence[TargetComponent]) -> list[TargetComponent]:
         return [TargetComponent(weight, fn(target)) for weight, target in components]
+
+    return transform
+
+
+def expand_targets(
+    fn: Callable[[torch.Tensor], Sequence[tuple[float | torch.Tensor, torch.Tensor]]],
+) -> TargetTransform:
+    """A target transform that splits every component into several weighted ones.
+
+    Each component ``(w, t)`` becomes ``[(w * w_i, t_i) for (w_i, t_i) in fn(t)]``: the loss of
+    ``t`` is replaced by the weighted sum of the losses of the ``t_i``. An interpolated MixUp loss
+    is ``expand_targets(lambda t: [(1 - lam, t), (lam, t[indices])])``.
+
+    Args:
+        fn: maps one target tensor to ``(weight, target)`` pairs; the weights usually sum to 1.
+
+    Returns:
+        A transform to pass to :meth:`State.add_target_transform
+        <labelsmooth.trainer.state.State.add_target_transform>`.
+
+    Example:
+        >>> split = expand_targets(lambda t: [(0.75, t), (0.25, t.flip(0))])
+        >>> [(w, t.tolist()) for w, t in split([TargetComponent(1.0, torch.tensor([0, 1]))])]
+        [(0.75, [0, 1]), (0.25, [1, 0])]
+    """
+
+    def transform(components: Sequence[TargetComponent]) -> list[TargetComponent]:
+        return [TargetComponent(weight * part_weight, part)
+                for weight, target in components for part_weight, part in fn(target)]
 
     return transform
 
