@@ -115,3 +115,24 @@ def test_outputs_with_no_logits_raise() -> None:
     with pytest.raises(TypeError, match=r"state\.outputs: expected a logits tensor"):
         LabelSmoothing().apply(Event.BEFORE_LOSS, state, None)
     assert state.target_components is None
+
+
+def test_end_to_end_smoothing_caps_the_models_confidence() -> None:
+    """Trained to fit, an unsmoothed model's top probability goes towards 1, while a smoothed
+    one's stays at most near its target's top value ``1 - s + s / C`` (0.8 here)."""
+    from tiny_task import NUM_CLASSES, make_dataset, make_loader, make_model
+
+    from labelsmooth import Trainer
+
+    data = make_dataset(128)
+    confidence = {}
+    for smoothing in (0.0, 0.3):
+        model = make_model(seed=0)
+        Trainer(model, make_loader(data, 32, shuffle=True), max_duration="25ep", seed=0,
+                optimizers=torch.optim.Adam(model.parameters(), lr=0.03),
+                algorithms=[LabelSmoothing(smoothing)], device="cpu", progress_bar=False).fit()
+        with torch.no_grad():
+            confidence[smoothing] = model(data.tensors[0]).softmax(dim=1).max(dim=1).values.mean().item()
+    target_confidence = 1 - 0.3 + 0.3 / NUM_CLASSES
+    assert confidence[0.0] > 0.95
+    assert confidence[0.3] < target_confidence + 0.02, confidence
