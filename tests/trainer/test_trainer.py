@@ -430,3 +430,14 @@ def test_eval_interval_in_batches_and_an_iterable_without_length() -> None:
     trainer.fit()
     assert [(r["split"], r["batch"]) for r in trainer.history] == [
         ("eval", 3), ("train", 4), ("eval", 6), ("train", 8)]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"optimizers": 5}, "optimizers: expected an Optimizer, a sequence of them, or None"),
+    ({"optimizers": [torch.optim.SGD(make_model().parameters(), lr=0.1), "adam"]},
+     r"optimizers\[1\]: expected an Optimizer, got str"),
+    ({"schedulers": "cosine"}, "schedulers: expected a LRScheduler, a sequence of them, or None"),
+])
+def test_bad_optimizers_and_schedulers_raise(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        _trainer(**kwargs)

@@ -27,12 +27,20 @@ __all__ = ["State"]
 
 
 def _as_list(value: Any, argument: str, kind: type) -> list[Any]:
+    """``None``, one ``kind`` object or an iterable of them, as a new list."""
+    name = ("an " if kind.__name__[0] in "AEIOU" else "a ") + kind.__name__
+    expected = f"{name}, a sequence of them, or None"
     if value is None:
         return []
     items = [value] if isinstance(value, kind) else value
-    if not isinstance(items, Iterable):
-        fail(argument, f"a {kind.__name__}, a sequence of them, or None", value, error=TypeError)
-    return list(items)
+    if not isinstance(items, Iterable) or isinstance(items, (str, bytes)):
+        fail(argument, expected, value, error=TypeError)
+    items = list(items)
+    for position, item in enumerate(items):
+        if not isinstance(item, kind):
+            fail(f"{argument}[{position}]", name, type(item).__name__,
+                 error=TypeError)
+    return items
 
 
 class State:
