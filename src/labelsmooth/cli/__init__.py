@@ -7,6 +7,6 @@ digits) for each smoothing value and seed and writes a run folder: ``results.jso
 It needs the ``cli`` extra: ``pip install 'labelsmooth[cli]'``.
 """
 
-from labelsmooth.cli.main import build_parser, main
+from labelsmooth.cli.command import build_parser, main
 
 __all__ = ["build_parser", "main"]

@@ -92,7 +92,7 @@ def load_dataset(name: str) -> Dataset:
         return _mnist1d()
     if name == "digits":
         return _digits()
-    fail("dataset", f"one of {', '.join(DATASETS)}", name)
+    fail("dataset", f"one of {', '.join(DATASETS)}", repr(name))
 
 
 def flip_labels(

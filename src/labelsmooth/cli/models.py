@@ -90,5 +90,5 @@ def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, wi
             fail("input_shape", "(channels, length) or (channels, height, width)", input_shape)
         features = _cnn(input_shape, width)
     else:
-        fail("model", f"one of {', '.join(MODELS)}", name)
+        fail("model", f"one of {', '.join(MODELS)}", repr(name))
     return Classifier(features, nn.Linear(width, num_classes))

@@ -199,7 +199,9 @@ def _change(base: Variant, other: Variant, metric: str) -> str:
         delta = f"{(after - before) * 100:+.1f} points"
     else:
         delta = f"{after - before:+.{info.digits}f}"
-    if after == before or info.higher_is_better is None:
+    if _fmt(after, info) == _fmt(before, info):
+        verdict = ", the same at this precision"
+    elif info.higher_is_better is None:
         verdict = ""
     else:
         verdict = "better" if (after > before) == info.higher_is_better else "worse"

@@ -33,7 +33,7 @@ class TemplatePlane(NamedTuple):
     basis: torch.Tensor
 
 
-def template_plane(templates: torch.Tensor, *, eps: float = 1e-8) -> TemplatePlane:
+def template_plane(templates: torch.Tensor) -> TemplatePlane:
     r"""Orthonormal basis of the plane through three templates.
 
     .. math::
@@ -43,11 +43,14 @@ def template_plane(templates: torch.Tensor, *, eps: float = 1e-8) -> TemplatePla
 
     Args:
         templates: ``(3, D)`` rows of the last layer's weight for three classes, ``D >= 2``.
-        eps: the templates must span a plane: ``||w_1 - w_0||`` and the orthogonal part of
-            ``w_2 - w_0`` must exceed ``eps`` times the templates' scale. Default: 1e-8.
 
     Returns:
         :class:`TemplatePlane` in ``templates``' dtype.
+
+    Raises:
+        ValueError: if the templates do not span a plane: two are equal, or the part of
+            ``w_2 - w_0`` orthogonal to ``u_1`` is below ``sqrt(eps)`` of the dtype times
+            ``||w_2 - w_0||`` (collinear up to rounding).
 
     Example:
         >>> w = torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
@@ -64,17 +67,19 @@ def template_plane(templates: torch.Tensor, *, eps: float = 1e-8) -> TemplatePla
     ):
         fail("templates", "a floating-point tensor of shape (3, D) with D >= 2", templates,
              error=TypeError)
+    # Gram-Schmidt loses about half the digits on nearly collinear vectors: below sqrt(eps) the
+    # second direction is rounding noise.
+    tolerance = torch.finfo(templates.dtype).eps ** 0.5
     w0, w1, w2 = templates.unbind(0)
-    scale = templates.abs().max().clamp(min=1.0)
     first = w1 - w0
     first_norm = first.norm()
-    if first_norm <= eps * scale:
+    if first_norm <= tolerance * templates.norm(dim=1).max():
         fail("templates", "three templates spanning a plane", "two equal templates")
     u1 = first / first_norm
-    second = w2 - w0
-    second = second - (second @ u1) * u1
+    spanning = w2 - w0
+    second = spanning - (spanning @ u1) * u1
     second_norm = second.norm()
-    if second_norm <= eps * scale:
+    if second_norm <= tolerance * spanning.norm():
         fail("templates", "three templates spanning a plane", "three collinear templates")
     return TemplatePlane(templates.mean(dim=0), torch.stack([u1, second / second_norm]))
 
