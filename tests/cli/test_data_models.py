@@ -99,3 +99,13 @@ def test_unknown_names_are_rejected() -> None:
         build_model("resnet", input_shape=(1, 40), num_classes=10)
     with pytest.raises(ValueError, match=r"^dataset: expected one of mnist1d, digits, got 'cifar'"):
         load_dataset("cifar")
+
+
+def test_runs_smooth_through_the_trainer_algorithm() -> None:
+    from labelsmooth.algorithms import LabelSmoothing
+    from labelsmooth.cli.experiment import build_algorithms
+
+    config = RunConfig("digits", "mlp", 0.0, 0, 1, 32, 1e-3)
+    assert build_algorithms(config) == []
+    (algorithm,) = build_algorithms(dataclasses.replace(config, smoothing=0.25))
+    assert isinstance(algorithm, LabelSmoothing) and algorithm.smoothing == 0.25

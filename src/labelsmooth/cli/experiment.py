@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
+from labelsmooth.algorithms import LabelSmoothing
 from labelsmooth.cli.data import Dataset, flip_labels, split_validation
 from labelsmooth.cli.models import Classifier, build_model
 from labelsmooth.metrics import (
@@ -26,6 +27,7 @@ from labelsmooth.metrics import (
     reliability_bins,
     template_plane,
 )
+from labelsmooth.trainer import Algorithm, Callback, Logger, State, Trainer
 
 __all__ = [
     "METRICS",
@@ -33,6 +35,7 @@ __all__ = [
     "PROJECTED_CLASSES",
     "TREATMENTS",
     "RunConfig",
+    "build_algorithms",
     "run_one",
     "score",
 ]
@@ -121,14 +124,14 @@ def make_splits(data: Dataset, config: RunConfig) -> Splits:
                   data.x_test, data.y_test)
 
 
-def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> DataLoader[Any]:
+def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int | None) -> DataLoader[Any]:
+    """Shuffled batches (seeded) or, with ``seed=None``, batches in order."""
     # Index the tensors once per batch (a BatchSampler with batch_size=None) instead of collating
     # batch_size single examples: on these tiny models collation would dominate the step time.
-    sampler = BatchSampler(
-        RandomSampler(range(len(y)), generator=torch.Generator().manual_seed(seed)),
-        batch_size,
-        drop_last=False,
-    )
+    order: RandomSampler | SequentialSampler = (
+        SequentialSampler(range(len(y))) if seed is None
+        else RandomSampler(range(len(y)), generator=torch.Generator().manual_seed(seed)))
+    sampler = BatchSampler(order, batch_size, drop_last=False)
     return DataLoader(TensorDataset(x, y), sampler=sampler, batch_size=None)
 
 
@@ -183,34 +186,64 @@ def _projection(model: Classifier, features: torch.Tensor, targets: torch.Tensor
     }
 
 
-EpochHook = Callable[[int, float], None]
+def build_algorithms(config: RunConfig) -> list[Algorithm]:
+    """The Trainer algorithms of a run: ``LabelSmoothing`` when ``smoothing > 0``.
+
+    The baseline gets no algorithm at all (index targets, plain cross-entropy), so that the
+    throughput comparison includes whatever smoothing costs.
+    """
+    return [LabelSmoothing(smoothing=config.smoothing)] if config.smoothing > 0 else []
 
 
-def _train_plain(model: Classifier, splits: Splits, config: RunConfig, on_epoch: EpochHook) -> float:
-    """Train with AdamW and a per-step cosine schedule; return the seconds spent in training steps.
+class _EpochClock(Callback):
+    """Times the training part of every epoch (``EPOCH_START`` to ``EPOCH_END``, evaluation
+    excluded) and reports each finished epoch after its evaluation."""
 
-    ``on_epoch(epoch, mean_train_loss)`` runs after each epoch, outside the timed part.
+    def __init__(self, on_epoch: Callable[[], None] | None) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+        self._on_epoch = on_epoch
+
+    def epoch_start(self, state: State, logger: Logger | None) -> None:
+        self._started = time.perf_counter()
+
+    def epoch_end(self, state: State, logger: Logger | None) -> None:
+        self.seconds += time.perf_counter() - self._started
+
+    def eval_end(self, state: State, logger: Logger | None) -> None:
+        if self._on_epoch is not None:
+            self._on_epoch()
+
+
+def _train(
+    model: Classifier, splits: Splits, config: RunConfig, on_epoch: Callable[[], None] | None
+) -> tuple[float, dict[str, list[float]]]:
+    """Train with the project's ``Trainer``: AdamW, a per-step cosine schedule, the run's
+    algorithms, evaluation on the test set after every epoch.
+
+    Returns:
+        The seconds spent in training epochs, and the per-epoch history: ``train_loss`` (the
+        loss that was optimised, smoothed or not), ``test_accuracy`` and ``test_nll``.
     """
     loader = _loader(splits.x_fit, splits.y_fit, config.batch_size, config.seed)
+    test_loader = _loader(splits.x_test, splits.y_test, 1024, None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * len(loader))
-    seconds = 0.0
-    for epoch in range(config.epochs):
-        model.train()
-        start = time.perf_counter()
-        total, count = torch.zeros(()), 0
-        for inputs, targets in loader:
-            inputs, targets = inputs.to(config.device), targets.to(config.device)
-            loss = F.cross_entropy(model(inputs), targets, label_smoothing=config.smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.detach().cpu() * len(targets)
-            count += len(targets)
-        seconds += time.perf_counter() - start
-        on_epoch(epoch, float(total) / count)
-    return seconds
+    clock = _EpochClock(on_epoch)
+    trainer = Trainer(model, loader, max_duration=f"{config.epochs}ep", optimizers=optimizer,
+                      schedulers=[scheduler], algorithms=build_algorithms(config), callbacks=[clock],
+                      eval_dataloader=test_loader, eval_interval="1ep", device=config.device,
+                      seed=config.seed, progress_bar=False)
+    trainer.fit()
+    trainer.close()
+    train = [record for record in trainer.history if record["split"] == "train"]
+    test = [record for record in trainer.history if record["split"] == "eval"]
+    history = {
+        "train_loss": [record["loss"] for record in train],
+        "test_accuracy": [record["accuracy"] for record in test],
+        "test_nll": [record["nll"] for record in test],
+    }
+    return clock.seconds, history
 
 
 def run_one(
@@ -232,18 +265,7 @@ def run_one(
     torch.manual_seed(config.seed)
     splits = make_splits(data, config)
     model = build_model(config.model, input_shape=data.input_shape, num_classes=data.num_classes)
-    model.to(config.device)
-    history: dict[str, list[float]] = {"train_loss": [], "test_accuracy": [], "test_nll": []}
-
-    def after_epoch(epoch: int, train_loss: float) -> None:
-        logits, _ = predict(model, splits.x_test, device=config.device)
-        history["train_loss"].append(train_loss)
-        history["test_accuracy"].append(float((logits.argmax(dim=1) == splits.y_test).float().mean()))
-        history["test_nll"].append(float(F.cross_entropy(logits, splits.y_test)))
-        if on_epoch is not None:
-            on_epoch()
-
-    seconds = _train_plain(model, splits, config, after_epoch)
+    seconds, history = _train(model, splits, config, on_epoch)
     logits, features = predict(model, splits.x_test, device=config.device)
     val_logits, _ = predict(model, splits.x_val, device=config.device)
     metrics = score(logits, splits.y_test, val_logits, splits.y_val)
