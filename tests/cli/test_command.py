@@ -80,6 +80,16 @@ def test_report_redraws_the_same_summary_and_pictures(tiny_run: Path, tmp_path: 
     assert "top-1 (%)" in out
 
 
+def test_report_draws_a_run_without_a_projection(tiny_run: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    payload = json.loads((tiny_run / "results.json").read_text())
+    payload["runs"][1]["projection"] = None
+    (tmp_path / "results.json").write_text(json.dumps(payload))
+    status, _, err = invoke(["report", str(tmp_path)], capsys)
+    assert status == 0, err
+    assert (tmp_path / "penultimate.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
 def test_console_script_and_module_run(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("labelsmooth")
     done = subprocess.run([str(script), *TINY, "--smoothing", "0.1", "--out", str(tmp_path / "a")],

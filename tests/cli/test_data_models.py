@@ -109,3 +109,14 @@ def test_runs_smooth_through_the_trainer_algorithm() -> None:
     assert build_algorithms(config) == []
     (algorithm,) = build_algorithms(dataclasses.replace(config, smoothing=0.25))
     assert isinstance(algorithm, LabelSmoothing) and algorithm.smoothing == 0.25
+
+
+def test_projection_is_skipped_when_the_templates_span_no_plane() -> None:
+    from labelsmooth.cli.experiment import _projection
+
+    model = build_model("mlp", input_shape=(1, 8, 8), num_classes=10)
+    features, targets = torch.randn(30, 128), torch.arange(30) % 10
+    assert _projection(model, features, targets) is not None
+    with torch.no_grad():
+        model.head.weight[1] = model.head.weight[0]
+    assert _projection(model, features, targets) is None

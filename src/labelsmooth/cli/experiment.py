@@ -172,17 +172,22 @@ def score(
     }
 
 
-def _projection(model: Classifier, features: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+def _projection(model: Classifier, features: torch.Tensor, targets: torch.Tensor) -> dict[str, Any] | None:
+    """The picture's points, or ``None`` when the three templates do not span a plane (a model
+    trained on uniform targets, smoothing 1, can end there)."""
     classes = list(PROJECTED_CLASSES)
-    plane = template_plane(model.head.weight.detach().float().cpu()[classes])
+    templates = model.head.weight.detach().float().cpu()[classes]
+    try:
+        plane = template_plane(templates)
+    except ValueError:
+        return None
     keep = torch.cat([(targets == c).nonzero().squeeze(1)[:_POINTS_PER_CLASS] for c in classes])
     points = project_onto_plane(features[keep], plane)
-    templates = project_onto_plane(model.head.weight.detach().float().cpu()[classes], plane)
     return {
         "classes": classes,
         "labels": targets[keep].tolist(),
         "points": [[round(a, 4), round(b, 4)] for a, b in points.tolist()],
-        "templates": [[round(a, 4), round(b, 4)] for a, b in templates.tolist()],
+        "templates": [[round(a, 4), round(b, 4)] for a, b in project_onto_plane(templates, plane).tolist()],
     }
 
 

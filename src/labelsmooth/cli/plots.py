@@ -73,6 +73,11 @@ def draw_penultimate(variants: Sequence[Variant], path: Path) -> None:
     for ax, variant in zip(axes, variants, strict=True):
         run = min(variant.runs, key=lambda r: r["seed"])
         projection = run["projection"]
+        if projection is None:
+            ax.set_title(f"{variant.label} (seed {run['seed']})", fontsize=10)
+            ax.text(0.5, 0.5, "the three templates\ndo not span a plane", ha="center", va="center",
+                    transform=ax.transAxes)
+            continue
         for colour, cls in zip(_CLASS_COLOURS, projection["classes"], strict=True):
             points = [p for p, label in zip(projection["points"], projection["labels"], strict=True)
                       if label == cls]
