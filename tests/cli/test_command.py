@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import labelsmooth.cli.command as cli_main
 from labelsmooth.cli import main
@@ -131,6 +132,14 @@ def test_bad_input_is_one_line_and_a_nonzero_status(argv: list[str], status: int
     assert got == status
     assert err == f"labelsmooth: error: {message}\n" or (err.startswith(f"labelsmooth: error: {message}")
                                                          and err.count("\n") == 1), err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = invoke([*TINY, "--device", "cuda", "--out", str(tmp_path)], capsys)
+    assert status == 1
+    assert err == ("labelsmooth: error: --device: expected an available device, got 'cuda' "
+                   "(CUDA is not available here)\n")
 
 
 def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
