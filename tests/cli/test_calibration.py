@@ -144,3 +144,21 @@ def test_inputs_are_not_modified() -> None:
     brier_score(probs, targets)
     fit_temperature(probs.log(), targets)
     assert torch.equal(probs, before[0]) and torch.equal(targets, before[1])
+
+
+def test_the_command_scores_with_these_metrics() -> None:
+    from labelsmooth.cli.experiment import score
+
+    generator = torch.Generator().manual_seed(7)
+    logits, val_logits = 3 * torch.randn(300, 10, generator=generator), 3 * torch.randn(100, 10, generator=generator)
+    targets, val_targets = torch.randint(0, 10, (300,), generator=generator), torch.randint(0, 10, (100,), generator=generator)
+    metrics = score(logits, targets, val_logits, val_targets)
+    temperature = fit_temperature(val_logits, val_targets)
+    assert metrics["temperature"] == temperature
+    for key, scaled in (("ece", logits), ("ece_ts", logits / temperature)):
+        reference = multiclass_calibration_error(scaled.softmax(dim=1), targets, num_classes=10, n_bins=15)
+        assert metrics[key] == pytest.approx(float(reference), rel=1e-5), key
+    assert metrics["brier"] == pytest.approx(_numpy_brier(logits.softmax(dim=1).double().numpy(), targets.numpy()),
+                                             rel=1e-5)
+    assert metrics["nll_ts"] == pytest.approx(float(F.cross_entropy(logits / temperature, targets)), rel=1e-6)
+    assert metrics["accuracy"] == pytest.approx(float((logits.argmax(1) == targets).double().mean()))
