@@ -91,6 +91,23 @@ def test_report_draws_a_run_without_a_projection(tiny_run: Path, tmp_path: Path,
     assert (tmp_path / "penultimate.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "RUN_DIR: cannot read "),
+        ('{"runs": {}}', "RUN_DIR: "),
+        ('{"runs": []}', "RUN_DIR: "),
+        ('{"runs": [{"dataset": "digits"}]}', "RUN_DIR: expected every run in "),
+    ],
+)
+def test_report_on_a_malformed_results_file(content: str, message: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "results.json").write_text(content)
+    status, _, err = invoke(["report", str(tmp_path)], capsys)
+    assert status == 1
+    assert err.startswith(f"labelsmooth: error: {message}") and err.count("\n") == 1, err
+
+
 def test_console_script_and_module_run(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("labelsmooth")
     done = subprocess.run([str(script), *TINY, "--smoothing", "0.1", "--out", str(tmp_path / "a")],

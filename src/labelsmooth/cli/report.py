@@ -109,6 +109,12 @@ def load_results(folder: Path) -> dict[str, Any]:
         raise CommandError(f"RUN_DIR: {path} has no list of runs")
     if not payload["runs"]:
         raise CommandError(f"RUN_DIR: {path} holds no finished training yet")
+    required = (*CONFIG_FIELDS, *METRICS, "history", "reliability", "projection")
+    for number, run in enumerate(payload["runs"], start=1):
+        missing = [key for key in required if not isinstance(run, dict) or key not in run]
+        if missing:
+            raise CommandError(f"RUN_DIR: expected every run in {path} to have {', '.join(required)}; "
+                               f"run {number} lacks {', '.join(missing)}")
     return payload
 
 
