@@ -16,13 +16,19 @@ MODULES = [
     "labelsmooth.trainer",
     "labelsmooth.trainer.algorithm",
     "labelsmooth.trainer.batch",
+    "labelsmooth.trainer._optional",
     "labelsmooth.trainer.callback",
+    "labelsmooth.trainer.checkpoint",
+    "labelsmooth.trainer.distributed",
     "labelsmooth.trainer.engine",
     "labelsmooth.trainer.events",
     "labelsmooth.trainer.logger",
+    "labelsmooth.trainer.metrics",
+    "labelsmooth.trainer.progress",
     "labelsmooth.trainer.state",
     "labelsmooth.trainer.targets",
     "labelsmooth.trainer.time",
+    "labelsmooth.trainer.trainer",
 ]
 
 

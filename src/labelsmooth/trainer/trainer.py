@@ -378,6 +378,9 @@ class Trainer:
     def close(self) -> None:
         """Destroy the process group if this Trainer started it (call once, at the end)."""
         if self._owns_process_group:
+            # Free the DDP wrapper first: its reducer still refers to the process group.
+            self._forward_model = self.state.model
+            dist_utils.barrier()
             torch.distributed.destroy_process_group()
             self._owns_process_group = False
 
