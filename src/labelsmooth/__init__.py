@@ -7,6 +7,7 @@ Exact, fused label-smoothed losses, the functional API (:mod:`labelsmooth.functi
 from __future__ import annotations
 
 from labelsmooth import functional
+from labelsmooth.algorithms import LabelSmoothing
 from labelsmooth.functional import (
     one_hot,
     smooth_binary_labels,
@@ -20,13 +21,21 @@ from labelsmooth.losses import (
     SmoothedCrossEntropyLoss,
     SoftCrossEntropyLoss,
 )
+from labelsmooth.trainer import Algorithm, Callback, Engine, Event, State, TargetStage
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Algorithm",
+    "Callback",
+    "Engine",
+    "Event",
+    "LabelSmoothing",
     "SmoothedBCEWithLogitsLoss",
     "SmoothedCrossEntropyLoss",
     "SoftCrossEntropyLoss",
+    "State",
+    "TargetStage",
     "__version__",
     "functional",
     "one_hot",

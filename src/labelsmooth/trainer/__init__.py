@@ -1,0 +1,36 @@
+"""An event-driven training loop in the style of Composer's, with composable algorithms.
+
+The pieces: :class:`Event` (where in the loop), :class:`State` (what the loop shares),
+:class:`Algorithm` and :class:`Callback` (what runs at events), :class:`Engine` (runs them in a
+composable order), and the target-transform stage (:class:`TargetStage`, :func:`map_targets`)
+through which algorithms that change targets compose in any order.
+"""
+
+from labelsmooth.trainer.algorithm import Algorithm
+from labelsmooth.trainer.batch import batch_get_item, batch_set_item, get_logits
+from labelsmooth.trainer.callback import Callback
+from labelsmooth.trainer.engine import Engine
+from labelsmooth.trainer.events import Event
+from labelsmooth.trainer.logger import Logger
+from labelsmooth.trainer.state import State
+from labelsmooth.trainer.targets import TargetComponent, TargetStage, TargetTransform, map_targets
+from labelsmooth.trainer.time import Duration, Timestamp, TimeUnit
+
+__all__ = [
+    "Algorithm",
+    "Callback",
+    "Duration",
+    "Engine",
+    "Event",
+    "Logger",
+    "State",
+    "TargetComponent",
+    "TargetStage",
+    "TargetTransform",
+    "TimeUnit",
+    "Timestamp",
+    "batch_get_item",
+    "batch_set_item",
+    "get_logits",
+    "map_targets",
+]
