@@ -21,7 +21,7 @@ from labelsmooth.losses import (
     SmoothedCrossEntropyLoss,
     SoftCrossEntropyLoss,
 )
-from labelsmooth.trainer import Algorithm, Callback, Engine, Event, State, TargetStage
+from labelsmooth.trainer import Algorithm, Callback, Engine, Event, State, TargetStage, Trainer
 
 __version__ = "0.1.0"
 
@@ -38,6 +38,7 @@ __all__ = [
     "SoftCrossEntropyLoss",
     "State",
     "TargetStage",
+    "Trainer",
     "__version__",
     "functional",
     "one_hot",
