@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from labelsmooth.functional import soft_cross_entropy
-from labelsmooth.trainer import Algorithm, Engine, Event, State
+from labelsmooth.trainer import Algorithm, Callback, Engine, Event, State, Trainer
 
 
 class Step:
@@ -66,3 +66,55 @@ def reference_loss(outputs: torch.Tensor, targets: torch.Tensor, indices: torch.
 
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+class _SeenInputs(torch.nn.Module):
+    """Wraps a model and keeps the inputs of its last call."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.last_inputs: torch.Tensor | None = None
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        self.last_inputs = inputs.detach().clone()
+        return self.model(inputs)
+
+
+def trainer_run(algorithms: Sequence[Algorithm], mixer: Any, model: torch.nn.Module,
+                x: torch.Tensor, y: torch.Tensor, *, batch_size: int, grad_accum: int = 1
+                ) -> list[dict[str, Any]]:
+    """Train with the real Trainer and record, per microbatch, what went into the loss.
+
+    Each record holds the batch's original inputs and targets (as the dataloader gave them), the
+    inputs the model saw, the outputs, the loss, ``mixer``'s draws, and the targets the batch
+    held after ``AFTER_LOSS``.
+    """
+    class Record(Callback):
+        def __init__(self) -> None:
+            self.steps: list[dict[str, Any]] = []
+
+        def before_forward(self, state: State, logger: Any) -> None:
+            # Callbacks run after the algorithms, so the batch is mixed already; the mixer
+            # keeps the originals until AFTER_FORWARD, and so does this record.
+            self.current: dict[str, Any] = {"targets": state.batch[1]}
+
+        def after_forward(self, state: State, logger: Any) -> None:
+            self.current["original_inputs"] = state.batch[0]
+
+        def after_loss(self, state: State, logger: Any) -> None:
+            self.current.update(
+                seen_inputs=wrapped.last_inputs, outputs=state.outputs.detach().clone(),
+                loss=state.loss.detach().clone(), lam=mixer.lam, indices=mixer.indices,
+                bbox=getattr(mixer, "bbox", None), targets_after=state.batch[1],
+                inputs_after=state.batch[0])
+            self.steps.append(self.current)
+
+    wrapped, record = _SeenInputs(model), Record()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y),
+                                         batch_size=batch_size)
+    trainer = Trainer(wrapped, loader, max_duration="1ep", algorithms=list(algorithms),
+                      callbacks=[record], optimizers=torch.optim.SGD(wrapped.parameters(), lr=0.1),
+                      device="cpu", progress_bar=False, grad_accum=grad_accum)
+    trainer.fit()
+    return record.steps

@@ -8,7 +8,14 @@ import math
 import pytest
 import torch
 from helpers import assert_close
-from mixing_steps import hand_mixed_target, hand_smooth, reference_loss, seeded, train_step
+from mixing_steps import (
+    hand_mixed_target,
+    hand_smooth,
+    reference_loss,
+    seeded,
+    train_step,
+    trainer_run,
+)
 
 from labelsmooth import CutMix, LabelSmoothing
 from labelsmooth.trainer import Event, State
@@ -149,3 +156,24 @@ def test_bad_arguments_and_inputs() -> None:
     with pytest.raises(ValueError, match=r"targets: expected a tensor whose first dimension is "
                                          r"the batch size 4"):
         CutMix().apply(Event.BEFORE_FORWARD, state, None)
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+def test_trainer_end_to_end(order: str) -> None:
+    """The real Trainer: every batch's loss is the hand one from the recorded box and lam."""
+    torch.manual_seed(0)
+    x, y = torch.randn(18, 2, 5, 6), torch.randint(0, NUM_CLASSES, (18,))
+    cutmix = CutMix(generator=seeded(0))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(60, NUM_CLASSES))
+    steps = trainer_run(ORDERS[order](cutmix, LabelSmoothing(0.1)), cutmix, model, x, y,
+                        batch_size=6)
+    assert len(steps) == 3
+    for step in steps:
+        lam, indices, bbox = step["lam"], step["indices"], step["bbox"]
+        (top, bottom), (left, right) = bbox
+        assert lam == (bottom - top) * (right - left) / 30
+        assert torch.equal(step["seen_inputs"], hand_paste(step["original_inputs"], indices, bbox))
+        assert_close(step["loss"], reference_loss(step["outputs"], step["targets"], indices, lam,
+                                                  0.1))
+        assert step["targets_after"] is step["targets"]
+        assert step["inputs_after"] is step["original_inputs"]

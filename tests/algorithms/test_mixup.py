@@ -9,7 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import assert_close
-from mixing_steps import hand_mixed_target, hand_smooth, reference_loss, seeded, train_step
+from mixing_steps import (
+    hand_mixed_target,
+    hand_smooth,
+    reference_loss,
+    seeded,
+    train_step,
+    trainer_run,
+)
 
 import labelsmooth.algorithms.cutmix
 import labelsmooth.algorithms.mixup
@@ -218,3 +225,23 @@ def test_same_loss_as_plain_cross_entropy_when_lam_is_zero() -> None:
         inputs, targets, lam=0.0, generator=seeded(0))
     step = train_step([mixup, LabelSmoothing(0.1)], model, (x, y))
     assert_close(step.loss, F.cross_entropy(model(x), y, label_smoothing=0.1))
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+@pytest.mark.parametrize("interpolate_loss", [False, True])
+def test_trainer_end_to_end(order: str, interpolate_loss: bool) -> None:
+    """The real Trainer, with gradient accumulation: every microbatch's loss is the hand one."""
+    torch.manual_seed(0)
+    x, y = torch.randn(24, 6), torch.randint(0, NUM_CLASSES, (24,))
+    mixup = MixUp(alpha=1.0, interpolate_loss=interpolate_loss, generator=seeded(0))
+    steps = trainer_run(ORDERS[order](mixup, LabelSmoothing(0.2)), mixup,
+                        torch.nn.Linear(6, NUM_CLASSES), x, y, batch_size=8, grad_accum=2)
+    assert len(steps) == 6  # 3 batches of 2 microbatches
+    for step in steps:
+        lam, indices = step["lam"], step["indices"]
+        original = step["original_inputs"]
+        assert_close(step["seen_inputs"], (1 - lam) * original + lam * original[indices])
+        assert_close(step["loss"], reference_loss(step["outputs"], step["targets"], indices, lam,
+                                                  0.2))
+        assert step["targets_after"] is step["targets"] and step["inputs_after"] is original
+    assert len({step["lam"] for step in steps}) == len(steps)
