@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import assert_close
 from mixing_steps import (
     hand_mixed_target,
@@ -17,7 +18,7 @@ from mixing_steps import (
     trainer_run,
 )
 
-from labelsmooth import CutMix, LabelSmoothing
+from labelsmooth import CutMix, LabelSmoothing, MixUp
 from labelsmooth.trainer import Event, State
 
 NUM_CLASSES = 4
@@ -177,3 +178,19 @@ def test_trainer_end_to_end(order: str) -> None:
                                                   0.1))
         assert step["targets_after"] is step["targets"]
         assert step["inputs_after"] is step["original_inputs"]
+
+
+def test_mixup_then_cutmix_stack_consistently() -> None:
+    """Two mixers in one step: inputs and targets are mixed in the same (list) order, so the
+    target of every example is the hand composition of both draws, smoothed once."""
+    model, x, y = image_model_and_batch()
+    mixup, cutmix = MixUp(alpha=1.0, generator=seeded(1)), CutMix(generator=seeded(2))
+    step = train_step([LabelSmoothing(0.1), mixup, cutmix], model, (x, y))
+    assert mixup.lam is not None and mixup.indices is not None
+    assert cutmix.lam is not None and cutmix.indices is not None and cutmix.bbox is not None
+    once = (1 - mixup.lam) * x + mixup.lam * x[mixup.indices]
+    assert_close(step.inputs, hand_paste(once, cutmix.indices, cutmix.bbox))
+    dense = F.one_hot(y, NUM_CLASSES).double()
+    dense = (1 - mixup.lam) * dense + mixup.lam * dense[mixup.indices]
+    dense = (1 - cutmix.lam) * dense + cutmix.lam * dense[cutmix.indices]
+    assert_close(step.components[0][1], 0.9 * dense + 0.1 / NUM_CLASSES)

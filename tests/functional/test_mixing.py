@@ -387,3 +387,24 @@ def test_bad_mix_targets_arguments() -> None:
         mix_targets(torch.zeros(4, 3), torch.zeros(4, 3), 0.5, num_classes=4)
     with pytest.raises(TypeError, match=r"dtype: expected a floating dtype"):
         mix_targets(Y4, Y4, 0.5, num_classes=4, dtype=torch.int64)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("generator_device", ["cpu", "cuda"])
+def test_cuda_inputs_with_a_cpu_or_cuda_generator(generator_device: str) -> None:
+    x = torch.randn(8, 3, 6, 6, device="cuda")
+    y = torch.randint(0, 4, (8,), device="cuda")
+
+    def draw(seed: int) -> tuple[MixedBatch, MixedBatch]:
+        generator = torch.Generator(device=generator_device).manual_seed(seed)
+        return (mixup_batch(x, y, generator=generator), cutmix_batch(x, y, generator=generator))
+
+    (mixed, cut), (mixed_again, cut_again) = draw(0), draw(0)
+    assert mixed.indices.device == x.device and cut.indices.device == x.device
+    assert mixed.lam == mixed_again.lam and torch.equal(mixed.indices, mixed_again.indices)
+    assert cut.bbox == cut_again.bbox and torch.equal(cut.inputs, cut_again.inputs)
+    assert_close(mixed.inputs, (1 - mixed.lam) * x + mixed.lam * x[mixed.indices])
+    target = mix_targets(y, mixed.permuted_targets, mixed.lam, num_classes=4, smoothing=0.1)
+    assert target.device == x.device
+    assert_close(target.sum(1), torch.ones(8, device="cuda"))
