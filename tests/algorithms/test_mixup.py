@@ -245,3 +245,12 @@ def test_trainer_end_to_end(order: str, interpolate_loss: bool) -> None:
                                                   0.2))
         assert step["targets_after"] is step["targets"] and step["inputs_after"] is original
     assert len({step["lam"] for step in steps}) == len(steps)
+
+
+def test_missing_keys_are_named() -> None:
+    state = State(torch.nn.Identity(), batch={"x": torch.zeros(2, 3), "y": torch.tensor([0, 1])})
+    with pytest.raises(ValueError, match=r"input_key: expected an index, key or attribute of the "
+                                         r"batch \(a dict with keys \['x', 'y'\]\), got 0"):
+        MixUp(target_key="y").apply(Event.BEFORE_FORWARD, state, None)
+    with pytest.raises(ValueError, match=r"target_key: expected an index, key or attribute"):
+        MixUp(input_key="x", target_key="labels").apply(Event.BEFORE_FORWARD, state, None)

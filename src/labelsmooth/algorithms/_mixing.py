@@ -14,7 +14,13 @@ import torch
 from labelsmooth._validation import check_int, fail
 from labelsmooth.functional.mixing import MixedBatch, check_alpha, mix_targets
 from labelsmooth.trainer.algorithm import Algorithm
-from labelsmooth.trainer.batch import BatchKey, check_batch_key, get_logits
+from labelsmooth.trainer.batch import (
+    BatchKey,
+    batch_get_item,
+    batch_set_item,
+    check_batch_key,
+    get_logits,
+)
 from labelsmooth.trainer.events import Event
 from labelsmooth.trainer.targets import TargetComponent, TargetStage, TargetTransform
 
@@ -88,16 +94,19 @@ class MixingAlgorithm(Algorithm):
 
     def apply(self, event: Event, state: State, logger: Logger | None) -> None:
         if event == Event.BEFORE_FORWARD:
-            inputs = state.batch_get_item(self.input_key)
-            mixed = self.mix_batch(inputs, state.batch_get_item(self.target_key))
+            inputs = batch_get_item(state.batch, self.input_key, argument="input_key")
+            targets = batch_get_item(state.batch, self.target_key, argument="target_key")
+            mixed = self.mix_batch(inputs, targets)
             self.lam, self.indices = mixed.lam, mixed.indices
             self._original_inputs = inputs
             self._drawn_for_loss = True
-            state.batch_set_item(self.input_key, mixed.inputs)
+            state.batch = batch_set_item(state.batch, self.input_key, mixed.inputs,
+                                         argument="input_key")
         elif event == Event.AFTER_FORWARD:
             # The model has seen the mixed inputs; the batch gets the user's tensor back.
             if self._original_inputs is not None:
-                state.batch_set_item(self.input_key, self._original_inputs)
+                state.batch = batch_set_item(state.batch, self.input_key, self._original_inputs,
+                                             argument="input_key")
                 self._original_inputs = None
         elif event == Event.BEFORE_LOSS:
             if not self._drawn_for_loss or self.indices is None or self.lam is None:
