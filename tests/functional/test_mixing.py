@@ -408,3 +408,13 @@ def test_cuda_inputs_with_a_cpu_or_cuda_generator(generator_device: str) -> None
     target = mix_targets(y, mixed.permuted_targets, mixed.lam, num_classes=4, smoothing=0.1)
     assert target.device == x.device
     assert_close(target.sum(1), torch.ones(8, device="cuda"))
+
+
+def test_docstring_examples_run_and_exports_exist() -> None:
+    import doctest
+
+    import labelsmooth.functional.mixing as module
+
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+    assert all(hasattr(module, name) for name in module.__all__)
