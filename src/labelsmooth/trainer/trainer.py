@@ -342,8 +342,7 @@ class Trainer:
         state = self.state
         for name, mine, saved in (("optimizers", state.optimizers, checkpoint["optimizers"]),
                                   ("schedulers", state.schedulers, checkpoint["schedulers"]),
-                                  ("algorithms", state.algorithms, checkpoint["algorithms"]),
-                                  ("callbacks", state.callbacks, checkpoint["callbacks"])):
+                                  ("algorithms", state.algorithms, checkpoint["algorithms"])):
             if len(mine) != len(saved):
                 fail("load_path", f"a checkpoint with {len(mine)} {name}, as this Trainer has",
                      f"one with {len(saved)}")
@@ -357,10 +356,17 @@ class Trainer:
             optimizer.load_state_dict(saved)
         for scheduler, saved in zip(state.schedulers, checkpoint["schedulers"], strict=True):
             scheduler.load_state_dict(saved)
-        owners: list[Algorithm | Callback] = [*state.algorithms, *state.callbacks]
-        for owner, (_, saved) in zip(owners, [*checkpoint["algorithms"], *checkpoint["callbacks"]],
-                                     strict=True):
-            owner.load_state_dict(saved)
+        for algorithm, (_, saved) in zip(state.algorithms, checkpoint["algorithms"], strict=True):
+            algorithm.load_state_dict(saved)
+        # Callbacks observe and may differ between runs (a progress printer added on resume):
+        # each gets the state of the first saved callback of its class not yet taken.
+        saved_callbacks = list(checkpoint["callbacks"])
+        for callback in state.callbacks:
+            for index, (name, saved) in enumerate(saved_callbacks):
+                if name == type(callback).__name__:
+                    callback.load_state_dict(saved)
+                    del saved_callbacks[index]
+                    break
         if self._scaler is not None and checkpoint["scaler"] is not None:
             self._scaler.load_state_dict(checkpoint["scaler"])
         state.timestamp = Timestamp.from_state_dict(checkpoint["timestamp"])
