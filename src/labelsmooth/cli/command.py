@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lr", type=_positive_float, default=DEFAULT_LR,
                      help=f"AdamW peak learning rate, cosine-decayed (default: {DEFAULT_LR:g})")
     run.add_argument("--label-noise", type=_fraction, default=0.0, metavar="P",
-                     help="replace round(P * N) training labels by a different class (default: 0)")
+                     help="replace round(P * N) of the N labels trained on by a different class; the "
+                     "validation split stays clean (default: 0)")
     run.add_argument("--val-fraction", type=_fraction, default=0.1, metavar="F",
                      help="share of the training set held out for temperature scaling (default: 0.1)")
     run.add_argument("--out", type=Path, default=None,

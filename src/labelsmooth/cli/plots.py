@@ -42,7 +42,8 @@ def _pooled_bins(variant: Variant) -> tuple[list[float], list[float], list[float
 
 
 def draw_reliability(variants: Sequence[Variant], path: Path) -> None:
-    """Bars: accuracy per confidence bin; red: the gap to the bin's mean confidence."""
+    """Bars: accuracy per confidence bin; red hatching: the gap to the bin's mean confidence
+    (above the bar: over-confident, inside it: under-confident)."""
     figure, axes = _figure(len(variants))
     for ax, variant in zip(axes, variants, strict=True):
         counts, accuracy, confidence = _pooled_bins(variant)
@@ -51,9 +52,10 @@ def draw_reliability(variants: Sequence[Variant], path: Path) -> None:
         filled = [b for b in range(len(counts)) if counts[b]]
         ax.bar([lefts[b] for b in filled], [accuracy[b] for b in filled], width=width, align="edge",
                color="tab:blue", edgecolor="black", linewidth=0.5, label="accuracy")
+        # Hatched, unfilled: an under-confident gap lies over the accuracy bar and must stay visible.
         ax.bar([lefts[b] for b in filled], [confidence[b] - accuracy[b] for b in filled],
-               bottom=[accuracy[b] for b in filled], width=width, align="edge", color="tab:red",
-               alpha=0.35, edgecolor="tab:red", linewidth=0.5, label="gap to confidence")
+               bottom=[accuracy[b] for b in filled], width=width, align="edge", facecolor="none",
+               edgecolor="tab:red", hatch="////", linewidth=0.8, label="gap to mean confidence")
         ax.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1)
         ece = variant.mean("ece") * 100
         ax.set_title(f"{variant.label}\nECE {ece:.1f}%, accuracy {variant.mean('accuracy') * 100:.1f}%",

@@ -218,19 +218,25 @@ def _change(base: Variant, other: Variant, metric: str) -> str:
 
 
 def _confidence_sentence(variant: Variant) -> str:
+    """Over- or under-confident on the test set, and whether the fitted temperature agrees."""
     accuracy, confidence = variant.mean("accuracy"), variant.mean("confidence")
     temperature = variant.mean("temperature")
     gap = (accuracy - confidence) * 100
-    state = (f"mean confidence {confidence * 100:.1f}% vs. accuracy {accuracy * 100:.1f}%, "
-             f"fitted temperature {temperature:.2f}")
+    state = f"mean confidence {confidence * 100:.1f}% vs. accuracy {accuracy * 100:.1f}%"
+    if temperature < 1:
+        scaling = f"the fitted temperature T = {temperature:.2f} < 1 sharpens its predictions"
+    elif temperature > 1:
+        scaling = f"the fitted temperature T = {temperature:.2f} > 1 softens its predictions"
+    else:
+        scaling = "the fitted temperature is 1"
     if gap > 1:
-        return (f"At {variant.label} the model is **under-confident** ({state}): its predictions "
-                f"are softer than its accuracy warrants, so its ECE counts under-confidence, and "
-                f"temperature scaling sharpens them (T < 1).")
+        return (f"At {variant.label} the model is **under-confident** on the test set ({state}): "
+                f"its ECE measures under-confidence; {scaling}.")
     if gap < -1:
-        return (f"At {variant.label} the model is **over-confident** ({state}): temperature "
-                f"scaling softens its predictions (T > 1).")
-    return f"At {variant.label} the model's confidence matches its accuracy on average ({state})."
+        return (f"At {variant.label} the model is **over-confident** on the test set ({state}): "
+                f"its ECE measures over-confidence; {scaling}.")
+    return (f"At {variant.label} the model's confidence matches its accuracy on average ({state}); "
+            f"{scaling}.")
 
 
 def metric_sentences(variants: Sequence[Variant]) -> list[str]:
@@ -269,7 +275,9 @@ def summary_markdown(payload: dict[str, Any]) -> str:
         f"({payload.get('status', 'complete')}). Test-set metrics, mean ± std over seeds; "
         f"ECE uses 15 equal-width bins; TS = temperature scaling fitted on a "
         f"{first['val_fraction']:g} validation split of the training set. A change is "
-        f"*beyond seed noise* when it exceeds two standard errors of the difference of the means.",
+        f"*beyond seed noise* when it exceeds two standard errors of the difference of the means. "
+        f"samples/s counts training steps only (no evaluation) and leaves out the first epoch "
+        f"(warm-up).",
         "",
         "| " + " | ".join(headers) + " |",
         "|" + "|".join("---" for _ in headers) + "|",
