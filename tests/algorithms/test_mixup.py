@@ -4,6 +4,7 @@ order, interpolate_loss, reproducible draws, restored batches, bad input."""
 from __future__ import annotations
 
 import doctest
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,8 +21,8 @@ from mixing_steps import (
 
 import labelsmooth.algorithms.cutmix
 import labelsmooth.algorithms.mixup
-from labelsmooth import LabelSmoothing, MixUp
-from labelsmooth.trainer import Event, State
+from labelsmooth import LabelSmoothing, MixUp, Trainer
+from labelsmooth.trainer import Callback, Event, State
 
 NUM_CLASSES = 5
 
@@ -254,3 +255,44 @@ def test_missing_keys_are_named() -> None:
         MixUp(target_key="y").apply(Event.BEFORE_FORWARD, state, None)
     with pytest.raises(ValueError, match=r"target_key: expected an index, key or attribute"):
         MixUp(input_key="x", target_key="labels").apply(Event.BEFORE_FORWARD, state, None)
+
+
+class _CrashAfter(Callback):
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def batch_end(self, state: State, logger: object) -> None:
+        if state.timestamp.batch == self.batch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("with_generator", [True, False])
+def test_trainer_resume_draws_what_an_uninterrupted_run_draws(tmp_path: Path,
+                                                              with_generator: bool) -> None:
+    """Crash after batch 3, resume from the checkpoint of batch 2 with a differently seeded
+    generator: the final weights equal the uninterrupted run's (the generator's state, or the
+    global RNG the Trainer checkpoints, comes back)."""
+    from tiny_task import make_dataset, make_loader, make_model
+
+    def run(folder: Path, seed: int, *, crash: bool = False, load: Path | None = None) -> Trainer:
+        model = make_model(seed=0)
+        mixup = MixUp(alpha=0.4, generator=seeded(seed) if with_generator else None)
+        trainer = Trainer(model, make_loader(make_dataset(40), 8), max_duration="2ep",
+                          optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
+                          algorithms=[LabelSmoothing(0.1), mixup],
+                          callbacks=[_CrashAfter(3)] if crash else [], device="cpu",
+                          progress_bar=False, seed=seed, save_folder=folder, save_interval="2ba",
+                          load_path=load)
+        if crash:
+            with pytest.raises(KeyboardInterrupt):
+                trainer.fit()
+        else:
+            trainer.fit()
+        return trainer
+
+    reference = run(tmp_path / "a", 1)
+    run(tmp_path / "b", 1, crash=True)
+    resumed = run(tmp_path / "c", 9, load=tmp_path / "b" / "ep0-ba2.pt")
+    for expected, actual in zip(reference.state.model.state_dict().values(),
+                                resumed.state.model.state_dict().values(), strict=True):
+        assert torch.equal(actual, expected)

@@ -133,4 +133,6 @@ class MixingAlgorithm(Algorithm):
         if self.generator is None or set(state) != {"generator"}:
             super().load_state_dict(state)
             return
-        self.generator.set_state(state["generator"])
+        # A checkpoint loaded with map_location="cuda" moves the state tensor; set_state takes
+        # a CPU ByteTensor for CPU and CUDA generators alike.
+        self.generator.set_state(state["generator"].cpu())
