@@ -406,14 +406,13 @@ def _smoothed(
     device of its ``logits``, so a zero-stride template of the result's shape stands in for them
     (no memory is allocated for it) and the smoothing formula stays in one place.
     """
+    shape = list(targets.shape)
     if targets.is_floating_point():
         dim = check_class_dim(class_dim, targets.ndim)
-        if targets.shape[dim] != num_classes:
+        if shape[dim] != num_classes:
             fail("targets", f"dense targets with {num_classes} classes on dim {dim}",
                  describe(targets))
-        shape = list(targets.shape)
     else:
-        shape = list(targets.shape)
         shape.insert(check_class_dim(class_dim, targets.ndim + 1), num_classes)
     template = torch.empty((), dtype=dtype, device=targets.device).expand(shape)
     return smooth_labels(template, targets, smoothing, class_dim=class_dim)
