@@ -68,6 +68,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _open_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction strictly between 0 and 1, got {text!r}")
+    return value
+
+
 def _alpha(text: str) -> float:
     try:
         value = float(text)
@@ -137,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--label-noise", type=_fraction, default=0.0, metavar="P",
                      help="replace round(P * N) of the N labels trained on by a different class; the "
                      "validation split stays clean (default: 0)")
-    run.add_argument("--val-fraction", type=_fraction, default=0.1, metavar="F",
+    run.add_argument("--val-fraction", type=_open_fraction, default=0.1, metavar="F",
                      help="share of the training set held out for temperature scaling (default: 0.1)")
     run.add_argument("--out", type=Path, default=None,
                      help="output folder (default: runs/<dataset>-<UTC time>)")
