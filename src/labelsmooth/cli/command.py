@@ -9,6 +9,7 @@ results of finished trainings are written after each one, so an interrupted run 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -77,6 +78,17 @@ def _open_fraction(text: str) -> float:
     return value
 
 
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(
+            f"expected a Beta concentration, a finite number >= 0 (0 = off), got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -118,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="classifier (default: cnn for mnist1d, mlp for digits)")
     run.add_argument("--smoothing", type=_smoothing, nargs="+", default=[0.0, 0.1], metavar="S",
                      help="label smoothing values in [0, 1] (default: 0.0 0.1)")
+    run.add_argument("--mixup", type=_alpha, nargs="+", default=[0.0], metavar="ALPHA",
+                     help="MixUp Beta(alpha, alpha) concentrations to compare, 0 = off; combined "
+                     "with every smoothing value (default: 0)")
+    run.add_argument("--cutmix", type=_alpha, nargs="+", default=[0.0], metavar="ALPHA",
+                     help="CutMix Beta(alpha, alpha) concentrations to compare, 0 = off; combined "
+                     "with every smoothing and mixup value (default: 0)")
     run.add_argument("--seeds", type=_positive_int, default=3, metavar="N",
                      help="number of seeds, 0..N-1 (default: 3)")
     run.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS,
@@ -215,13 +233,16 @@ def _render(payload: dict[str, Any], folder: Path) -> None:
 
 def _configs(args: argparse.Namespace, device: str) -> list[RunConfig]:
     model = args.model or DEFAULT_MODEL[args.dataset]
-    # Seed-major order: an interrupted run still holds every smoothing value for its first seeds.
+    # Seed-major order: an interrupted run still holds every variant for its first seeds.
     return [
         RunConfig(dataset=args.dataset, model=model, smoothing=smoothing, seed=seed,
                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                  label_noise=args.label_noise, val_fraction=args.val_fraction, device=device)
+                  label_noise=args.label_noise, val_fraction=args.val_fraction, device=device,
+                  mixup=mixup, cutmix=cutmix)
         for seed in range(args.seeds)
         for smoothing in dict.fromkeys(args.smoothing)
+        for mixup in dict.fromkeys(args.mixup)
+        for cutmix in dict.fromkeys(args.cutmix)
     ]
 
 

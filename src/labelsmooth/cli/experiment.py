@@ -1,7 +1,7 @@
 """One training run of the command: configuration, data preparation, training, scoring.
 
-:class:`RunConfig` is the whole description of one run; a new option (a later ``--mixup``) is one
-more field here plus its entry in :data:`TREATMENTS` if runs are compared by it. ``run_one``
+:class:`RunConfig` is the whole description of one run; a new option is one more field here plus
+its entry in :data:`TREATMENTS` if runs are compared by it (as ``mixup`` and ``cutmix`` are). ``run_one``
 turns a config into a flat result row (config fields, metrics) plus the arrays the pictures need.
 """
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
-from labelsmooth.algorithms import LabelSmoothing
+from labelsmooth.algorithms import CutMix, LabelSmoothing, MixUp
 from labelsmooth.cli.data import Dataset, flip_labels, split_validation
 from labelsmooth.cli.models import Classifier, build_model
 from labelsmooth.metrics import (
@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 # Fields of RunConfig whose values define the variants being compared (one summary row each).
-TREATMENTS = ("smoothing",)
+# ``mixup`` and ``cutmix`` (Beta concentrations, 0 = off) are shown only when a run uses them.
+TREATMENTS = ("smoothing", "mixup", "cutmix")
 # What every run reports, in the order of the CSV columns.
 METRICS = (
     "accuracy",
@@ -79,6 +80,8 @@ class RunConfig:
             (the validation split keeps its clean labels).
         val_fraction: share of the training set held out to fit the temperature.
         device: torch device string.
+        mixup: MixUp's Beta(alpha, alpha) concentration, 0 for no MixUp.
+        cutmix: CutMix's Beta(alpha, alpha) concentration, 0 for no CutMix.
     """
 
     dataset: str
@@ -91,10 +94,13 @@ class RunConfig:
     label_noise: float = 0.0
     val_fraction: float = 0.1
     device: str = "cpu"
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
     def label(self) -> str:
-        """A short name of the variant, e.g. ``"smoothing=0.1"``."""
-        return ", ".join(f"{name}={getattr(self, name):g}" for name in TREATMENTS)
+        """A short name of the variant, e.g. ``"smoothing=0.1"`` or ``"smoothing=0.1, mixup=0.2"``."""
+        return ", ".join(f"{name}={getattr(self, name):g}" for name in TREATMENTS
+                         if name == "smoothing" or getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -195,12 +201,24 @@ def _projection(model: Classifier, features: torch.Tensor, targets: torch.Tensor
 
 
 def build_algorithms(config: RunConfig) -> list[Algorithm]:
-    """The Trainer algorithms of a run: ``LabelSmoothing`` when ``smoothing > 0``.
+    """The Trainer algorithms of a run: ``MixUp`` when ``mixup > 0``, ``CutMix`` when
+    ``cutmix > 0``, ``LabelSmoothing`` when ``smoothing > 0``.
 
     The baseline gets no algorithm at all (index targets, plain cross-entropy), so that the
-    throughput comparison includes whatever smoothing costs.
+    throughput comparison includes whatever smoothing costs. The mixers share one generator
+    seeded by the run's seed, so runs that differ only in smoothing mix the same pairs with the
+    same ``lam``; they compose with smoothing through the State's target-transform stage, so
+    every mixed target is smoothed whatever the list order.
     """
-    return [LabelSmoothing(smoothing=config.smoothing)] if config.smoothing > 0 else []
+    algorithms: list[Algorithm] = []
+    generator = torch.Generator().manual_seed(config.seed)
+    if config.mixup > 0:
+        algorithms.append(MixUp(alpha=config.mixup, generator=generator))
+    if config.cutmix > 0:
+        algorithms.append(CutMix(alpha=config.cutmix, generator=generator))
+    if config.smoothing > 0:
+        algorithms.append(LabelSmoothing(smoothing=config.smoothing))
+    return algorithms
 
 
 class _EpochClock(Callback):

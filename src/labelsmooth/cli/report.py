@@ -142,12 +142,18 @@ class Variant:
 
 
 def group_runs(runs: Sequence[dict[str, Any]]) -> list[Variant]:
-    """Group runs by their :data:`TREATMENTS` values, sorted by those values."""
+    """Group runs by their :data:`TREATMENTS` values, sorted by those values.
+
+    Smoothing is always a treatment; the others (``mixup``, ``cutmix``) only when some run uses
+    them, so a smoothing-only comparison (or an older results.json) reads as before.
+    """
+    names = [name for name in TREATMENTS
+             if name == TREATMENTS[0] or any(float(run.get(name, 0.0)) for run in runs)]
     groups: dict[tuple[float, ...], list[dict[str, Any]]] = {}
     for run in runs:
-        key = tuple(float(run.get(name, 0.0)) for name in TREATMENTS)
+        key = tuple(float(run.get(name, 0.0)) for name in names)
         groups.setdefault(key, []).append(run)
-    return [Variant(dict(zip(TREATMENTS, key, strict=True)), groups[key]) for key in sorted(groups)]
+    return [Variant(dict(zip(names, key, strict=True)), groups[key]) for key in sorted(groups)]
 
 
 def _fmt(value: float, info: MetricInfo) -> str:
@@ -163,7 +169,8 @@ def _cell(variant: Variant, metric: str) -> str:
 
 def summary_table(variants: Sequence[Variant]) -> tuple[list[str], list[list[str]]]:
     """Headers and rows (strings) of the mean ± std table."""
-    headers = [*TREATMENTS, "seeds", *(TABLE_HEADERS[m] for m in TABLE_METRICS)]
+    treatments = variants[0].treatment if variants else TREATMENTS[:1]
+    headers = [*treatments, "seeds", *(TABLE_HEADERS[m] for m in TABLE_METRICS)]
     rows = [
         [*(f"{value:g}" for value in v.treatment.values()), str(len(v.runs)),
          *(_cell(v, m) for m in TABLE_METRICS)]
