@@ -7,7 +7,7 @@ Exact, fused label-smoothed losses, the functional API (:mod:`labelsmooth.functi
 from __future__ import annotations
 
 from labelsmooth import functional
-from labelsmooth.algorithms import LabelSmoothing
+from labelsmooth.algorithms import CutMix, LabelSmoothing, MixUp
 from labelsmooth.functional import (
     one_hot,
     smooth_binary_labels,
@@ -28,9 +28,11 @@ __version__ = "0.1.0"
 __all__ = [
     "Algorithm",
     "Callback",
+    "CutMix",
     "Engine",
     "Event",
     "LabelSmoothing",
+    "MixUp",
     "SmoothedBCEWithLogitsLoss",
     "SmoothedCrossEntropyLoss",
     "SoftCrossEntropyLoss",

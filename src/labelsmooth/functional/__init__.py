@@ -15,9 +15,14 @@ from labelsmooth.functional.cross_entropy import (
     smoothed_cross_entropy,
     soft_cross_entropy,
 )
+from labelsmooth.functional.mixing import MixedBatch, cutmix_batch, mix_targets, mixup_batch
 from labelsmooth.functional.smoothing import one_hot, smooth_binary_labels, smooth_labels
 
 __all__ = [
+    "MixedBatch",
+    "cutmix_batch",
+    "mix_targets",
+    "mixup_batch",
     "one_hot",
     "smooth_binary_labels",
     "smooth_labels",
