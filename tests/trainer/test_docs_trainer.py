@@ -1,4 +1,4 @@
-"""docs/trainer.md: the seed's Trainer example runs as written, and so does the algorithm example."""
+"""docs/trainer.md and the README: the seed's Trainer example runs as written, as does the algorithm example."""
 
 from __future__ import annotations
 
@@ -6,20 +6,23 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from tiny_task import make_dataset, make_loader, make_model
 
 from labelsmooth.trainer import Event, State
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "trainer.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "trainer.md"
 
 
 def _python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
 
 
-def test_seed_trainer_example_runs_as_written(capsys: Any) -> None:
-    text = DOC.read_text()
+@pytest.mark.parametrize("page", [DOC, ROOT / "README.md"], ids=["docs", "readme"])
+def test_seed_trainer_example_runs_as_written(page: Path, capsys: Any) -> None:
+    text = page.read_text()
     marker = text.index("<!-- seed-trainer-example -->")
     block = re.search(r"```python\n(.*?)```", text[marker:], flags=re.DOTALL)
     assert block is not None
@@ -31,7 +34,7 @@ def test_seed_trainer_example_runs_as_written(capsys: Any) -> None:
         "train_dataloader": make_loader(make_dataset(64), 16, shuffle=True),
         "eval_dataloader": make_loader(make_dataset(32, seed=1), 16),
     }
-    exec(compile(code, str(DOC), "exec"), namespace)
+    exec(compile(code, str(page), "exec"), namespace)
     trainer = namespace["trainer"]
     assert trainer.state.timestamp.epoch == 1
     assert [r["split"] for r in trainer.history] == ["train", "eval"]
