@@ -309,6 +309,28 @@ def test_nothing_the_user_passed_is_mutated() -> None:
     assert algorithms[0].smoothing == 0.1
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_fit_trains_in_training_mode_and_gives_the_users_mode_back(mode: str) -> None:
+    """A model passed in eval mode would train with dropout off; evaluations between epochs
+    must not leave it in eval mode either; after fit the user's mode is back."""
+    seen: list[tuple[str, bool]] = []
+
+    class Mode(Callback):
+        def before_forward(self, state: State, logger: Any) -> None:
+            seen.append(("train", state.model.training))
+
+        def eval_before_forward(self, state: State, logger: Any) -> None:
+            seen.append(("eval", state.model.training))
+
+    model = torch.nn.Sequential(make_model(), torch.nn.Dropout(0.5))
+    model.train(mode == "train")
+    _trainer(model, make_loader(make_dataset(16), 8), max_duration="2ep", callbacks=[Mode()],
+             eval_dataloader=make_loader(make_dataset(8), 8)).fit()
+    assert seen == [("train", True)] * 2 + [("eval", False)] + [("train", True)] * 2 + [("eval", False)]
+    assert model.training is (mode == "train")
+    assert all(module.training is (mode == "train") for module in model.modules())
+
+
 class BadAlgorithm(Algorithm):
     """Registers a target transform and never removes it."""
 

@@ -272,20 +272,41 @@ class Trainer:
         return self.logger.history
 
     def fit(self) -> None:
-        """Train until ``max_duration``, evaluating and checkpointing at their intervals."""
+        """Train until ``max_duration``, evaluating and checkpointing at their intervals.
+
+        The model trains in training mode (dropout on, batch-norm statistics updated) even if it
+        was passed in evaluation mode; its mode is put back when ``fit`` returns or raises, so
+        only its parameters and buffers change. Calling ``fit`` again after ``max_duration`` is
+        reached does nothing.
+
+        Example:
+            >>> from torch.utils.data import DataLoader, TensorDataset
+            >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(0.5)).eval()
+            >>> data = TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+            >>> Trainer(model, DataLoader(data, batch_size=4), max_duration="1ba",
+            ...         progress_bar=False, device="cpu").fit()
+            >>> model.training
+            False
+        """
         state = self.state
         assert state.max_duration is not None  # set in __init__
         if state.timestamp.reached(state.max_duration):
             return
-        self.engine.run_event(Event.FIT_START)
-        progress = self._start_progress()
+        model = state.model
+        was_training = model.training
+        model.train()
         try:
-            while not state.timestamp.reached(state.max_duration):
-                self._train_epoch(progress)
+            self.engine.run_event(Event.FIT_START)
+            progress = self._start_progress()
+            try:
+                while not state.timestamp.reached(state.max_duration):
+                    self._train_epoch(progress)
+            finally:
+                if progress is not None:
+                    progress.stop()
+            self.engine.run_event(Event.FIT_END)
         finally:
-            if progress is not None:
-                progress.stop()
-        self.engine.run_event(Event.FIT_END)
+            model.train(was_training)
         if self.save_folder is not None and self._last_saved != state.timestamp:
             self.save_checkpoint()
 
