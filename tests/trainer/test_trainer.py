@@ -295,6 +295,33 @@ def test_progress_bar_shows_epoch_and_loss(capsys: Any) -> None:
     assert "epoch 1" in text and "loss" in text and "2/2" in text
 
 
+def test_progress_bar_reads_the_loss_at_most_once_per_redraw(monkeypatch: Any) -> None:
+    """Reading a GPU loss waits for the device: not after every batch, only once per redraw."""
+    from labelsmooth.trainer import progress as progress_module
+
+    class CountingLoss:
+        reads = 0
+
+        def __float__(self) -> float:
+            CountingLoss.reads += 1
+            return 1.5
+
+    clock = [100.0]
+    monkeypatch.setattr(progress_module, "monotonic", lambda: clock[0])
+    bar = progress_module.ProgressBar(50)
+    try:
+        for batch in range(20):
+            bar.update(epoch=0, completed=batch + 1, loss=CountingLoss())  # type: ignore[arg-type]
+        assert CountingLoss.reads == 1
+        clock[0] += 1.0  # ten redraw intervals later
+        bar.update(epoch=0, completed=21, loss=CountingLoss())  # type: ignore[arg-type]
+        assert CountingLoss.reads == 2
+        assert bar._progress.tasks[0].fields["loss"] == "1.5000"
+        assert bar._progress.tasks[0].completed == 21
+    finally:
+        bar.stop()
+
+
 def test_nothing_the_user_passed_is_mutated() -> None:
     data = make_dataset(32)
     inputs, targets = (t.clone() for t in data.tensors)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import math
 import os
 import random
 import sys
@@ -504,7 +503,7 @@ class Trainer:
             trained = True
             if progress is not None:
                 progress.update(epoch=state.timestamp.epoch, completed=state.timestamp.batch,
-                                loss=float(state.loss) if state.loss is not None else math.nan)
+                                loss=state.loss)
             self._run_intervals(TimeUnit.BATCH)
             if state.max_duration.unit is TimeUnit.BATCH and state.timestamp.reached(state.max_duration):
                 if per_epoch is None or state.timestamp.batch_in_epoch < per_epoch:
