@@ -21,9 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from labelsmooth._validation import fail, shape_str
+from labelsmooth.functional import soft_cross_entropy
 from labelsmooth.trainer._optional import import_optional
 
 __all__ = ["ClassificationMetrics"]
@@ -98,13 +98,15 @@ class ClassificationMetrics:
             fail("logits", f"{self.num_classes} classes, as in earlier batches", num_classes)
         rows, flat_targets, dense = _flatten(logits, targets, self.class_dim)
         probabilities = rows.softmax(dim=-1)
+        # The unsmoothed NLL is the library's own cross-entropy, per position, for either kind of
+        # target (ignored positions give 0 and get weight 0 in the mean).
+        nll = soft_cross_entropy(rows, flat_targets, ignore_index=self.ignore_index,
+                                 reduction="none")
         if dense:
             labels = flat_targets.argmax(dim=-1)
-            nll = -(flat_targets * rows.log_softmax(dim=-1)).sum(dim=-1)
             weight = torch.ones_like(nll)
         else:
             labels = flat_targets
-            nll = F.cross_entropy(rows, labels, ignore_index=self.ignore_index, reduction="none")
             weight = (labels != self.ignore_index).float()
         self._metrics["accuracy"].update(probabilities, labels)
         self._metrics["ece"].update(probabilities, labels)
