@@ -6,7 +6,6 @@ See :mod:`labelsmooth.algorithms.mixup` for how mixing composes with label smoot
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,7 +21,7 @@ from labelsmooth.trainer.batch import (
     get_logits,
 )
 from labelsmooth.trainer.events import Event
-from labelsmooth.trainer.targets import TargetComponent, TargetStage, TargetTransform
+from labelsmooth.trainer.targets import TargetStage, TargetTransform, expand_targets, map_targets
 
 if TYPE_CHECKING:
     from labelsmooth.trainer.logger import Logger
@@ -44,20 +43,13 @@ def mixing_transform(
     ``(w lam, t[indices])``, whose weighted losses add up to the interpolated loss.
     """
 
-    def transform(components: Sequence[TargetComponent]) -> list[TargetComponent]:
-        mixed = []
-        for weight, target in components:
-            permuted = target[indices.to(target.device)]
-            if interpolate_loss:
-                mixed += [TargetComponent(weight * (1.0 - lam), target),
-                          TargetComponent(weight * lam, permuted)]
-            else:
-                mixed.append(TargetComponent(weight, mix_targets(
-                    target, permuted, lam, num_classes=num_classes, class_dim=class_dim,
-                    dtype=dtype)))
-        return mixed
+    def partner(target: torch.Tensor) -> torch.Tensor:
+        return target[indices.to(target.device)]
 
-    return transform
+    if interpolate_loss:
+        return expand_targets(lambda target: [(1.0 - lam, target), (lam, partner(target))])
+    return map_targets(lambda target: mix_targets(
+        target, partner(target), lam, num_classes=num_classes, class_dim=class_dim, dtype=dtype))
 
 
 class MixingAlgorithm(Algorithm):
