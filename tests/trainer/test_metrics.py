@@ -86,6 +86,14 @@ def test_bad_targets_and_changing_class_counts_raise() -> None:
         metrics.update(torch.randn(4, 5), torch.zeros(4, dtype=torch.long))
 
 
+def test_out_of_range_index_targets_raise() -> None:
+    """Named by the NLL's soft_cross_entropy check, not an IndexError from deep inside torch."""
+    metrics = ClassificationMetrics(device="cpu")
+    with pytest.raises(ValueError, match=r"expected class indices in \[0, 3\) or ignore_index=-100, "
+                                         r"got 7 at position \(2,\)"):
+        metrics.update(torch.randn(4, 3), torch.tensor([0, 1, 7, 2]))
+
+
 def test_training_metrics_are_unsmoothed_and_on_the_original_targets() -> None:
     """With a learning rate of 0 the model never changes: the epoch's training accuracy, ECE and
     NLL equal an evaluation on the same data, and the loss is the smoothed cross-entropy."""
