@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from labelsmooth._validation import check_int, fail
-from labelsmooth.functional.mixing import MixedBatch, check_alpha, mix_targets
+from labelsmooth.functional.mixing import MixedBatch, check_alpha, check_generator, mix_targets
 from labelsmooth.trainer.algorithm import Algorithm
 from labelsmooth.trainer.batch import (
     BatchKey,
@@ -68,10 +68,7 @@ class MixingAlgorithm(Algorithm):
         self.target_key = check_batch_key(target_key, "target_key")
         self.input_key = check_batch_key(input_key, "input_key")
         self.class_dim = check_int(class_dim, "class_dim")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            fail("generator", "a torch.Generator or None", type(generator).__name__,
-                 error=TypeError)
-        self.generator = generator
+        self.generator = check_generator(generator)
         self.lam: float | None = None
         self.indices: torch.Tensor | None = None
         self._original_inputs: Any = None
