@@ -98,7 +98,7 @@ def test_events_fire_in_composer_order() -> None:
 
 
 class Nested(Algorithm):
-    """Records the order it runs in and checks the batch's target at each loss event."""
+    """Records the order it runs in at the forward and loss events."""
 
     def __init__(self, name: str, log: list[str]) -> None:
         self.name, self.log = name, log
