@@ -76,12 +76,34 @@ class MixingAlgorithm(Algorithm):
 
     @abstractmethod
     def mix_batch(self, inputs: torch.Tensor, targets: torch.Tensor) -> MixedBatch:
-        """Mix one batch with this algorithm's functional (and record any extra draws)."""
+        """Mix one batch with this algorithm's functional (and record any extra draws).
+
+        Args:
+            inputs: the batch's inputs at ``input_key``.
+            targets: the batch's targets at ``target_key``.
+
+        Returns:
+            The functional's :class:`~labelsmooth.functional.MixedBatch`.
+        """
 
     def match(self, event: Event, state: State) -> bool:
+        """Run at the training forward and loss events (evaluation batches are never mixed)."""
         return event in _EVENTS
 
     def apply(self, event: Event, state: State, logger: Logger | None) -> None:
+        """Mix or restore the inputs (``BEFORE_FORWARD`` / ``AFTER_FORWARD``), register or remove
+        the MIX-stage target transform (``BEFORE_LOSS`` / ``AFTER_LOSS``).
+
+        Args:
+            event: one of the four events :meth:`match` accepts.
+            state: the batch holds the inputs at ``input_key`` and the targets at
+                ``target_key``; ``outputs`` holds the logits at ``BEFORE_LOSS``.
+            logger: unused.
+
+        Raises:
+            RuntimeError: at ``BEFORE_LOSS`` when nothing was drawn at ``BEFORE_FORWARD``.
+            ValueError: for another event, or a key missing from the batch.
+        """
         if event == Event.BEFORE_FORWARD:
             inputs = batch_get_item(state.batch, self.input_key, argument="input_key")
             targets = batch_get_item(state.batch, self.target_key, argument="target_key")
@@ -115,10 +137,12 @@ class MixingAlgorithm(Algorithm):
             fail("event", f"one of {[e.name for e in _EVENTS]}", event)
 
     def state_dict(self) -> dict[str, Any]:
+        """``{"generator": state}`` when a generator was given, else ``{}``."""
         # The generator's state, so that a resumed run draws what the uninterrupted one would.
         return {} if self.generator is None else {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the generator state :meth:`state_dict` saved, so draws continue as before."""
         if self.generator is None or set(state) != {"generator"}:
             super().load_state_dict(state)
             return

@@ -83,9 +83,22 @@ class LabelSmoothing(Algorithm):
         self._smoothing = check_smoothing(value)
 
     def match(self, event: Event, state: State) -> bool:
+        """Run at ``BEFORE_LOSS`` and ``AFTER_LOSS`` only (evaluation is never smoothed)."""
         return event in (Event.BEFORE_LOSS, Event.AFTER_LOSS)
 
     def apply(self, event: Event, state: State, logger: Logger | None) -> None:
+        """At ``BEFORE_LOSS`` register the smoothing transform; at ``AFTER_LOSS`` remove it.
+
+        Args:
+            event: ``Event.BEFORE_LOSS`` or ``Event.AFTER_LOSS``.
+            state: its ``outputs`` hold the logits; its batch holds the targets at
+                ``target_key`` and gets the smoothed ones until ``AFTER_LOSS``.
+            logger: unused.
+
+        Raises:
+            ValueError: for another event, or a ``target_key`` missing from the batch.
+            TypeError: if the outputs hold no logits.
+        """
         if event == Event.BEFORE_LOSS:
             logits = get_logits(state.outputs, argument="state.outputs")
             smoothing, class_dim, ignore_index = self.smoothing, self.class_dim, self.ignore_index
@@ -100,9 +113,11 @@ class LabelSmoothing(Algorithm):
             fail("event", "Event.BEFORE_LOSS or Event.AFTER_LOSS", event)
 
     def state_dict(self) -> dict[str, Any]:
+        """``{"smoothing": s}``: a schedule's current value survives a checkpoint."""
         return {"smoothing": self.smoothing}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the smoothing :meth:`state_dict` saved (validated again)."""
         self.smoothing = state["smoothing"]
 
     def __repr__(self) -> str:
