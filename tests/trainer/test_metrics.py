@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import sys
+import warnings
 
 import pytest
 import torch
@@ -75,6 +77,35 @@ def test_loss_is_averaged_per_example() -> None:
     assert metrics.compute()["loss"] == pytest.approx((3 * 1.0 + 5.0) / 4)
     with pytest.raises(TypeError, match="loss: expected the batch's training loss"):
         metrics.update(torch.randn(1, 2), torch.tensor([1]))
+
+
+def test_a_nan_logit_makes_the_nll_nan_instead_of_being_dropped() -> None:
+    """torchmetrics' MeanMetric drops NaN values with a warning (after an ``if nans.any()`` on
+    every update, a GPU host sync); the means here keep them, so a broken model shows."""
+    logits = torch.randn(4, 3)
+    logits[1, 0] = float("nan")
+    metrics = ClassificationMetrics(device="cpu", track_loss=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics.update(logits, torch.tensor([0, 1, 2, 0]), loss=torch.tensor(float("nan")))
+    result = metrics.compute()
+    assert math.isnan(result["nll"]) and math.isnan(result["loss"])
+
+
+def test_means_check_nothing_per_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No NaN check (torch.isnan, then a Python ``if``: a host sync on a GPU) per update."""
+    logits, targets = torch.randn(40, 5), torch.randint(0, 5, (40,))
+    metrics = ClassificationMetrics(device="cpu", track_loss=True)
+
+    def no_isnan(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torch.isnan called during a metrics update")
+
+    monkeypatch.setattr(torch, "isnan", no_isnan)
+    for rows in (slice(0, 25), slice(25, 40)):
+        metrics.update(logits[rows], targets[rows], loss=torch.tensor(2.0))
+    monkeypatch.undo()
+    _check(metrics.compute(), _reference(logits, targets))
+    assert metrics.compute()["loss"] == pytest.approx(2.0)
 
 
 def test_bad_targets_and_changing_class_counts_raise() -> None:

@@ -47,6 +47,31 @@ def _flatten(logits: torch.Tensor, targets: torch.Tensor, class_dim: int
     return rows, targets.reshape(-1), False
 
 
+class _WeightedMean:
+    """``sum(w x) / sum(w)`` over every update, reduced across ranks when computed.
+
+    torchmetrics' ``MeanMetric`` checks every update for NaN with ``if nans.any()``, a host sync
+    on a GPU after every microbatch, and its ``nan_strategy="disable"`` (no check) drops the
+    weights. Two ``SumMetric`` states without the check do the same sums with no sync; a NaN
+    value then makes the mean NaN instead of being dropped with a warning.
+    """
+
+    def __init__(self, torchmetrics: Any, device: torch.device) -> None:
+        self._total = torchmetrics.SumMetric(nan_strategy="disable").to(device)
+        self._weight = torchmetrics.SumMetric(nan_strategy="disable").to(device)
+
+    def update(self, value: torch.Tensor, weight: torch.Tensor | float) -> None:
+        self._total.update(value * weight)
+        self._weight.update(weight)
+
+    def compute(self) -> torch.Tensor:
+        return self._total.compute() / self._weight.compute()
+
+    def reset(self) -> None:
+        self._total.reset()
+        self._weight.reset()
+
+
 class ClassificationMetrics:
     """Accuracy, ECE (15 bins), unsmoothed NLL and optionally the mean loss, across batches.
 
@@ -76,16 +101,15 @@ class ClassificationMetrics:
     def _build(self, num_classes: int) -> None:
         tm = self._torchmetrics
         self.num_classes = num_classes
-        self._metrics = {"loss": tm.MeanMetric()} if self.track_loss else {}
+        self._metrics = {"loss": _WeightedMean(tm, self.device)} if self.track_loss else {}
         self._metrics |= {
             "accuracy": tm.classification.MulticlassAccuracy(
-                num_classes, average="micro", ignore_index=self.ignore_index),
+                num_classes, average="micro", ignore_index=self.ignore_index).to(self.device),
             "ece": tm.classification.MulticlassCalibrationError(
-                num_classes, n_bins=ECE_BINS, norm="l1", ignore_index=self.ignore_index),
-            "nll": tm.MeanMetric(),
+                num_classes, n_bins=ECE_BINS, norm="l1", ignore_index=self.ignore_index,
+            ).to(self.device),
+            "nll": _WeightedMean(tm, self.device),
         }
-        for metric in self._metrics.values():
-            metric.to(self.device)
 
     def update(self, logits: torch.Tensor, targets: torch.Tensor, *,
                loss: torch.Tensor | None = None) -> None:
