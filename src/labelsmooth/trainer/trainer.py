@@ -310,7 +310,26 @@ class Trainer:
             self.save_checkpoint()
 
     def eval(self) -> dict[str, float]:
-        """Evaluate on ``eval_dataloader``: accuracy, ECE and NLL, logged and returned."""
+        """Evaluate on ``eval_dataloader``: accuracy, ECE and NLL, logged and returned.
+
+        The model runs in evaluation mode under ``torch.no_grad`` (no algorithm changes the
+        batch: only the ``EVAL_*`` events fire) and gets its previous mode back afterwards.
+
+        Returns:
+            ``{"accuracy": ..., "ece": ..., "nll": ...}`` over the whole eval set (reduced across
+            ranks), also appended to :attr:`history` and ``log_file``.
+
+        Raises:
+            ValueError: without an ``eval_dataloader``, or if it yields no batch.
+
+        Example:
+            >>> from torch.utils.data import DataLoader, TensorDataset
+            >>> data = DataLoader(TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,))))
+            >>> trainer = Trainer(torch.nn.Linear(4, 3), data, max_duration=1,
+            ...                   eval_dataloader=data, progress_bar=False, device="cpu")
+            >>> sorted(trainer.eval())
+            ['accuracy', 'ece', 'nll']
+        """
         state = self.state
         if state.eval_dataloader is None:
             fail("eval_dataloader", "a dataloader to evaluate on", None)
@@ -373,7 +392,20 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """Restore a checkpoint written by :meth:`save_checkpoint`, to continue training."""
+        """Restore a checkpoint written by :meth:`save_checkpoint`, to continue training.
+
+        Restores the model, optimizers, schedulers, algorithms (checked by class and count),
+        callbacks (matched by class), the grad scaler, the timestamp and this rank's random
+        states; the next :meth:`fit` continues where the checkpoint was written.
+
+        Args:
+            path: a file written by :meth:`save_checkpoint` (``load_path`` in the constructor).
+
+        Raises:
+            ValueError: if ``path`` is not a labelsmooth checkpoint, or holds a different
+                number of optimizers, schedulers or algorithms than this Trainer.
+            TypeError: if an algorithm's class differs from the checkpoint's at its position.
+        """
         if not Path(path).is_file():
             fail("load_path", "an existing checkpoint file", str(path))
         checkpoint = load_checkpoint(path, map_location=self.device)
