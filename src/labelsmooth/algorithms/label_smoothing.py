@@ -44,7 +44,13 @@ class LabelSmoothing(Algorithm):
             or a ``(getter, setter)`` pair. Default: ``1`` (``(inputs, targets)`` batches).
         class_dim: the class dimension of the logits. Default: 1.
         ignore_index: a target value whose positions get an all-zero target (so they add
-            nothing to a dense loss), or ``None``. Default: ``None``.
+            nothing to a dense loss), or ``None``. Default: ``None``. Note that a dense
+            ``"mean"`` (PyTorch's convention for probability targets, which
+            :func:`~labelsmooth.functional.soft_cross_entropy` follows) still counts ignored
+            positions in its denominator: the loss is ``valid / total`` times
+            ``F.cross_entropy(logits, targets, ignore_index=..., label_smoothing=s)``. For
+            PyTorch's per-valid-position mean, train without this algorithm and use
+            :func:`~labelsmooth.functional.smoothed_cross_entropy` as ``loss_fn``.
 
     The logits are ``state.outputs`` when it is a tensor, else ``outputs["logits"]`` or
     ``outputs.logits``.
