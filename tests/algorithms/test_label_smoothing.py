@@ -73,6 +73,19 @@ def test_class_dim_and_ignore_index() -> None:
     torch.testing.assert_close(smoothed[~ignored], expected[~ignored])
 
 
+def test_ignored_positions_still_count_in_the_dense_mean_as_documented() -> None:
+    """The documented caveat, against PyTorch: with ignored positions the dense mean is
+    ``valid / total`` times PyTorch's per-valid-position smoothed cross-entropy."""
+    from labelsmooth.functional import soft_cross_entropy
+
+    logits = torch.randn(6, 4, dtype=torch.float64)
+    targets = torch.tensor([0, 1, -100, 3, -100, 2])
+    state = State(torch.nn.Identity(), batch=(None, targets), outputs=logits)
+    LabelSmoothing(0.1, ignore_index=-100).apply(Event.BEFORE_LOSS, state, None)
+    torch_loss = F.cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.1)
+    torch.testing.assert_close(soft_cross_entropy(logits, state.batch[1]), 4 / 6 * torch_loss)
+
+
 def test_smoothing_is_validated_and_can_change_between_steps() -> None:
     algorithm = LabelSmoothing(0.1)
     algorithm.smoothing = 0.5

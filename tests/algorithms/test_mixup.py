@@ -106,7 +106,6 @@ def test_without_smoothing_the_target_is_plain_mixup() -> None:
 def test_batch_restored_after_every_step(container: str) -> None:
     model, x, y = model_and_batch()
     x_before, y_before = x.clone(), y.clone()
-    mixup, smoothing = MixUp(alpha=1.0, generator=seeded(2)), LabelSmoothing(0.1)
     input_key, target_key = (0, 1) if container != "dict" else ("x", "y")
     mixup = MixUp(alpha=1.0, target_key=target_key, input_key=input_key, generator=seeded(2))
     smoothing = LabelSmoothing(0.1, target_key=target_key)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import sys
+import warnings
 
 import pytest
 import torch
@@ -77,6 +79,35 @@ def test_loss_is_averaged_per_example() -> None:
         metrics.update(torch.randn(1, 2), torch.tensor([1]))
 
 
+def test_a_nan_logit_makes_the_nll_nan_instead_of_being_dropped() -> None:
+    """torchmetrics' MeanMetric drops NaN values with a warning (after an ``if nans.any()`` on
+    every update, a GPU host sync); the means here keep them, so a broken model shows."""
+    logits = torch.randn(4, 3)
+    logits[1, 0] = float("nan")
+    metrics = ClassificationMetrics(device="cpu", track_loss=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics.update(logits, torch.tensor([0, 1, 2, 0]), loss=torch.tensor(float("nan")))
+    result = metrics.compute()
+    assert math.isnan(result["nll"]) and math.isnan(result["loss"])
+
+
+def test_means_check_nothing_per_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No NaN check (torch.isnan, then a Python ``if``: a host sync on a GPU) per update."""
+    logits, targets = torch.randn(40, 5), torch.randint(0, 5, (40,))
+    metrics = ClassificationMetrics(device="cpu", track_loss=True)
+
+    def no_isnan(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torch.isnan called during a metrics update")
+
+    monkeypatch.setattr(torch, "isnan", no_isnan)
+    for rows in (slice(0, 25), slice(25, 40)):
+        metrics.update(logits[rows], targets[rows], loss=torch.tensor(2.0))
+    monkeypatch.undo()
+    _check(metrics.compute(), _reference(logits, targets))
+    assert metrics.compute()["loss"] == pytest.approx(2.0)
+
+
 def test_bad_targets_and_changing_class_counts_raise() -> None:
     metrics = ClassificationMetrics(device="cpu")
     with pytest.raises(ValueError, match=r"targets: expected class indices of shape \(4,\)"):
@@ -84,6 +115,14 @@ def test_bad_targets_and_changing_class_counts_raise() -> None:
     metrics.update(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="logits: expected 3 classes, as in earlier batches, got 5"):
         metrics.update(torch.randn(4, 5), torch.zeros(4, dtype=torch.long))
+
+
+def test_out_of_range_index_targets_raise() -> None:
+    """Named by the NLL's soft_cross_entropy check, not an IndexError from deep inside torch."""
+    metrics = ClassificationMetrics(device="cpu")
+    with pytest.raises(ValueError, match=r"expected class indices in \[0, 3\) or ignore_index=-100, "
+                                         r"got 7 at position \(2,\)"):
+        metrics.update(torch.randn(4, 3), torch.tensor([0, 1, 7, 2]))
 
 
 def test_training_metrics_are_unsmoothed_and_on_the_original_targets() -> None:

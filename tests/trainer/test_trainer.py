@@ -98,7 +98,7 @@ def test_events_fire_in_composer_order() -> None:
 
 
 class Nested(Algorithm):
-    """Records the order it runs in and checks the batch's target at each loss event."""
+    """Records the order it runs in at the forward and loss events."""
 
     def __init__(self, name: str, log: list[str]) -> None:
         self.name, self.log = name, log
@@ -295,6 +295,33 @@ def test_progress_bar_shows_epoch_and_loss(capsys: Any) -> None:
     assert "epoch 1" in text and "loss" in text and "2/2" in text
 
 
+def test_progress_bar_reads_the_loss_at_most_once_per_redraw(monkeypatch: Any) -> None:
+    """Reading a GPU loss waits for the device: not after every batch, only once per redraw."""
+    from labelsmooth.trainer import progress as progress_module
+
+    class CountingLoss:
+        reads = 0
+
+        def __float__(self) -> float:
+            CountingLoss.reads += 1
+            return 1.5
+
+    clock = [100.0]
+    monkeypatch.setattr(progress_module, "monotonic", lambda: clock[0])
+    bar = progress_module.ProgressBar(50)
+    try:
+        for batch in range(20):
+            bar.update(epoch=0, completed=batch + 1, loss=CountingLoss())  # type: ignore[arg-type]
+        assert CountingLoss.reads == 1
+        clock[0] += 1.0  # ten redraw intervals later
+        bar.update(epoch=0, completed=21, loss=CountingLoss())  # type: ignore[arg-type]
+        assert CountingLoss.reads == 2
+        assert bar._progress.tasks[0].fields["loss"] == "1.5000"
+        assert bar._progress.tasks[0].completed == 21
+    finally:
+        bar.stop()
+
+
 def test_nothing_the_user_passed_is_mutated() -> None:
     data = make_dataset(32)
     inputs, targets = (t.clone() for t in data.tensors)
@@ -307,6 +334,28 @@ def test_nothing_the_user_passed_is_mutated() -> None:
     assert torch.equal(data.tensors[0], inputs) and torch.equal(data.tensors[1], targets)
     assert loader.sampler is sampler and algorithms == listed
     assert algorithms[0].smoothing == 0.1
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_fit_trains_in_training_mode_and_gives_the_users_mode_back(mode: str) -> None:
+    """A model passed in eval mode would train with dropout off; evaluations between epochs
+    must not leave it in eval mode either; after fit the user's mode is back."""
+    seen: list[tuple[str, bool]] = []
+
+    class Mode(Callback):
+        def before_forward(self, state: State, logger: Any) -> None:
+            seen.append(("train", state.model.training))
+
+        def eval_before_forward(self, state: State, logger: Any) -> None:
+            seen.append(("eval", state.model.training))
+
+    model = torch.nn.Sequential(make_model(), torch.nn.Dropout(0.5))
+    model.train(mode == "train")
+    _trainer(model, make_loader(make_dataset(16), 8), max_duration="2ep", callbacks=[Mode()],
+             eval_dataloader=make_loader(make_dataset(8), 8)).fit()
+    assert seen == [("train", True)] * 2 + [("eval", False)] + [("train", True)] * 2 + [("eval", False)]
+    assert model.training is (mode == "train")
+    assert all(module.training is (mode == "train") for module in model.modules())
 
 
 class BadAlgorithm(Algorithm):

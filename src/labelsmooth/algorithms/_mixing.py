@@ -6,13 +6,12 @@ See :mod:`labelsmooth.algorithms.mixup` for how mixing composes with label smoot
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from labelsmooth._validation import check_int, fail
-from labelsmooth.functional.mixing import MixedBatch, check_alpha, mix_targets
+from labelsmooth.functional.mixing import MixedBatch, check_alpha, check_generator, mix_targets
 from labelsmooth.trainer.algorithm import Algorithm
 from labelsmooth.trainer.batch import (
     BatchKey,
@@ -22,7 +21,7 @@ from labelsmooth.trainer.batch import (
     get_logits,
 )
 from labelsmooth.trainer.events import Event
-from labelsmooth.trainer.targets import TargetComponent, TargetStage, TargetTransform
+from labelsmooth.trainer.targets import TargetStage, TargetTransform, expand_targets, map_targets
 
 if TYPE_CHECKING:
     from labelsmooth.trainer.logger import Logger
@@ -44,20 +43,13 @@ def mixing_transform(
     ``(w lam, t[indices])``, whose weighted losses add up to the interpolated loss.
     """
 
-    def transform(components: Sequence[TargetComponent]) -> list[TargetComponent]:
-        mixed = []
-        for weight, target in components:
-            permuted = target[indices.to(target.device)]
-            if interpolate_loss:
-                mixed += [TargetComponent(weight * (1.0 - lam), target),
-                          TargetComponent(weight * lam, permuted)]
-            else:
-                mixed.append(TargetComponent(weight, mix_targets(
-                    target, permuted, lam, num_classes=num_classes, class_dim=class_dim,
-                    dtype=dtype)))
-        return mixed
+    def partner(target: torch.Tensor) -> torch.Tensor:
+        return target[indices.to(target.device)]
 
-    return transform
+    if interpolate_loss:
+        return expand_targets(lambda target: [(1.0 - lam, target), (lam, partner(target))])
+    return map_targets(lambda target: mix_targets(
+        target, partner(target), lam, num_classes=num_classes, class_dim=class_dim, dtype=dtype))
 
 
 class MixingAlgorithm(Algorithm):
@@ -76,10 +68,7 @@ class MixingAlgorithm(Algorithm):
         self.target_key = check_batch_key(target_key, "target_key")
         self.input_key = check_batch_key(input_key, "input_key")
         self.class_dim = check_int(class_dim, "class_dim")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            fail("generator", "a torch.Generator or None", type(generator).__name__,
-                 error=TypeError)
-        self.generator = generator
+        self.generator = check_generator(generator)
         self.lam: float | None = None
         self.indices: torch.Tensor | None = None
         self._original_inputs: Any = None
@@ -87,12 +76,34 @@ class MixingAlgorithm(Algorithm):
 
     @abstractmethod
     def mix_batch(self, inputs: torch.Tensor, targets: torch.Tensor) -> MixedBatch:
-        """Mix one batch with this algorithm's functional (and record any extra draws)."""
+        """Mix one batch with this algorithm's functional (and record any extra draws).
+
+        Args:
+            inputs: the batch's inputs at ``input_key``.
+            targets: the batch's targets at ``target_key``.
+
+        Returns:
+            The functional's :class:`~labelsmooth.functional.MixedBatch`.
+        """
 
     def match(self, event: Event, state: State) -> bool:
+        """Run at the training forward and loss events (evaluation batches are never mixed)."""
         return event in _EVENTS
 
     def apply(self, event: Event, state: State, logger: Logger | None) -> None:
+        """Mix or restore the inputs (``BEFORE_FORWARD`` / ``AFTER_FORWARD``), register or remove
+        the MIX-stage target transform (``BEFORE_LOSS`` / ``AFTER_LOSS``).
+
+        Args:
+            event: one of the four events :meth:`match` accepts.
+            state: the batch holds the inputs at ``input_key`` and the targets at
+                ``target_key``; ``outputs`` holds the logits at ``BEFORE_LOSS``.
+            logger: unused.
+
+        Raises:
+            RuntimeError: at ``BEFORE_LOSS`` when nothing was drawn at ``BEFORE_FORWARD``.
+            ValueError: for another event, or a key missing from the batch.
+        """
         if event == Event.BEFORE_FORWARD:
             inputs = batch_get_item(state.batch, self.input_key, argument="input_key")
             targets = batch_get_item(state.batch, self.target_key, argument="target_key")
@@ -126,10 +137,12 @@ class MixingAlgorithm(Algorithm):
             fail("event", f"one of {[e.name for e in _EVENTS]}", event)
 
     def state_dict(self) -> dict[str, Any]:
+        """``{"generator": state}`` when a generator was given, else ``{}``."""
         # The generator's state, so that a resumed run draws what the uninterrupted one would.
         return {} if self.generator is None else {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the generator state :meth:`state_dict` saved, so draws continue as before."""
         if self.generator is None or set(state) != {"generator"}:
             super().load_state_dict(state)
             return

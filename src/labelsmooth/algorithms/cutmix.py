@@ -79,6 +79,8 @@ class CutMix(MixingAlgorithm):
         self.bbox: Box | None = None
 
     def mix_batch(self, inputs: torch.Tensor, targets: torch.Tensor) -> MixedBatch:
+        """:func:`~labelsmooth.functional.cutmix_batch` with this algorithm's alpha and
+        generator; the pasted box is kept as :attr:`bbox`."""
         mixed = cutmix_batch(inputs, targets, alpha=self.alpha, generator=self.generator)
         self.bbox = mixed.bbox
         return mixed

@@ -44,7 +44,13 @@ class LabelSmoothing(Algorithm):
             or a ``(getter, setter)`` pair. Default: ``1`` (``(inputs, targets)`` batches).
         class_dim: the class dimension of the logits. Default: 1.
         ignore_index: a target value whose positions get an all-zero target (so they add
-            nothing to a dense loss), or ``None``. Default: ``None``.
+            nothing to a dense loss), or ``None``. Default: ``None``. Note that a dense
+            ``"mean"`` (PyTorch's convention for probability targets, which
+            :func:`~labelsmooth.functional.soft_cross_entropy` follows) still counts ignored
+            positions in its denominator: the loss is ``valid / total`` times
+            ``F.cross_entropy(logits, targets, ignore_index=..., label_smoothing=s)``. For
+            PyTorch's per-valid-position mean, train without this algorithm and use
+            :func:`~labelsmooth.functional.smoothed_cross_entropy` as ``loss_fn``.
 
     The logits are ``state.outputs`` when it is a tensor, else ``outputs["logits"]`` or
     ``outputs.logits``.
@@ -83,9 +89,22 @@ class LabelSmoothing(Algorithm):
         self._smoothing = check_smoothing(value)
 
     def match(self, event: Event, state: State) -> bool:
+        """Run at ``BEFORE_LOSS`` and ``AFTER_LOSS`` only (evaluation is never smoothed)."""
         return event in (Event.BEFORE_LOSS, Event.AFTER_LOSS)
 
     def apply(self, event: Event, state: State, logger: Logger | None) -> None:
+        """At ``BEFORE_LOSS`` register the smoothing transform; at ``AFTER_LOSS`` remove it.
+
+        Args:
+            event: ``Event.BEFORE_LOSS`` or ``Event.AFTER_LOSS``.
+            state: its ``outputs`` hold the logits; its batch holds the targets at
+                ``target_key`` and gets the smoothed ones until ``AFTER_LOSS``.
+            logger: unused.
+
+        Raises:
+            ValueError: for another event, or a ``target_key`` missing from the batch.
+            TypeError: if the outputs hold no logits.
+        """
         if event == Event.BEFORE_LOSS:
             logits = get_logits(state.outputs, argument="state.outputs")
             smoothing, class_dim, ignore_index = self.smoothing, self.class_dim, self.ignore_index
@@ -100,9 +119,11 @@ class LabelSmoothing(Algorithm):
             fail("event", "Event.BEFORE_LOSS or Event.AFTER_LOSS", event)
 
     def state_dict(self) -> dict[str, Any]:
+        """``{"smoothing": s}``: a schedule's current value survives a checkpoint."""
         return {"smoothing": self.smoothing}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the smoothing :meth:`state_dict` saved (validated again)."""
         self.smoothing = state["smoothing"]
 
     def __repr__(self) -> str:

@@ -115,6 +115,7 @@ class MixUp(MixingAlgorithm):
                          input_key=input_key, class_dim=class_dim, generator=generator)
 
     def mix_batch(self, inputs: torch.Tensor, targets: torch.Tensor) -> MixedBatch:
+        """:func:`~labelsmooth.functional.mixup_batch` with this algorithm's alpha and generator."""
         return mixup_batch(inputs, targets, alpha=self.alpha, generator=self.generator)
 
     def __repr__(self) -> str:

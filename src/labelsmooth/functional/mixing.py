@@ -155,7 +155,8 @@ def check_alpha(alpha: Any, argument: str = "alpha") -> float:
     return value
 
 
-def _check_generator(generator: Any) -> torch.Generator | None:
+def check_generator(generator: Any) -> torch.Generator | None:
+    """``generator`` must be a ``torch.Generator`` or ``None``; returned unchanged."""
     if generator is not None and not isinstance(generator, torch.Generator):
         fail("generator", "a torch.Generator or None", type(generator).__name__, error=TypeError)
     return generator
@@ -251,7 +252,7 @@ def mixup_batch(
         Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018.
     """
     alpha = check_alpha(alpha)
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     batch_size = _check_batch(inputs, targets, min_ndim=1, shape_doc="(N, *)")
     if not inputs.is_floating_point():
         fail("inputs", "a floating-point tensor (MixUp averages inputs)", f"dtype {inputs.dtype}",
@@ -372,7 +373,7 @@ def cutmix_batch(
         Localizable Features", ICCV 2019.
     """
     alpha = check_alpha(alpha)
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     batch_size = _check_batch(inputs, targets, min_ndim=3, shape_doc="(N, C, H, W) or (N, C, L)")
     spatial = tuple(int(size) for size in inputs.shape[2:])
     if bbox is not None:

@@ -21,9 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from labelsmooth._validation import fail, shape_str
+from labelsmooth.functional import soft_cross_entropy
 from labelsmooth.trainer._optional import import_optional
 
 __all__ = ["ClassificationMetrics"]
@@ -45,6 +45,31 @@ def _flatten(logits: torch.Tensor, targets: torch.Tensor, class_dim: int
         fail("targets", f"class indices of shape {shape_str(expected)} or dense targets of shape "
              f"{shape_str(logits.shape)} for logits of shape {shape_str(logits.shape)}", targets)
     return rows, targets.reshape(-1), False
+
+
+class _WeightedMean:
+    """``sum(w x) / sum(w)`` over every update, reduced across ranks when computed.
+
+    torchmetrics' ``MeanMetric`` checks every update for NaN with ``if nans.any()``, a host sync
+    on a GPU after every microbatch, and its ``nan_strategy="disable"`` (no check) drops the
+    weights. Two ``SumMetric`` states without the check do the same sums with no sync; a NaN
+    value then makes the mean NaN instead of being dropped with a warning.
+    """
+
+    def __init__(self, torchmetrics: Any, device: torch.device) -> None:
+        self._total = torchmetrics.SumMetric(nan_strategy="disable").to(device)
+        self._weight = torchmetrics.SumMetric(nan_strategy="disable").to(device)
+
+    def update(self, value: torch.Tensor, weight: torch.Tensor | float) -> None:
+        self._total.update(value * weight)
+        self._weight.update(weight)
+
+    def compute(self) -> torch.Tensor:
+        return self._total.compute() / self._weight.compute()
+
+    def reset(self) -> None:
+        self._total.reset()
+        self._weight.reset()
 
 
 class ClassificationMetrics:
@@ -76,16 +101,15 @@ class ClassificationMetrics:
     def _build(self, num_classes: int) -> None:
         tm = self._torchmetrics
         self.num_classes = num_classes
-        self._metrics = {"loss": tm.MeanMetric()} if self.track_loss else {}
+        self._metrics = {"loss": _WeightedMean(tm, self.device)} if self.track_loss else {}
         self._metrics |= {
             "accuracy": tm.classification.MulticlassAccuracy(
-                num_classes, average="micro", ignore_index=self.ignore_index),
+                num_classes, average="micro", ignore_index=self.ignore_index).to(self.device),
             "ece": tm.classification.MulticlassCalibrationError(
-                num_classes, n_bins=ECE_BINS, norm="l1", ignore_index=self.ignore_index),
-            "nll": tm.MeanMetric(),
+                num_classes, n_bins=ECE_BINS, norm="l1", ignore_index=self.ignore_index,
+            ).to(self.device),
+            "nll": _WeightedMean(tm, self.device),
         }
-        for metric in self._metrics.values():
-            metric.to(self.device)
 
     def update(self, logits: torch.Tensor, targets: torch.Tensor, *,
                loss: torch.Tensor | None = None) -> None:
@@ -98,13 +122,15 @@ class ClassificationMetrics:
             fail("logits", f"{self.num_classes} classes, as in earlier batches", num_classes)
         rows, flat_targets, dense = _flatten(logits, targets, self.class_dim)
         probabilities = rows.softmax(dim=-1)
+        # The unsmoothed NLL is the library's own cross-entropy, per position, for either kind of
+        # target (ignored positions give 0 and get weight 0 in the mean).
+        nll = soft_cross_entropy(rows, flat_targets, ignore_index=self.ignore_index,
+                                 reduction="none")
         if dense:
             labels = flat_targets.argmax(dim=-1)
-            nll = -(flat_targets * rows.log_softmax(dim=-1)).sum(dim=-1)
             weight = torch.ones_like(nll)
         else:
             labels = flat_targets
-            nll = F.cross_entropy(rows, labels, ignore_index=self.ignore_index, reduction="none")
             weight = (labels != self.ignore_index).float()
         self._metrics["accuracy"].update(probabilities, labels)
         self._metrics["ece"].update(probabilities, labels)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from time import monotonic
 from typing import Any
+
+import torch
 
 from labelsmooth.trainer._optional import import_optional
 
 __all__ = ["ProgressBar"]
+
+REFRESH_PER_SECOND = 10
 
 
 class ProgressBar:
@@ -26,14 +32,26 @@ class ProgressBar:
             progress.TextColumn("loss {task.fields[loss]}"),
             progress.TimeElapsedColumn(),
             progress.TimeRemainingColumn(),
+            refresh_per_second=REFRESH_PER_SECOND,
         )
+        self._loss_read_at = -math.inf
         self._task: Any = self._progress.add_task("train", total=total, completed=completed, loss="-")
         self._progress.start()
 
-    def update(self, *, epoch: int, completed: int, loss: float) -> None:
-        """Show ``completed`` batches done, in epoch ``epoch`` (0-based), and the latest loss."""
+    def update(self, *, epoch: int, completed: int, loss: torch.Tensor | None) -> None:
+        """Show ``completed`` batches done, in epoch ``epoch`` (0-based), and the latest loss.
+
+        Reading a loss that lives on a GPU waits for the device, so the loss shown is read at
+        most as often as the bar is redrawn (``REFRESH_PER_SECOND``), not after every batch.
+        """
+        fields: dict[str, Any] = {}
+        now = monotonic()
+        if now - self._loss_read_at >= 1.0 / REFRESH_PER_SECOND:
+            fields["loss"] = "-" if loss is None else f"{float(loss):.4f}"
+            self._loss_read_at = now
         self._progress.update(self._task, description=f"epoch {epoch + 1}", completed=completed,
-                              loss=f"{loss:.4f}")
+                              **fields)
 
     def stop(self) -> None:
+        """Draw the bar a last time and release the terminal."""
         self._progress.stop()

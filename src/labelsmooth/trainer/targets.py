@@ -174,11 +174,6 @@ class TargetPipeline:
         self._components: tuple[TargetComponent, ...] | None = None
 
     @property
-    def active(self) -> bool:
-        """Whether any transform is registered."""
-        return bool(self._registrations)
-
-    @property
     def owners(self) -> list[object]:
         """The owners with a registered transform, in the order they run."""
         return [registration.owner for registration in self._sorted()]
@@ -187,11 +182,6 @@ class TargetPipeline:
     def target_key(self) -> BatchKey | None:
         """Where the transformed target lives in the batch (``None`` when inactive)."""
         return self._target_key
-
-    @property
-    def original(self) -> Any:
-        """The original target object saved at the first registration (``None`` when inactive)."""
-        return self._original
 
     @property
     def components(self) -> tuple[TargetComponent, ...] | None:

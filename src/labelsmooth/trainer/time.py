@@ -99,8 +99,27 @@ class Timestamp:
         return amount > 0 and amount % interval.value == 0
 
     def state_dict(self) -> dict[str, int]:
+        """The five counters as a plain dict, for a checkpoint.
+
+        Example:
+            >>> Timestamp(epoch=1, batch=4).state_dict()["batch"]
+            4
+        """
         return asdict(self)
 
     @classmethod
     def from_state_dict(cls, state: dict[str, int]) -> Timestamp:
+        """The timestamp :meth:`state_dict` saved.
+
+        Args:
+            state: the dict :meth:`state_dict` returned.
+
+        Returns:
+            An equal :class:`Timestamp`.
+
+        Example:
+            >>> stamp = Timestamp(epoch=2, batch=9, sample=72)
+            >>> Timestamp.from_state_dict(stamp.state_dict()) == stamp
+            True
+        """
         return cls(**state)

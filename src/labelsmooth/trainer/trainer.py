@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import math
 import os
 import random
 import sys
@@ -272,25 +271,65 @@ class Trainer:
         return self.logger.history
 
     def fit(self) -> None:
-        """Train until ``max_duration``, evaluating and checkpointing at their intervals."""
+        """Train until ``max_duration``, evaluating and checkpointing at their intervals.
+
+        The model trains in training mode (dropout on, batch-norm statistics updated) even if it
+        was passed in evaluation mode; its mode is put back when ``fit`` returns or raises, so
+        only its parameters and buffers change. Calling ``fit`` again after ``max_duration`` is
+        reached does nothing.
+
+        Example:
+            >>> from torch.utils.data import DataLoader, TensorDataset
+            >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(0.5)).eval()
+            >>> data = TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+            >>> Trainer(model, DataLoader(data, batch_size=4), max_duration="1ba",
+            ...         progress_bar=False, device="cpu").fit()
+            >>> model.training
+            False
+        """
         state = self.state
         assert state.max_duration is not None  # set in __init__
         if state.timestamp.reached(state.max_duration):
             return
-        self.engine.run_event(Event.FIT_START)
-        progress = self._start_progress()
+        model = state.model
+        was_training = model.training
+        model.train()
         try:
-            while not state.timestamp.reached(state.max_duration):
-                self._train_epoch(progress)
+            self.engine.run_event(Event.FIT_START)
+            progress = self._start_progress()
+            try:
+                while not state.timestamp.reached(state.max_duration):
+                    self._train_epoch(progress)
+            finally:
+                if progress is not None:
+                    progress.stop()
+            self.engine.run_event(Event.FIT_END)
         finally:
-            if progress is not None:
-                progress.stop()
-        self.engine.run_event(Event.FIT_END)
+            model.train(was_training)
         if self.save_folder is not None and self._last_saved != state.timestamp:
             self.save_checkpoint()
 
     def eval(self) -> dict[str, float]:
-        """Evaluate on ``eval_dataloader``: accuracy, ECE and NLL, logged and returned."""
+        """Evaluate on ``eval_dataloader``: accuracy, ECE and NLL, logged and returned.
+
+        The model runs in evaluation mode under ``torch.no_grad`` (no algorithm changes the
+        batch: only the ``EVAL_*`` events fire) and gets its previous mode back afterwards.
+
+        Returns:
+            ``{"accuracy": ..., "ece": ..., "nll": ...}`` over the whole eval set (reduced across
+            ranks), also appended to :attr:`history` and ``log_file``.
+
+        Raises:
+            ValueError: without an ``eval_dataloader``, or if it yields no batch.
+
+        Example:
+            >>> from torch.utils.data import DataLoader, TensorDataset
+            >>> data = DataLoader(TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,))))
+            >>> trainer = Trainer(torch.nn.Linear(4, 3), data, max_duration=1,
+            ...                   eval_dataloader=data, progress_bar=False, device="cpu")
+            >>> sorted(trainer.eval())
+            ['accuracy', 'ece', 'nll']
+        """
         state = self.state
         if state.eval_dataloader is None:
             fail("eval_dataloader", "a dataloader to evaluate on", None)
@@ -353,7 +392,20 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """Restore a checkpoint written by :meth:`save_checkpoint`, to continue training."""
+        """Restore a checkpoint written by :meth:`save_checkpoint`, to continue training.
+
+        Restores the model, optimizers, schedulers, algorithms (checked by class and count),
+        callbacks (matched by class), the grad scaler, the timestamp and this rank's random
+        states; the next :meth:`fit` continues where the checkpoint was written.
+
+        Args:
+            path: a file written by :meth:`save_checkpoint` (``load_path`` in the constructor).
+
+        Raises:
+            ValueError: if ``path`` is not a labelsmooth checkpoint, or holds a different
+                number of optimizers, schedulers or algorithms than this Trainer.
+            TypeError: if an algorithm's class differs from the checkpoint's at its position.
+        """
         if not Path(path).is_file():
             fail("load_path", "an existing checkpoint file", str(path))
         checkpoint = load_checkpoint(path, map_location=self.device)
@@ -483,7 +535,7 @@ class Trainer:
             trained = True
             if progress is not None:
                 progress.update(epoch=state.timestamp.epoch, completed=state.timestamp.batch,
-                                loss=float(state.loss) if state.loss is not None else math.nan)
+                                loss=state.loss)
             self._run_intervals(TimeUnit.BATCH)
             if state.max_duration.unit is TimeUnit.BATCH and state.timestamp.reached(state.max_duration):
                 if per_epoch is None or state.timestamp.batch_in_epoch < per_epoch:
