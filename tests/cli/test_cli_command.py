@@ -169,7 +169,8 @@ def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 @pytest.mark.parametrize(("module", "package"), [("matplotlib.figure", "matplotlib"), ("rich.progress", "rich"),
-                                                 ("mnist1d.data", "mnist1d")])
+                                                 ("mnist1d.data", "mnist1d"), ("numpy", "numpy"),
+                                                 ("torchmetrics", "torchmetrics")])
 def test_missing_optional_dependency_names_the_fix(module: str, package: str, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,6 +180,20 @@ def test_missing_optional_dependency_names_the_fix(module: str, package: str, tm
     assert err.startswith(f"labelsmooth: error: the command needs {package}, which is not installed")
     assert err.rstrip().endswith("install it with: pip install 'labelsmooth[cli]'")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("module", "package"), [("matplotlib.figure", "matplotlib"), ("rich.console", "rich")])
+def test_report_without_an_optional_dependency_rewrites_nothing(module: str, package: str, tiny_run: Path,
+                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(tiny_run / "results.json", tmp_path)
+    monkeypatch.setitem(sys.modules, module, None)
+    status, _, err = invoke(["report", str(tmp_path)], capsys)
+    assert status == 1
+    assert err == (f"labelsmooth: error: the command needs {package}, which is not installed "
+                   f"(import of {module} halted; None in sys.modules); install it with: "
+                   "pip install 'labelsmooth[cli]'\n")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["results.json"]
 
 
 def test_interrupt_keeps_the_finished_trainings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -23,6 +23,7 @@ import torch
 
 from labelsmooth import __version__
 from labelsmooth._validation import check_smoothing
+from labelsmooth.cli import plots
 from labelsmooth.cli.data import DATASETS, load_dataset
 from labelsmooth.cli.errors import CommandError, require
 from labelsmooth.cli.experiment import RunConfig, run_one
@@ -226,7 +227,6 @@ def _print_summary(payload: dict[str, Any], folder: Path) -> None:
 
 
 def _render(payload: dict[str, Any], folder: Path) -> None:
-    plots = require("labelsmooth.cli.plots", "matplotlib")
     write_summary(folder, payload)
     plots.draw_all(group_runs(payload["runs"]), folder)
 
@@ -247,10 +247,13 @@ def _configs(args: argparse.Namespace, device: str) -> list[RunConfig]:
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    # Check every optional dependency before any work, so a missing one fails in a second.
+    # Check every optional dependency before any work, so a missing one fails in a second
+    # (torchmetrics would otherwise fail inside the first training). numpy comes before
+    # matplotlib, which imports it, so the message names the package that is really missing.
+    require("numpy", "numpy")
+    require("torchmetrics", "torchmetrics")
     progress_module = require("rich.progress", "rich")
     require("matplotlib.figure", "matplotlib")
-    require("numpy", "numpy")
     device = _device(args.device)
     torch.set_num_threads(args.threads)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -299,6 +302,10 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    # Before anything is rewritten: a missing package must not leave a new summary.md beside
+    # the old pictures.
+    require("rich.console", "rich")
+    require("matplotlib.figure", "matplotlib")
     payload = load_results(args.run_dir)
     try:
         _render(payload, args.run_dir)
