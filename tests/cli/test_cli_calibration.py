@@ -219,3 +219,15 @@ def test_run_one_fits_the_temperature_on_a_held_out_validation_split(monkeypatch
     assert torch.equal(val_targets, data.y_train[val_index])
     assert int((y_fit != data.y_train[fit_index]).sum()) == round(0.2 * 180)
     assert result["temperature"] == temperature
+
+
+def test_ece_with_confidences_of_exactly_one_matches_a_numpy_loop() -> None:
+    # Saturated float32 softmax rows (confidence exactly 1.0) are common for an unsmoothed model;
+    # they belong to the last bin [14/15, 1], which torchmetrics would not check.
+    probs, targets = _random_probs(400, 6, seed=9, spread=20.0)
+    probs = probs.float()
+    probs[:40] = F.one_hot(probs[:40].argmax(dim=1), 6).float()
+    assert int((probs.max(dim=1).values == 1.0).sum()) >= 40
+    counts, accuracy, confidence = _numpy_bins(probs.double().numpy(), targets.numpy(), 15)
+    reference = sum(n / 400 * abs(a - c) for n, a, c in zip(counts, accuracy, confidence, strict=True))
+    assert float(expected_calibration_error(probs, targets, num_bins=15)) == pytest.approx(reference, rel=1e-6)
