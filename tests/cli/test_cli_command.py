@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -231,3 +233,36 @@ def test_interrupt_keeps_the_finished_trainings(tmp_path: Path, monkeypatch: pyt
     assert len((folder / "results.csv").read_text().splitlines()) == 2
     assert main(["report", str(folder)]) == 0
     assert (folder / "reliability.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def _finished_runs(path: Path) -> int:
+    try:
+        return len(json.loads(path.read_text())["runs"])
+    except (OSError, ValueError):  # not written yet (each write is atomic, so never half a file)
+        return 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
+def test_a_real_ctrl_c_keeps_the_finished_trainings(tmp_path: Path) -> None:
+    # The console script under a real SIGINT, sent while the second of three trainings runs.
+    folder = tmp_path / "run"
+    script = Path(sys.executable).with_name("labelsmooth")
+    argv = ["run", "--dataset", "digits", "--epochs", "100", "--seeds", "1", "--smoothing", "0", "0.1", "0.2",
+            "--out", str(folder)]
+    process = subprocess.Popen([str(script), *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while _finished_runs(folder / "results.json") < 1 and process.poll() is None:
+            assert time.monotonic() < deadline, "the first training did not finish"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    payload = json.loads((folder / "results.json").read_text())
+    assert payload["status"] == "interrupted" and 1 <= len(payload["runs"]) < 3
+    assert err.startswith(f"labelsmooth: interrupted; the {len(payload['runs'])} finished training(s) are saved")
+    with (folder / "results.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == len(payload["runs"])
