@@ -197,6 +197,15 @@ def test_missing_optional_dependency_names_the_fix(module: str, package: str, tm
     assert err.count("\n") == 1
 
 
+def test_missing_scikit_learn_for_digits_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    status, _, err = invoke([*TINY, "--out", str(tmp_path / "run")], capsys)
+    assert status == 1
+    assert err == ("labelsmooth: error: the command needs scikit-learn, which is not installed (import of "
+                   "sklearn.datasets halted; None in sys.modules); install it with: pip install 'labelsmooth[cli]'\n")
+
+
 @pytest.mark.parametrize(("module", "package"), [("matplotlib.figure", "matplotlib"), ("rich.console", "rich")])
 def test_report_without_an_optional_dependency_rewrites_nothing(module: str, package: str, tiny_run: Path,
                                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
