@@ -14,10 +14,10 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import torch
 
@@ -43,6 +43,7 @@ DEFAULT_EPOCHS = 40
 DEFAULT_BATCH_SIZE = 128
 DEFAULT_LR = 3e-3
 INTERRUPTED = 130
+_N = TypeVar("_N", int, float)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,55 +60,29 @@ def _smoothing(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a real number in [0, 1], got {text!r}") from None
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}")
-    return value
+def _number(convert: Callable[[str], _N], accept: Callable[[_N], bool], expected: str) -> Callable[[str], _N]:
+    """An argparse ``type``: ``convert(text)`` if that works and ``accept`` holds, else an
+    ``expected ..., got ...`` error (one message template for every numeric option)."""
+
+    def parse(text: str) -> _N:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _open_fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction strictly between 0 and 1, got {text!r}")
-    return value
-
-
-def _alpha(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(
-            f"expected a Beta concentration, a finite number >= 0 (0 = off), got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+# NaN fails every comparison, so it is rejected by each of these.
+_fraction = _number(float, lambda value: 0.0 <= value <= 1.0, "a fraction in [0, 1]")
+_open_fraction = _number(float, lambda value: 0.0 < value < 1.0, "a fraction strictly between 0 and 1")
+_alpha = _number(float, lambda value: math.isfinite(value) and value >= 0,
+                 "a Beta concentration, a finite number >= 0 (0 = off)")
+_positive_int = _number(int, lambda value: value >= 1, "a positive integer")
+_positive_float = _number(float, lambda value: value > 0, "a positive number")
 
 
 def build_parser() -> argparse.ArgumentParser:
