@@ -82,6 +82,11 @@ class RunConfig:
         device: torch device string.
         mixup: MixUp's Beta(alpha, alpha) concentration, 0 for no MixUp.
         cutmix: CutMix's Beta(alpha, alpha) concentration, 0 for no CutMix.
+
+    Example:
+        >>> config = RunConfig("digits", "mlp", smoothing=0.1, seed=0, epochs=1, batch_size=32, lr=1e-3)
+        >>> config.label(), config.val_fraction
+        ('smoothing=0.1', 0.1)
     """
 
     dataset: str

@@ -145,7 +145,13 @@ def load_results(folder: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Variant:
-    """The runs (one per seed) that share their treatment values, e.g. smoothing=0.1."""
+    """The runs (one per seed) that share their treatment values, e.g. smoothing=0.1.
+
+    Example:
+        >>> variant = Variant({"smoothing": 0.1}, [{"accuracy": 0.9}, {"accuracy": 0.94}])
+        >>> variant.label, round(variant.mean("accuracy"), 2), round(variant.std("accuracy"), 4)
+        ('smoothing=0.1', 0.92, 0.0283)
+    """
 
     treatment: dict[str, float]
     runs: list[dict[str, Any]]
