@@ -121,3 +121,19 @@ def test_projection_is_skipped_when_the_templates_span_no_plane() -> None:
     with torch.no_grad():
         model.head.weight[1] = model.head.weight[0]
     assert _projection(model, features, targets) is None
+
+
+def test_the_default_command_is_the_one_issue_4_describes() -> None:
+    # `labelsmooth run`: mnist1d with its CNN, smoothing 0.0 and 0.1, 3 seeds; digits defaults to the MLP.
+    from labelsmooth.cli.command import _configs, build_parser
+
+    configs = _configs(build_parser().parse_args(["run"]), "cpu")
+    assert [(c.dataset, c.model, c.smoothing, c.seed) for c in configs] == [
+        ("mnist1d", "cnn", s, seed) for seed in range(3) for s in (0.0, 0.1)]
+    assert {(c.label_noise, c.mixup, c.cutmix) for c in configs} == {(0.0, 0.0, 0.0)}
+    (digits,) = _configs(build_parser().parse_args(["run", "--dataset", "digits", "--seeds", "1",
+                                                    "--smoothing", "0.2"]), "cpu")
+    assert (digits.model, digits.smoothing) == ("mlp", 0.2)
+    (overridden,) = _configs(build_parser().parse_args(["run", "--model", "mlp", "--seeds", "1",
+                                                        "--smoothing", "0"]), "cpu")
+    assert (overridden.dataset, overridden.model) == ("mnist1d", "mlp")

@@ -14,15 +14,16 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import torch
 
 from labelsmooth import __version__
 from labelsmooth._validation import check_smoothing
+from labelsmooth.cli import plots
 from labelsmooth.cli.data import DATASETS, load_dataset
 from labelsmooth.cli.errors import CommandError, require
 from labelsmooth.cli.experiment import RunConfig, run_one
@@ -42,6 +43,7 @@ DEFAULT_EPOCHS = 40
 DEFAULT_BATCH_SIZE = 128
 DEFAULT_LR = 3e-3
 INTERRUPTED = 130
+_N = TypeVar("_N", int, float)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,59 +60,42 @@ def _smoothing(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a real number in [0, 1], got {text!r}") from None
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}")
-    return value
+def _number(convert: Callable[[str], _N], accept: Callable[[_N], bool], expected: str) -> Callable[[str], _N]:
+    """An argparse ``type``: ``convert(text)`` if that works and ``accept`` holds, else an
+    ``expected ..., got ...`` error (one message template for every numeric option)."""
+
+    def parse(text: str) -> _N:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _open_fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction strictly between 0 and 1, got {text!r}")
-    return value
-
-
-def _alpha(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(
-            f"expected a Beta concentration, a finite number >= 0 (0 = off), got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+# NaN fails every comparison, so it is rejected by each of these.
+_fraction = _number(float, lambda value: 0.0 <= value <= 1.0, "a fraction in [0, 1]")
+_open_fraction = _number(float, lambda value: 0.0 < value < 1.0, "a fraction strictly between 0 and 1")
+_alpha = _number(float, lambda value: math.isfinite(value) and value >= 0,
+                 "a Beta concentration, a finite number >= 0 (0 = off)")
+_positive_int = _number(int, lambda value: value >= 1, "a positive integer")
+_positive_float = _number(float, lambda value: value > 0, "a positive number")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``labelsmooth`` command line (sub-commands ``run`` and ``report``)."""
+    """The ``labelsmooth`` command line (sub-commands ``run`` and ``report``).
+
+    Returns:
+        The parser; its errors are one line on stderr and exit status 2.
+
+    Example:
+        >>> args = build_parser().parse_args(["run", "--smoothing", "0", "0.2"])
+        >>> args.dataset, args.model, args.smoothing, args.seeds
+        ('mnist1d', None, [0.0, 0.2], 3)
+    """
     parser = _Parser(
         prog="labelsmooth",
         description="Train the same model with and without label smoothing and report what changed.",
@@ -226,7 +211,6 @@ def _print_summary(payload: dict[str, Any], folder: Path) -> None:
 
 
 def _render(payload: dict[str, Any], folder: Path) -> None:
-    plots = require("labelsmooth.cli.plots", "matplotlib")
     write_summary(folder, payload)
     plots.draw_all(group_runs(payload["runs"]), folder)
 
@@ -247,10 +231,13 @@ def _configs(args: argparse.Namespace, device: str) -> list[RunConfig]:
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    # Check every optional dependency before any work, so a missing one fails in a second.
+    # Check every optional dependency before any work, so a missing one fails in a second
+    # (torchmetrics would otherwise fail inside the first training). numpy comes before
+    # matplotlib, which imports it, so the message names the package that is really missing.
+    require("numpy", "numpy")
+    require("torchmetrics", "torchmetrics")
     progress_module = require("rich.progress", "rich")
     require("matplotlib.figure", "matplotlib")
-    require("numpy", "numpy")
     device = _device(args.device)
     torch.set_num_threads(args.threads)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -299,6 +286,10 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    # Before anything is rewritten: a missing package must not leave a new summary.md beside
+    # the old pictures.
+    require("rich.console", "rich")
+    require("matplotlib.figure", "matplotlib")
     payload = load_results(args.run_dir)
     try:
         _render(payload, args.run_dir)
@@ -314,6 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Args:
         argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 1 for an error the user can fix (one line on stderr), 2 for a bad command
+        line, 130 after Ctrl-C.
 
     Example:
         >>> main(["run", "--dataset", "digits", "--epochs", "1", "--seeds", "1",

@@ -84,6 +84,16 @@ def _digits() -> Dataset:
 def load_dataset(name: str) -> Dataset:
     """Build the data set called ``name`` (one of :data:`DATASETS`) in memory.
 
+    Args:
+        name: ``"mnist1d"`` or ``"digits"``.
+
+    Returns:
+        The :class:`Dataset`, 10 classes.
+
+    Raises:
+        ValueError: for an unknown name.
+        MissingDependencyError: when ``mnist1d``, ``numpy`` or ``scikit-learn`` is missing.
+
     Example:
         >>> load_dataset("digits").x_train.shape
         torch.Size([1437, 1, 8, 8])
@@ -135,6 +145,14 @@ def split_validation(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split ``range(count)`` into (fit, validation) index tensors; ``round(fraction * count)``
     examples go to validation (at least one).
+
+    Args:
+        count: number of training examples.
+        fraction: share to hold out, in (0, 1).
+        generator: the source of randomness (so the split is reproducible).
+
+    Returns:
+        ``(fit, validation)``: disjoint index tensors covering ``range(count)``, in random order.
 
     Example:
         >>> fit, val = split_validation(10, 0.2, generator=torch.Generator().manual_seed(0))

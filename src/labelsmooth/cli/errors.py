@@ -30,6 +30,13 @@ def require(module: str, package: str) -> ModuleType:
     Args:
         module: the dotted module to import, e.g. ``"matplotlib.pyplot"``.
         package: the distribution that provides it, e.g. ``"matplotlib"``.
+
+    Returns:
+        The imported module.
+
+    Example:
+        >>> require("json", "json").__name__
+        'json'
     """
     try:
         return importlib.import_module(module)

@@ -82,6 +82,11 @@ class RunConfig:
         device: torch device string.
         mixup: MixUp's Beta(alpha, alpha) concentration, 0 for no MixUp.
         cutmix: CutMix's Beta(alpha, alpha) concentration, 0 for no CutMix.
+
+    Example:
+        >>> config = RunConfig("digits", "mlp", smoothing=0.1, seed=0, epochs=1, batch_size=32, lr=1e-3)
+        >>> config.label(), config.val_fraction
+        ('smoothing=0.1', 0.1)
     """
 
     dataset: str
@@ -163,8 +168,23 @@ def score(
 ) -> dict[str, float]:
     """Test-set metrics, before and after temperature scaling fitted on the validation split.
 
-    Returns ``accuracy`` (top-1), ``nll``, ``ece`` (15 bins), ``brier``, ``confidence`` (mean
-    top-1 probability), ``temperature``, ``ece_ts`` and ``nll_ts``.
+    Args:
+        logits: ``(N, C)`` test-set logits.
+        targets: ``(N,)`` test-set class indices.
+        val_logits: ``(M, C)`` logits of the held-out validation split (never trained on).
+        val_targets: ``(M,)`` its clean class indices.
+
+    Returns:
+        ``accuracy`` (top-1), ``nll``, ``ece`` (15 bins), ``brier``, ``confidence`` (mean top-1
+        probability), ``temperature`` (fitted on the validation split by
+        :func:`~labelsmooth.metrics.fit_temperature`), ``ece_ts`` and ``nll_ts`` (the test set's
+        ECE and NLL at that temperature), as Python floats.
+
+    Example:
+        >>> z = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+        >>> metrics = score(z, torch.tensor([0, 1, 0]), z, torch.tensor([0, 1, 1]))
+        >>> metrics["accuracy"], round(metrics["temperature"], 3)
+        (1.0, 2.885)
     """
     probs = logits.softmax(dim=1)
     temperature = fit_temperature(val_logits, val_targets)
@@ -209,6 +229,17 @@ def build_algorithms(config: RunConfig) -> list[Algorithm]:
     seeded by the run's seed, so runs that differ only in smoothing mix the same pairs with the
     same ``lam``; they compose with smoothing through the State's target-transform stage, so
     every mixed target is smoothed whatever the list order.
+
+    Args:
+        config: the run.
+
+    Returns:
+        The algorithms, in the order above (empty for the baseline).
+
+    Example:
+        >>> config = RunConfig("digits", "mlp", 0.1, 0, 1, 32, 1e-3, mixup=0.2)
+        >>> [type(algorithm).__name__ for algorithm in build_algorithms(config)]
+        ['MixUp', 'LabelSmoothing']
     """
     algorithms: list[Algorithm] = []
     generator = torch.Generator().manual_seed(config.seed)
@@ -277,6 +308,13 @@ def steady_throughput(epoch_seconds: list[float], samples_per_epoch: int) -> flo
 
     The first epoch pays one-off costs (allocator growth, kernel selection) that would be
     charged to whichever run happens to come first.
+
+    Args:
+        epoch_seconds: training time of each epoch, evaluation excluded.
+        samples_per_epoch: training examples per epoch.
+
+    Returns:
+        Samples per second over the epochs kept.
 
     Example:
         >>> steady_throughput([5.0, 1.0, 1.0], 100)

@@ -43,7 +43,12 @@ def _pooled_bins(variant: Variant) -> tuple[list[float], list[float], list[float
 
 def draw_reliability(variants: Sequence[Variant], path: Path) -> None:
     """Bars: accuracy per confidence bin; red hatching: the gap to the bin's mean confidence
-    (above the bar: over-confident, inside it: under-confident)."""
+    (above the bar: over-confident, inside it: under-confident).
+
+    Args:
+        variants: from :func:`~labelsmooth.cli.report.group_runs`, one panel each.
+        path: the PNG file to write.
+    """
     figure, axes = _figure(len(variants))
     for ax, variant in zip(axes, variants, strict=True):
         counts, accuracy, confidence = _pooled_bins(variant)
@@ -70,7 +75,12 @@ def draw_reliability(variants: Sequence[Variant], path: Path) -> None:
 
 
 def draw_penultimate(variants: Sequence[Variant], path: Path) -> None:
-    """Scatter of projected activations per class, templates as black crosses."""
+    """Scatter of projected activations per class (first seed), templates as crosses.
+
+    Args:
+        variants: from :func:`~labelsmooth.cli.report.group_runs`, one panel each.
+        path: the PNG file to write.
+    """
     figure, axes = _figure(len(variants))
     for ax, variant in zip(axes, variants, strict=True):
         run = min(variant.runs, key=lambda r: r["seed"])
@@ -98,7 +108,13 @@ def draw_penultimate(variants: Sequence[Variant], path: Path) -> None:
 
 
 def draw_curves(variants: Sequence[Variant], path: Path) -> None:
-    """Per-epoch mean over seeds with a min-max band, one colour per variant."""
+    """Training loss, test accuracy and test NLL per epoch: mean over seeds with a min-max band,
+    one colour per variant, one panel per quantity.
+
+    Args:
+        variants: from :func:`~labelsmooth.cli.report.group_runs`.
+        path: the PNG file to write.
+    """
     panels = (("train_loss", "training loss (as optimised)"), ("test_accuracy", "test accuracy"),
               ("test_nll", "test NLL"))
     figure, axes = _figure(len(panels), width=3.8)
@@ -121,7 +137,15 @@ def draw_curves(variants: Sequence[Variant], path: Path) -> None:
 
 
 def draw_all(variants: Sequence[Variant], folder: Path) -> list[Path]:
-    """Draw the three pictures into ``folder``; return their paths."""
+    """Draw ``reliability.png``, ``penultimate.png`` and ``curves.png`` into ``folder``.
+
+    Args:
+        variants: from :func:`~labelsmooth.cli.report.group_runs`.
+        folder: the run folder.
+
+    Returns:
+        The three paths.
+    """
     paths = [folder / "reliability.png", folder / "penultimate.png", folder / "curves.png"]
     draw_reliability(variants, paths[0])
     draw_penultimate(variants, paths[1])

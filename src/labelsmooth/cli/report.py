@@ -84,7 +84,22 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_results(folder: Path, payload: dict[str, Any]) -> None:
-    """Write ``results.json`` (everything) and ``results.csv`` (one row per run: config, metrics)."""
+    """Write ``results.json`` (everything) and ``results.csv`` (one row per run: config, metrics).
+
+    Each file is written beside its target and renamed over it, so an interruption never leaves
+    half a file.
+
+    Args:
+        folder: the run folder (must exist).
+        payload: ``{"runs": [...], ...}``; every run a dict with the config fields and metrics.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as name:
+        ...     write_results(Path(name), {"status": "running", "runs": []})
+        ...     sorted(path.name for path in Path(name).iterdir())
+        ['results.csv', 'results.json']
+    """
     _atomic_write(folder / RESULTS_JSON, json.dumps(payload, indent=1) + "\n")
     columns = [*CONFIG_FIELDS, *METRICS]
     temporary = folder / (RESULTS_CSV + ".tmp")
@@ -96,7 +111,17 @@ def write_results(folder: Path, payload: dict[str, Any]) -> None:
 
 
 def load_results(folder: Path) -> dict[str, Any]:
-    """Read a run folder's ``results.json``; a missing or malformed file is a :class:`CommandError`."""
+    """Read a run folder's ``results.json`` and check that every run has what the report draws.
+
+    Args:
+        folder: a folder written by ``labelsmooth run``.
+
+    Returns:
+        The payload: ``{"runs": [...], "status": ..., ...}`` with at least one complete run.
+
+    Raises:
+        CommandError: the file is missing, unreadable, not JSON, has no runs, or a run lacks a field.
+    """
     path = folder / RESULTS_JSON
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
@@ -120,7 +145,13 @@ def load_results(folder: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Variant:
-    """The runs (one per seed) that share their treatment values, e.g. smoothing=0.1."""
+    """The runs (one per seed) that share their treatment values, e.g. smoothing=0.1.
+
+    Example:
+        >>> variant = Variant({"smoothing": 0.1}, [{"accuracy": 0.9}, {"accuracy": 0.94}])
+        >>> variant.label, round(variant.mean("accuracy"), 2), round(variant.std("accuracy"), 4)
+        ('smoothing=0.1', 0.92, 0.0283)
+    """
 
     treatment: dict[str, float]
     runs: list[dict[str, Any]]
@@ -146,6 +177,17 @@ def group_runs(runs: Sequence[dict[str, Any]]) -> list[Variant]:
 
     Smoothing is always a treatment; the others (``mixup``, ``cutmix``) only when some run uses
     them, so a smoothing-only comparison (or an older results.json) reads as before.
+
+    Args:
+        runs: result rows, each with ``smoothing`` (and optionally ``mixup``, ``cutmix``).
+
+    Returns:
+        One :class:`Variant` per distinct treatment, in increasing order.
+
+    Example:
+        >>> runs = [{"smoothing": s, "seed": seed} for seed in (0, 1) for s in (0.1, 0.0)]
+        >>> [(variant.label, len(variant.runs)) for variant in group_runs(runs)]
+        [('smoothing=0', 2), ('smoothing=0.1', 2)]
     """
     names = [name for name in TREATMENTS
              if name == TREATMENTS[0] or any(float(run.get(name, 0.0)) for run in runs)]
@@ -168,7 +210,23 @@ def _cell(variant: Variant, metric: str) -> str:
 
 
 def summary_table(variants: Sequence[Variant]) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows (strings) of the mean ± std table."""
+    """Headers and rows (strings) of the mean ± std table: one row per variant (``summary.md``).
+
+    Args:
+        variants: from :func:`group_runs`.
+
+    Returns:
+        ``(headers, rows)``: the treatments, ``seeds``, then the metric columns.
+
+    Example:
+        >>> from labelsmooth.cli.experiment import METRICS
+        >>> run = dict.fromkeys(METRICS, 1.0) | {"seed": 0}
+        >>> runs = [run | {"smoothing": 0.0, "accuracy": 0.90, "confidence": 0.95},
+        ...         run | {"smoothing": 0.1, "accuracy": 0.94, "confidence": 0.80}]
+        >>> headers, rows = summary_table(group_runs(runs))
+        >>> headers[:3], rows[1][:3]
+        (['smoothing', 'seeds', 'top-1 (%)'], ['0.1', '1', '94.0'])
+    """
     treatments = variants[0].treatment if variants else TREATMENTS[:1]
     headers = [*treatments, "seeds", *(TABLE_HEADERS[m] for m in TABLE_METRICS)]
     rows = [
@@ -181,7 +239,23 @@ def summary_table(variants: Sequence[Variant]) -> tuple[list[str], list[list[str
 
 def metric_table(variants: Sequence[Variant]) -> tuple[list[str], list[list[str]]]:
     """The same numbers transposed (one row per metric, one column per variant): narrow enough
-    for a terminal."""
+    for a terminal.
+
+    Args:
+        variants: from :func:`group_runs`.
+
+    Returns:
+        ``(headers, rows)``: ``metric`` and the variants' labels, then one row per metric.
+
+    Example:
+        >>> from labelsmooth.cli.experiment import METRICS
+        >>> run = dict.fromkeys(METRICS, 1.0) | {"seed": 0}
+        >>> runs = [run | {"smoothing": 0.0, "accuracy": 0.90, "confidence": 0.95},
+        ...         run | {"smoothing": 0.1, "accuracy": 0.94, "confidence": 0.80}]
+        >>> headers, rows = metric_table(group_runs(runs))
+        >>> headers, rows[0]
+        (['metric', 'smoothing=0', 'smoothing=0.1'], ['top-1 (%)', '90.0', '94.0'])
+    """
     headers = ["metric", *(v.label for v in variants)]
     rows = [[TABLE_HEADERS[m], *(_cell(v, m) for v in variants)] for m in TABLE_METRICS]
     return headers, rows
@@ -251,6 +325,25 @@ def metric_sentences(variants: Sequence[Variant]) -> list[str]:
     The baseline is the variant whose treatments are all 0 (else the first); every other variant
     is compared with it, whichever way the metric moved. Then one sentence per variant on
     whether it is over- or under-confident.
+
+    Args:
+        variants: from :func:`group_runs`.
+
+    Returns:
+        Markdown sentences (bold metric names).
+
+    Example:
+        >>> from labelsmooth.cli.experiment import METRICS
+        >>> run = dict.fromkeys(METRICS, 1.0) | {"seed": 0}
+        >>> runs = [run | {"smoothing": 0.0, "accuracy": 0.90, "confidence": 0.95},
+        ...         run | {"smoothing": 0.1, "accuracy": 0.94, "confidence": 0.80}]
+        >>> sentences = metric_sentences(group_runs(runs))
+        >>> print(sentences[0])
+        **Top-1 accuracy**: 90.0% at smoothing=0 → 94.0% at smoothing=0.1
+        (+4.0 points, better, one seed, no noise estimate).
+        >>> print(sentences[-1])
+        At smoothing=0.1 the model is **under-confident** on the test set (mean confidence 80.0% vs.
+        accuracy 94.0%): its ECE measures under-confidence; the fitted temperature is 1.
     """
     if not variants:
         return []
@@ -267,7 +360,14 @@ def metric_sentences(variants: Sequence[Variant]) -> list[str]:
 
 
 def summary_markdown(payload: dict[str, Any]) -> str:
-    """The ``summary.md`` text: what was run, the table, the sentences, the pictures."""
+    """The ``summary.md`` text: what was run, the table, the sentences, the pictures.
+
+    Args:
+        payload: as loaded by :func:`load_results`.
+
+    Returns:
+        Markdown.
+    """
     runs = payload["runs"]
     variants = group_runs(runs)
     first = runs[0]
@@ -302,6 +402,15 @@ def summary_markdown(payload: dict[str, Any]) -> str:
 
 
 def write_summary(folder: Path, payload: dict[str, Any]) -> str:
+    """Write :func:`summary_markdown` to ``folder/summary.md`` (atomically).
+
+    Args:
+        folder: the run folder.
+        payload: as loaded by :func:`load_results`.
+
+    Returns:
+        The text written.
+    """
     text = summary_markdown(payload)
     _atomic_write(folder / SUMMARY_MD, text)
     return text

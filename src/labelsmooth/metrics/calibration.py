@@ -8,6 +8,14 @@ bin ``b`` of ``B`` equal-width bins holds the confidences in ``[b / B, (b + 1) /
 of exactly 1 goes to the last bin (torchmetrics gives it a bin of its own, so the two agree
 unless a confidence is exactly 1.0).
 
+Why these are written here rather than taken from torchmetrics (1.x), which the project otherwise
+prefers: its ``multiclass_calibration_error`` returns the ECE only, its per-bin statistics (which
+the reliability diagram needs, and which must be the very bins the ECE is computed from) are a
+private helper, and it puts a confidence of exactly 1.0 (a saturated float32 softmax, common for
+an unsmoothed model) in a sixteenth bin of its own; it has no multiclass Brier score and no
+temperature scaling. So the module keeps to torch, and the tests check the ECE against
+torchmetrics wherever the two conventions agree.
+
 References:
     Naeini, Cooper and Hauskrecht (2015), "Obtaining well calibrated probabilities using Bayesian
     binning", AAAI (ECE). Guo, Pleiss, Sun and Weinberger (2017), "On calibration of modern neural
@@ -59,7 +67,8 @@ def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, *, num_bins: in
 
     For bin ``b`` with examples ``I_b``: ``count_b = |I_b|``,
     ``accuracy_b = mean_{i in I_b} [argmax_k p_ik == y_i]`` and
-    ``confidence_b = mean_{i in I_b} max_k p_ik``.
+    ``confidence_b = mean_{i in I_b} max_k p_ik``. Hand-written because torchmetrics does not
+    expose its bins (see the module docstring).
 
     Args:
         probs: ``(N, C)`` predicted probabilities (rows sum to one).
@@ -95,7 +104,12 @@ def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, *, num_bins: in
 def expected_calibration_error(
     probs: torch.Tensor, targets: torch.Tensor, *, num_bins: int = 15
 ) -> torch.Tensor:
-    r"""Expected calibration error with equal-width bins (top-1, L1).
+    r"""Expected calibration error with equal-width bins (top-1, L1), computed from
+    :func:`reliability_bins` so that it is exactly the error the reliability diagram shows.
+
+    It equals ``torchmetrics.functional.multiclass_calibration_error(..., norm="l1")`` unless a
+    confidence is exactly 1.0, which is kept in the last bin here (the module docstring says why
+    torchmetrics is not called).
 
     .. math::
         \mathrm{ECE} = \sum_{b=1}^{B} \frac{|I_b|}{N}\,
@@ -125,7 +139,8 @@ def brier_score(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         \mathrm{BS} = \frac{1}{N} \sum_{i=1}^{N} \sum_{k=1}^{C} (p_{ik} - [k = y_i])^2
         \in [0, 2]
 
-    (Brier's original definition: summed over classes, not averaged.)
+    (Brier's original definition: summed over classes, not averaged.) Hand-written: torchmetrics
+    has no multiclass Brier score.
 
     Args:
         probs: ``(N, C)`` predicted probabilities.
