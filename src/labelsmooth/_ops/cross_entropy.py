@@ -53,6 +53,7 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from labelsmooth._validation import fail
 
@@ -215,18 +216,27 @@ class _FusedSmoothedCrossEntropy(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         if ctx.gradient_scaled:
             raise RuntimeError(
                 "fused smoothed cross-entropy: a second backward through the same graph; the "
                 "first one scaled the stored gradient in place by a grad_output other than one "
-                "(retain_graph=True is supported only while every grad_output is one)"
+                "(with retain_graph=True, every backward but the last must pass a grad_output "
+                "of one)"
             )
         (grad,) = ctx.saved_tensors
-        factor = grad_output.reshape(-1, 1) if ctx.reduction == "none" else grad_output
-        # ``loss.backward()`` passes a one: skip a full read-write pass over the gradient.
-        if not bool(torch.all(factor == 1)):
-            grad.mul_(factor.to(grad.dtype))
+        if ctx.reduction == "none":
+            # A per-row grad_output (masks, per-token weights, gradcheck's one-hot vectors) is
+            # applied out of place, so backward can run again with another one.
+            factor = grad_output.unsqueeze(1)
+            if bool(torch.all(factor == 1)):
+                return grad, None, None, None, None, None, None, None
+            return grad * factor.to(grad.dtype), None, None, None, None, None, None, None
+        # A scalar grad_output: ``loss.backward()`` passes one, so nothing is done; any other
+        # (a loss scale, a coefficient) is applied in place, sparing an M x C allocation.
+        if not bool(grad_output == 1):
+            grad.mul_(grad_output.to(grad.dtype))
             ctx.gradient_scaled = True
         return grad, None, None, None, None, None, None, None
 
