@@ -405,5 +405,8 @@ def _chunked_row_statistics(
         target_class_weight = 1.0 if class_weight is None else class_weight[safe_target]
         target_value = (coefficients.prob * torch.exp(target_logit - lse)
                         - coefficients.uniform * target_class_weight - coefficients.target)
-        grad.scatter_(1, column_target, target_value.unsqueeze(1).to(grad.dtype))
+        # index_put_ on the flat view: ``scatter_`` on a bfloat16/float16 CPU tensor makes a
+        # float32 copy of the whole tensor (measured: 2x the logits' bytes).
+        flat_index = safe_target + torch.arange(num_rows, device=grad.device) * num_classes
+        grad.view(-1).index_put_((flat_index,), target_value.to(grad.dtype))
     return lse, target_logit, weighted_logit_sum
