@@ -74,7 +74,8 @@ _SOFTMAX_MIN_CLASSES = 256
 def choose_path(num_rows: int, num_classes: int, dtype: torch.dtype, device: torch.device) -> Path:
     """Pick the fastest correct implementation for logits of shape ``(num_rows, num_classes)``.
 
-    ``"triton"``: a CUDA tensor with Triton importable (one program per row, online softmax).
+    ``"triton"``: a CUDA tensor with Triton importable (one program per row, online softmax;
+    float64 stays on the chunked path, whose float64 arithmetic the kernel would not match).
     ``"chunked-softmax"``: the fused row-chunk pass with PyTorch's softmax kernel for the
     probabilities (``num_classes >= 256``). ``"chunked-exp"``: the same pass with
     ``exp(x - max)`` and a row sum, faster on short rows where the softmax kernel cannot
@@ -82,7 +83,7 @@ def choose_path(num_rows: int, num_classes: int, dtype: torch.dtype, device: tor
     choice today; they are part of the signature so that a measured rule can use them.
     Every path gives the same values (the tests run each one).
     """
-    if device.type == "cuda" and _triton_available():
+    if device.type == "cuda" and dtype != torch.float64 and _triton_available():
         return "triton"
     if num_classes < _SOFTMAX_MIN_CLASSES:
         return "chunked-exp"
