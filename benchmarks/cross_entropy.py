@@ -18,8 +18,9 @@ Two floors put the times in proportion: ``copy`` (one read and one write of the 
 buffer already touched) and ``clone`` (the same into fresh memory, so with its page faults: what
 any out-of-place gradient costs at least).
 
-Method. Time: every contender runs once per round, in an order that rotates from round to round
-(the machine is shared and noisy, so neighbours in time must not always be the same); the logits
+Method. Time: every contender runs once per round, in an order shuffled afresh each round (the
+machine is shared and noisy, and a call is slowed by what ran just before it, e.g. the memory
+another contender freed, so neither position nor neighbour may be fixed); the logits
 are restored from a pristine copy before each call (outside the timing, since the in-place
 contender destroys them), handed over as a non-leaf tensor that requires grad (as a model's
 output would be), and ``torch.autograd.grad`` returns the gradient. The median over rounds is
@@ -40,6 +41,7 @@ import datetime as dt
 import json
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -187,9 +189,10 @@ def time_shape(shape: Shape, repeats: int, names: Sequence[str]) -> dict[str, li
 
     for name in order:  # warm-up: first-call costs (lazy init, thread pool) are not measured
         once(name)
-    for round_index in range(repeats):
-        shift = round_index % len(order)
-        for name in order[shift:] + order[:shift]:
+    shuffler = random.Random(0)
+    for _ in range(repeats):
+        shuffler.shuffle(order)
+        for name in order:
             times[name].append(once(name))
     return times
 

@@ -60,6 +60,7 @@ def path(request, monkeypatch):
     monkeypatch.setattr(ce, "_SOFTMAX_MIN_CLASSES", 0 if request.param == "chunked-softmax"
                         else 1 << 30)
     monkeypatch.setattr(ce, "_CHUNK_BYTES", 4 * 11 * 8)
+    monkeypatch.setattr(ce, "_MIN_CHUNK_BYTES", 0)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     return request.param
 
@@ -310,9 +311,11 @@ def test_choose_path_by_shape_and_device(monkeypatch):
     assert choose_path(4, 32000, torch.float16, torch.device("cuda")) == "chunked-softmax"
 
 
-def test_rows_per_chunk_is_a_multiple_of_the_thread_count(monkeypatch):
+def test_rows_per_chunk(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert ce._rows_per_chunk(262144, 4) == 2  # one row per chunk would leave a thread idle
-    assert ce._rows_per_chunk(10, 4) % 2 == 0
+    assert ce._rows_per_chunk(1024, 262144, 4) == 4  # 4 MiB
+    assert ce._rows_per_chunk(1024, 2**20, 4) == 2  # one row per chunk would leave a thread idle
+    assert ce._rows_per_chunk(8192, 1000, 4) == 256  # scratch within 1/32 of the logits
+    assert ce._rows_per_chunk(8192, 10, 4) % 2 == 0
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert ce._rows_per_chunk(262144, 4) == 1
+    assert ce._rows_per_chunk(1024, 2**20, 4) == 1
