@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 venv="${LABELSMOOTH_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q -c constraints.txt -e '.[test]'
-"$venv/bin/ruff" check src tests benchmarks
+"$venv/bin/ruff" check src tests benchmarks examples
 "$venv/bin/mypy" src
 set +e
 "$venv/bin/python" -m pytest "$@"

@@ -1,57 +1,69 @@
-"""Shared test helpers: tolerances by dtype, declared once, and a comparison that shows mismatches.
+"""Shared test helpers: one dtype-to-tolerance table and an assertion that shows mismatches.
 
-Low-precision results are compared against a float64 reference computed from the same (rounded)
-inputs, so the tolerance only has to cover the one rounding of the result to its dtype (and the
-float32 arithmetic underneath): about 2**-11 relative for float16 and 2**-8 for bfloat16.
+Low-precision results are best compared against a float64 reference computed from the same
+(rounded) inputs: the tolerance then only has to cover float32 accumulation and the one rounding
+of the result to its dtype.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-__all__ = ["TOLERANCES", "assert_close"]
-
-# dtype -> (rtol, atol). float32 and float64 are the project's promises (1e-5 and 1e-10
-# relative); the absolute parts cover entries that cancel to about zero (gradients of classes
-# whose probability equals their smoothed target).
+# (rtol, atol) per dtype, declared once for the whole suite. float32 and float64 follow the core
+# issue's contract (1e-5 and 1e-10 relative to PyTorch); half precisions are compared after
+# float32 accumulation, so their error is that of one rounding of the result.
 TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.float64: (1e-10, 1e-12),
-    torch.float32: (1e-5, 1e-7),
-    torch.float16: (2e-3, 1e-5),
-    torch.bfloat16: (1e-2, 1e-4),
+    torch.float32: (1e-5, 1e-6),
+    torch.bfloat16: (1.6e-2, 1e-2),
+    torch.float16: (2e-3, 1e-3),
 }
 
 
+def tolerance(dtype: torch.dtype) -> dict[str, float]:
+    rtol, atol = TOLERANCES[dtype]
+    return {"rtol": rtol, "atol": atol}
+
+
+def _looser(first: torch.dtype, second: torch.dtype) -> torch.dtype:
+    known = [d for d in (first, second) if d in TOLERANCES]
+    return max(known, key=lambda d: TOLERANCES[d]) if known else torch.float32
+
+
 def assert_close(
-    actual: torch.Tensor,
-    expected: torch.Tensor,
+    actual: Any,
+    expected: Any,
     dtype: torch.dtype | None = None,
     *,
     what: str = "values",
     shown: int = 5,
 ) -> None:
-    """Assert ``|actual - expected| <= atol + rtol * |expected|`` elementwise, NaN matching NaN.
+    """Assert ``|actual - expected| <= atol + rtol * |expected|`` elementwise, NaN equal to NaN.
 
-    ``dtype`` picks the tolerance (default: ``actual.dtype``); both tensors are compared in
-    float64 so a float64 reference can check a low-precision result. On failure the message
-    lists the first ``shown`` mismatching indices with both values.
+    ``dtype`` picks the tolerance (default: the less precise of the two tensors' dtypes, so a
+    float32 result checked against a float64 reference gets float32's). Both are compared in
+    float64 on the CPU. On failure the message lists how many elements differ and the first
+    ``shown`` mismatching indices with both values.
     """
-    dtype = actual.dtype if dtype is None else dtype
+    actual = torch.as_tensor(actual)
+    expected = torch.as_tensor(expected)
+    dtype = dtype or _looser(actual.dtype, expected.dtype)
     rtol, atol = TOLERANCES[dtype]
     if actual.shape != expected.shape:
         raise AssertionError(f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}")
-    got = actual.detach().to(torch.float64).cpu()
-    want = expected.detach().to(torch.float64).cpu()
+    got = actual.detach().to("cpu", torch.float64)
+    want = expected.detach().to("cpu", torch.float64)
     both_nan = torch.isnan(got) & torch.isnan(want)
-    same_inf = torch.isinf(got) & torch.isinf(want) & (got == want)
+    same_inf = torch.isinf(got) & (got == want)
     close = (got - want).abs() <= atol + rtol * want.abs()
     bad = ~(close | both_nan | same_inf)
     if bool(bad.any()):
-        indices = bad.nonzero()[:shown].tolist()
         lines = [
-            f"  at {tuple(i)}: got {got[tuple(i)].item():.10g}, "
-            f"expected {want[tuple(i)].item():.10g}"
-            for i in indices
+            f"  at {tuple(index)}: got {got[tuple(index)].item():.10g}, "
+            f"expected {want[tuple(index)].item():.10g}"
+            for index in bad.nonzero()[:shown].tolist()
         ]
         raise AssertionError(
             f"{what}: {int(bad.sum())} of {bad.numel()} elements differ beyond "

@@ -6,6 +6,45 @@ Exact, fused label-smoothed losses, the functional API (:mod:`labelsmooth.functi
 
 from __future__ import annotations
 
+from labelsmooth import functional
+from labelsmooth.algorithms import CutMix, LabelSmoothing, MixUp
+from labelsmooth.functional import (
+    one_hot,
+    smooth_binary_labels,
+    smooth_labels,
+    smoothed_binary_cross_entropy_with_logits,
+    smoothed_cross_entropy,
+    soft_cross_entropy,
+)
+from labelsmooth.losses import (
+    SmoothedBCEWithLogitsLoss,
+    SmoothedCrossEntropyLoss,
+    SoftCrossEntropyLoss,
+)
+from labelsmooth.trainer import Algorithm, Callback, Engine, Event, State, TargetStage, Trainer
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "Algorithm",
+    "Callback",
+    "CutMix",
+    "Engine",
+    "Event",
+    "LabelSmoothing",
+    "MixUp",
+    "SmoothedBCEWithLogitsLoss",
+    "SmoothedCrossEntropyLoss",
+    "SoftCrossEntropyLoss",
+    "State",
+    "TargetStage",
+    "Trainer",
+    "__version__",
+    "functional",
+    "one_hot",
+    "smooth_binary_labels",
+    "smooth_labels",
+    "smoothed_binary_cross_entropy_with_logits",
+    "smoothed_cross_entropy",
+    "soft_cross_entropy",
+]

@@ -17,6 +17,7 @@ __all__ = [
     "check_class_dim",
     "check_floating",
     "check_index_dtype",
+    "check_int",
     "check_reduction",
     "check_smoothing",
     "describe",
@@ -36,8 +37,9 @@ def _describe(value: Any) -> str:
 def fail(argument: str, expected: str, received: Any, *, error: type[Exception] = ValueError) -> NoReturn:
     """Raise ``error`` with the project's one message template.
 
-    ``received`` is shown with ``repr`` unless it is already a string describing the value
-    (pass ``received=str`` through :func:`describe` for tensors).
+    ``received`` is shown as is when it is a string (a description such as ``"dtype
+    torch.int64"``; pass ``repr(value)`` to quote a user's string), as shape and dtype when it
+    is a tensor, and with ``repr`` otherwise.
     """
     shown = received if isinstance(received, str) else _describe(received)
     raise error(f"{argument}: expected {expected}, got {shown}")
@@ -51,7 +53,8 @@ def describe(value: Any) -> str:
 def check_smoothing(smoothing: Any, argument: str = "smoothing") -> float:
     """Return ``smoothing`` as a float in [0, 1]; raise for anything else (NaN, bool, tensor...)."""
     if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)):
-        fail(argument, "a real number in [0, 1]", smoothing, error=TypeError)
+        shown = repr(smoothing) if isinstance(smoothing, str) else smoothing
+        fail(argument, "a real number in [0, 1]", shown, error=TypeError)
     value = float(smoothing)
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         fail(argument, "a real number in [0, 1]", smoothing)
@@ -60,7 +63,7 @@ def check_smoothing(smoothing: Any, argument: str = "smoothing") -> float:
 
 def check_reduction(reduction: Any) -> str:
     if reduction not in REDUCTIONS:
-        fail("reduction", f"one of {REDUCTIONS}", reduction)
+        fail("reduction", f"one of {REDUCTIONS}", repr(reduction))
     return str(reduction)
 
 
@@ -74,6 +77,15 @@ def check_floating(tensor: Any, argument: str) -> torch.Tensor:
     return tensor
 
 
+def check_int(value: Any, argument: str, *, minimum: int | None = None) -> int:
+    """``value`` must be a Python int (not a bool), at least ``minimum`` when given."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        fail(argument, "an int", value, error=TypeError)
+    if minimum is not None and value < minimum:
+        fail(argument, f"an int >= {minimum}", value)
+    return value
+
+
 def check_index_dtype(tensor: torch.Tensor, argument: str) -> None:
     """Index targets must be an integer (not boolean) tensor."""
     if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
@@ -81,9 +93,15 @@ def check_index_dtype(tensor: torch.Tensor, argument: str) -> None:
 
 
 def check_class_dim(class_dim: Any, ndim: int, argument: str = "class_dim") -> int:
-    """Normalise ``class_dim`` (negative allowed) against a tensor of ``ndim`` dimensions."""
+    """Normalise ``class_dim`` (negative allowed) against a tensor of ``ndim`` dimensions.
+
+    A 1-d tensor is an unbatched ``(C,)`` input, as in ``torch.nn.functional.cross_entropy``: its
+    only dimension is the class dimension, so the default ``class_dim=1`` resolves to 0 there.
+    """
     if isinstance(class_dim, bool) or not isinstance(class_dim, int):
         fail(argument, "an int", class_dim, error=TypeError)
+    if ndim == 1 and class_dim == 1:
+        return 0
     if not -ndim <= class_dim < ndim:
         fail(argument, f"a dimension in [{-ndim}, {ndim - 1}] for a {ndim}-d input", class_dim)
     return class_dim % ndim

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from labelsmooth._ops import choose_path, fused_smoothed_cross_entropy
 from labelsmooth._ops import cross_entropy as ce
-from tests.helpers import assert_close
+from helpers import assert_close
 
 IGNORE = -100
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]

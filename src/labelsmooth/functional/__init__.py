@@ -1,3 +1,32 @@
-"""The functional API: pure functions, flat namespace (in the spirit of ``composer.functional``)."""
+"""The functional API: pure functions in one flat namespace (like ``composer.functional``).
 
-__all__: list[str] = []
+Example:
+    >>> import torch
+    >>> import labelsmooth.functional as lf
+    >>> logits, y = torch.randn(4, 10), torch.tensor([1, 2, 3, 4])
+    >>> smoothed = lf.smooth_labels(logits, y, smoothing=0.1)
+    >>> loss = lf.soft_cross_entropy(logits, smoothed)
+    >>> torch.allclose(loss, lf.smoothed_cross_entropy(logits, y, smoothing=0.1))
+    True
+"""
+
+from labelsmooth.functional.cross_entropy import (
+    smoothed_binary_cross_entropy_with_logits,
+    smoothed_cross_entropy,
+    soft_cross_entropy,
+)
+from labelsmooth.functional.mixing import MixedBatch, cutmix_batch, mix_targets, mixup_batch
+from labelsmooth.functional.smoothing import one_hot, smooth_binary_labels, smooth_labels
+
+__all__ = [
+    "MixedBatch",
+    "cutmix_batch",
+    "mix_targets",
+    "mixup_batch",
+    "one_hot",
+    "smooth_binary_labels",
+    "smooth_labels",
+    "smoothed_binary_cross_entropy_with_logits",
+    "smoothed_cross_entropy",
+    "soft_cross_entropy",
+]

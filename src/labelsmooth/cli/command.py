@@ -1,0 +1,341 @@
+"""``labelsmooth run`` and ``labelsmooth report``: argument parsing, the run loop, one-line errors.
+
+Every failure the user can cause (an unknown data set or model, a smoothing outside [0, 1], an
+output folder that cannot be written, a missing optional package) ends the command with one line
+on stderr and a non-zero status: 2 for a bad command line, 1 for the rest, 130 for Ctrl-C. The
+results of finished trainings are written after each one, so an interrupted run keeps them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+
+from labelsmooth import __version__
+from labelsmooth._validation import check_smoothing
+from labelsmooth.cli.data import DATASETS, load_dataset
+from labelsmooth.cli.errors import CommandError, require
+from labelsmooth.cli.experiment import RunConfig, run_one
+from labelsmooth.cli.models import DEFAULT_MODEL, MODELS
+from labelsmooth.cli.report import (
+    group_runs,
+    load_results,
+    metric_sentences,
+    metric_table,
+    write_results,
+    write_summary,
+)
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_EPOCHS = 40
+DEFAULT_BATCH_SIZE = 128
+DEFAULT_LR = 3e-3
+INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (no usage block) with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"labelsmooth: error: {message}\n")
+
+
+def _smoothing(text: str) -> float:
+    try:
+        return check_smoothing(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a real number in [0, 1], got {text!r}") from None
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}")
+    return value
+
+
+def _open_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction strictly between 0 and 1, got {text!r}")
+    return value
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(
+            f"expected a Beta concentration, a finite number >= 0 (0 = off), got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``labelsmooth`` command line (sub-commands ``run`` and ``report``)."""
+    parser = _Parser(
+        prog="labelsmooth",
+        description="Train the same model with and without label smoothing and report what changed.",
+    )
+    parser.add_argument("--version", action="version", version=f"labelsmooth {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run", help="train per smoothing value and seed; write results, summary and pictures",
+        description="Train the same model on the same data for each smoothing value and seed, "
+        "then write results.json, results.csv, summary.md, reliability.png, penultimate.png and "
+        "curves.png into the output folder.",
+    )
+    run.add_argument("--dataset", choices=DATASETS, default="mnist1d",
+                     help="embedded data set, nothing downloaded (default: mnist1d)")
+    run.add_argument("--model", choices=MODELS, default=None,
+                     help="classifier (default: cnn for mnist1d, mlp for digits)")
+    run.add_argument("--smoothing", type=_smoothing, nargs="+", default=[0.0, 0.1], metavar="S",
+                     help="label smoothing values in [0, 1] (default: 0.0 0.1)")
+    run.add_argument("--mixup", type=_alpha, nargs="+", default=[0.0], metavar="ALPHA",
+                     help="MixUp Beta(alpha, alpha) concentrations to compare, 0 = off; combined "
+                     "with every smoothing value (default: 0)")
+    run.add_argument("--cutmix", type=_alpha, nargs="+", default=[0.0], metavar="ALPHA",
+                     help="CutMix Beta(alpha, alpha) concentrations to compare, 0 = off; combined "
+                     "with every smoothing and mixup value (default: 0)")
+    run.add_argument("--seeds", type=_positive_int, default=3, metavar="N",
+                     help="number of seeds, 0..N-1 (default: 3)")
+    run.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS,
+                     help=f"epochs per training (default: {DEFAULT_EPOCHS})")
+    run.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+                     help=f"examples per step (default: {DEFAULT_BATCH_SIZE})")
+    run.add_argument("--lr", type=_positive_float, default=DEFAULT_LR,
+                     help=f"AdamW peak learning rate, cosine-decayed (default: {DEFAULT_LR:g})")
+    run.add_argument("--label-noise", type=_fraction, default=0.0, metavar="P",
+                     help="replace round(P * N) of the N labels trained on by a different class; the "
+                     "validation split stays clean (default: 0)")
+    run.add_argument("--val-fraction", type=_open_fraction, default=0.1, metavar="F",
+                     help="share of the training set held out for temperature scaling (default: 0.1)")
+    run.add_argument("--out", type=Path, default=None,
+                     help="output folder (default: runs/<dataset>-<UTC time>)")
+    run.add_argument("--device", default="auto",
+                     help="torch device: auto (cuda if available), cpu, cuda, cuda:1 ... (default: auto)")
+    run.add_argument("--threads", type=_positive_int, default=1,
+                     help="CPU threads for torch (default: 1: these models are so small that more "
+                     "threads mostly add synchronisation)")
+
+    report = commands.add_parser(
+        "report", help="redraw the summary and pictures of a finished run folder",
+        description="Redraw summary.md, reliability.png, penultimate.png and curves.png from the "
+        "results.json of a run folder.",
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    return parser
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CommandError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError(f"--device: expected an available device, got {name!r} "
+                           "(CUDA is not available here)")
+    return str(device)
+
+
+def _prepare_folder(folder: Path) -> Path:
+    """Create ``folder`` and prove it is writable before any training starts."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".labelsmooth-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise CommandError(f"--out: cannot write to {str(folder)!r} ({reason})") from None
+    return folder
+
+
+def _environment(device: str, threads: int) -> dict[str, Any]:
+    return {
+        "labelsmooth": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "device": device,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _print_summary(payload: dict[str, Any], folder: Path) -> None:
+    rich_console = require("rich.console", "rich")
+    rich_table = require("rich.table", "rich")
+    variants = group_runs(payload["runs"])
+    headers, rows = metric_table(variants)
+    first = payload["runs"][0]
+    table = rich_table.Table(title=f"{first['dataset']}, {first['model']}: test set, mean ± std "
+                             f"over {len(variants[0].runs)} seed(s)")
+    for index, header in enumerate(headers):
+        table.add_column(header, justify="left" if index == 0 else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    console = rich_console.Console()
+    console.print(table)
+    for sentence in metric_sentences(variants):
+        console.print(f"- {sentence}", markup=False, highlight=False)
+    console.print(f"Results, summary and pictures in {folder}", markup=False, highlight=False)
+
+
+def _render(payload: dict[str, Any], folder: Path) -> None:
+    plots = require("labelsmooth.cli.plots", "matplotlib")
+    write_summary(folder, payload)
+    plots.draw_all(group_runs(payload["runs"]), folder)
+
+
+def _configs(args: argparse.Namespace, device: str) -> list[RunConfig]:
+    model = args.model or DEFAULT_MODEL[args.dataset]
+    # Seed-major order: an interrupted run still holds every variant for its first seeds.
+    return [
+        RunConfig(dataset=args.dataset, model=model, smoothing=smoothing, seed=seed,
+                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                  label_noise=args.label_noise, val_fraction=args.val_fraction, device=device,
+                  mixup=mixup, cutmix=cutmix)
+        for seed in range(args.seeds)
+        for smoothing in dict.fromkeys(args.smoothing)
+        for mixup in dict.fromkeys(args.mixup)
+        for cutmix in dict.fromkeys(args.cutmix)
+    ]
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    # Check every optional dependency before any work, so a missing one fails in a second.
+    progress_module = require("rich.progress", "rich")
+    require("matplotlib.figure", "matplotlib")
+    require("numpy", "numpy")
+    device = _device(args.device)
+    torch.set_num_threads(args.threads)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    folder = _prepare_folder(args.out or Path("runs") / f"{args.dataset}-{stamp}")
+    configs = _configs(args, device)
+    payload: dict[str, Any] = {
+        "command": ["labelsmooth", *argv],
+        "status": "running",
+        "environment": _environment(device, args.threads),
+        "runs": [],
+    }
+    data = load_dataset(args.dataset)
+    started = time.perf_counter()
+    progress = progress_module.Progress(
+        progress_module.TextColumn("{task.description}"),
+        progress_module.BarColumn(),
+        progress_module.MofNCompleteColumn(),
+        progress_module.TextColumn("epochs"),
+        progress_module.TimeElapsedColumn(),
+        progress_module.TimeRemainingColumn(),
+        transient=False,
+    )
+    try:
+        with progress:
+            task = progress.add_task("training", total=len(configs) * args.epochs)
+            for number, config in enumerate(configs, start=1):
+                progress.update(task, description=f"[{number}/{len(configs)}] {config.label()} "
+                                f"seed {config.seed}")
+                payload["runs"].append(run_one(config, data, on_epoch=lambda: progress.advance(task)))
+                write_results(folder, payload)
+    except KeyboardInterrupt:
+        payload["status"] = "interrupted"
+        write_results(folder, payload)
+        finished = len(payload["runs"])
+        hint = f"; `labelsmooth report {folder}` draws them" if finished else ""
+        print(f"labelsmooth: interrupted; the {finished} finished training(s) are saved in "
+              f"{folder}{hint}", file=sys.stderr)
+        return INTERRUPTED
+    payload["status"] = "complete"
+    payload["wall_time_s"] = time.perf_counter() - started
+    write_results(folder, payload)
+    _render(payload, folder)
+    _print_summary(payload, folder)
+    print(f"{len(configs)} trainings in {payload['wall_time_s']:.1f} s (data set-up excluded)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    payload = load_results(args.run_dir)
+    try:
+        _render(payload, args.run_dir)
+    except OSError as error:
+        raise CommandError(f"RUN_DIR: cannot write to {str(args.run_dir)!r} "
+                           f"({error.strerror or error})") from None
+    _print_summary(payload, args.run_dir)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``labelsmooth`` command; returns the exit status.
+
+    Args:
+        argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+    Example:
+        >>> main(["run", "--dataset", "digits", "--epochs", "1", "--seeds", "1",
+        ...       "--out", "runs/quick"])  # doctest: +SKIP
+        0
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(arguments)
+    try:
+        if args.command == "run":
+            return _run(args, arguments)
+        return _report(args)
+    except CommandError as error:
+        print(f"labelsmooth: error: {error}", file=sys.stderr)
+        return error.exit_status
+    except KeyboardInterrupt:
+        print("labelsmooth: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as error:
+        # Never a traceback for the user; LABELSMOOTH_DEBUG=1 shows it for a bug report.
+        if os.environ.get("LABELSMOOTH_DEBUG"):
+            raise
+        print(f"labelsmooth: error: {type(error).__name__}: {error} "
+              "(set LABELSMOOTH_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,325 @@
+"""One training run of the command: configuration, data preparation, training, scoring.
+
+:class:`RunConfig` is the whole description of one run; a new option is one more field here plus
+its entry in :data:`TREATMENTS` if runs are compared by it (as ``mixup`` and ``cutmix`` are). ``run_one``
+turns a config into a flat result row (config fields, metrics) plus the arrays the pictures need.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+
+from labelsmooth.algorithms import CutMix, LabelSmoothing, MixUp
+from labelsmooth.cli.data import Dataset, flip_labels, split_validation
+from labelsmooth.cli.models import Classifier, build_model
+from labelsmooth.metrics import (
+    brier_score,
+    expected_calibration_error,
+    fit_temperature,
+    project_onto_plane,
+    reliability_bins,
+    template_plane,
+)
+from labelsmooth.trainer import Algorithm, Callback, Logger, State, Trainer
+
+__all__ = [
+    "METRICS",
+    "NUM_BINS",
+    "PROJECTED_CLASSES",
+    "TREATMENTS",
+    "RunConfig",
+    "build_algorithms",
+    "run_one",
+    "score",
+    "steady_throughput",
+]
+
+# Fields of RunConfig whose values define the variants being compared (one summary row each).
+# ``mixup`` and ``cutmix`` (Beta concentrations, 0 = off) are shown only when a run uses them.
+TREATMENTS = ("smoothing", "mixup", "cutmix")
+# What every run reports, in the order of the CSV columns.
+METRICS = (
+    "accuracy",
+    "nll",
+    "ece",
+    "brier",
+    "confidence",
+    "temperature",
+    "ece_ts",
+    "nll_ts",
+    "train_time_s",
+    "samples_per_s",
+)
+NUM_BINS = 15
+# The three classes of the penultimate-layer picture (Mueller et al. also use three).
+PROJECTED_CLASSES = (0, 1, 2)
+# Cap on the points per class kept for the picture, so results.json stays small.
+_POINTS_PER_CLASS = 150
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one training run.
+
+    Attributes:
+        dataset: ``"mnist1d"`` or ``"digits"``.
+        model: ``"mlp"`` or ``"cnn"``.
+        smoothing: label smoothing in [0, 1].
+        seed: seeds the model's initialisation, the batch order, the label noise and the split.
+        epochs: passes over the training split.
+        batch_size: examples per step.
+        lr: AdamW's peak learning rate (cosine-decayed to 0 over the run).
+        label_noise: share of the labels trained on replaced by a different class, in [0, 1]
+            (the validation split keeps its clean labels).
+        val_fraction: share of the training set held out to fit the temperature.
+        device: torch device string.
+        mixup: MixUp's Beta(alpha, alpha) concentration, 0 for no MixUp.
+        cutmix: CutMix's Beta(alpha, alpha) concentration, 0 for no CutMix.
+    """
+
+    dataset: str
+    model: str
+    smoothing: float
+    seed: int
+    epochs: int
+    batch_size: int
+    lr: float
+    label_noise: float = 0.0
+    val_fraction: float = 0.1
+    device: str = "cpu"
+    mixup: float = 0.0
+    cutmix: float = 0.0
+
+    def label(self) -> str:
+        """A short name of the variant, e.g. ``"smoothing=0.1"`` or ``"smoothing=0.1, mixup=0.2"``."""
+        return ", ".join(f"{name}={getattr(self, name):g}" for name in TREATMENTS
+                         if name == "smoothing" or getattr(self, name))
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The data one run trains, calibrates and tests on."""
+
+    x_fit: torch.Tensor
+    y_fit: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def make_splits(data: Dataset, config: RunConfig) -> Splits:
+    """Hold out the validation split, then add the label noise to the rest of the training set.
+
+    Only the labels the model trains on are noisy: the validation labels stay clean like the
+    test labels, so the temperature is fitted to the same kind of labels it is scored on. The
+    split and the noise depend on the seed only, so runs that differ in smoothing see the same
+    data.
+    """
+    generator = torch.Generator().manual_seed(config.seed)
+    fit, val = split_validation(len(data.y_train), config.val_fraction, generator=generator)
+    fit_labels = data.y_train[fit]
+    if config.label_noise > 0:
+        fit_labels, _ = flip_labels(fit_labels, config.label_noise, num_classes=data.num_classes,
+                                    generator=generator)
+    return Splits(data.x_train[fit], fit_labels, data.x_train[val], data.y_train[val],
+                  data.x_test, data.y_test)
+
+
+def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int | None) -> DataLoader[Any]:
+    """Shuffled batches (seeded) or, with ``seed=None``, batches in order."""
+    # Index the tensors once per batch (a BatchSampler with batch_size=None) instead of collating
+    # batch_size single examples: on these tiny models collation would dominate the step time.
+    order: RandomSampler | SequentialSampler = (
+        SequentialSampler(range(len(y))) if seed is None
+        else RandomSampler(range(len(y)), generator=torch.Generator().manual_seed(seed)))
+    sampler = BatchSampler(order, batch_size, drop_last=False)
+    return DataLoader(TensorDataset(x, y), sampler=sampler, batch_size=None)
+
+
+@torch.no_grad()
+def predict(
+    model: Classifier, x: torch.Tensor, *, device: str, chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and penultimate activations of ``x``, in float32 on the CPU."""
+    model.eval()
+    logits, features = [], []
+    for start in range(0, len(x), chunk):
+        hidden = model.features(x[start:start + chunk].to(device))
+        features.append(hidden.float().cpu())
+        logits.append(model.head(hidden).float().cpu())
+    return torch.cat(logits), torch.cat(features)
+
+
+def score(
+    logits: torch.Tensor, targets: torch.Tensor, val_logits: torch.Tensor, val_targets: torch.Tensor
+) -> dict[str, float]:
+    """Test-set metrics, before and after temperature scaling fitted on the validation split.
+
+    Returns ``accuracy`` (top-1), ``nll``, ``ece`` (15 bins), ``brier``, ``confidence`` (mean
+    top-1 probability), ``temperature``, ``ece_ts`` and ``nll_ts``.
+    """
+    probs = logits.softmax(dim=1)
+    temperature = fit_temperature(val_logits, val_targets)
+    scaled = logits / temperature
+    return {
+        "accuracy": float((logits.argmax(dim=1) == targets).float().mean()),
+        "nll": float(F.cross_entropy(logits, targets)),
+        "ece": float(expected_calibration_error(probs, targets, num_bins=NUM_BINS)),
+        "brier": float(brier_score(probs, targets)),
+        "confidence": float(probs.max(dim=1).values.mean()),
+        "temperature": temperature,
+        "ece_ts": float(expected_calibration_error(scaled.softmax(dim=1), targets, num_bins=NUM_BINS)),
+        "nll_ts": float(F.cross_entropy(scaled, targets)),
+    }
+
+
+def _projection(model: Classifier, features: torch.Tensor, targets: torch.Tensor) -> dict[str, Any] | None:
+    """The picture's points, or ``None`` when the three templates do not span a plane (a model
+    trained on uniform targets, smoothing 1, can end there)."""
+    classes = list(PROJECTED_CLASSES)
+    templates = model.head.weight.detach().float().cpu()[classes]
+    try:
+        plane = template_plane(templates)
+    except ValueError:
+        return None
+    keep = torch.cat([(targets == c).nonzero().squeeze(1)[:_POINTS_PER_CLASS] for c in classes])
+    points = project_onto_plane(features[keep], plane)
+    return {
+        "classes": classes,
+        "labels": targets[keep].tolist(),
+        "points": [[round(a, 4), round(b, 4)] for a, b in points.tolist()],
+        "templates": [[round(a, 4), round(b, 4)] for a, b in project_onto_plane(templates, plane).tolist()],
+    }
+
+
+def build_algorithms(config: RunConfig) -> list[Algorithm]:
+    """The Trainer algorithms of a run: ``MixUp`` when ``mixup > 0``, ``CutMix`` when
+    ``cutmix > 0``, ``LabelSmoothing`` when ``smoothing > 0``.
+
+    The baseline gets no algorithm at all (index targets, plain cross-entropy), so that the
+    throughput comparison includes whatever smoothing costs. The mixers share one generator
+    seeded by the run's seed, so runs that differ only in smoothing mix the same pairs with the
+    same ``lam``; they compose with smoothing through the State's target-transform stage, so
+    every mixed target is smoothed whatever the list order.
+    """
+    algorithms: list[Algorithm] = []
+    generator = torch.Generator().manual_seed(config.seed)
+    if config.mixup > 0:
+        algorithms.append(MixUp(alpha=config.mixup, generator=generator))
+    if config.cutmix > 0:
+        algorithms.append(CutMix(alpha=config.cutmix, generator=generator))
+    if config.smoothing > 0:
+        algorithms.append(LabelSmoothing(smoothing=config.smoothing))
+    return algorithms
+
+
+class _EpochClock(Callback):
+    """Times the training part of every epoch (``EPOCH_START`` to ``EPOCH_END``, evaluation
+    excluded) and reports each finished epoch after its evaluation."""
+
+    def __init__(self, on_epoch: Callable[[], None] | None) -> None:
+        self.seconds: list[float] = []
+        self._started = 0.0
+        self._on_epoch = on_epoch
+
+    def epoch_start(self, state: State, logger: Logger | None) -> None:
+        self._started = time.perf_counter()
+
+    def epoch_end(self, state: State, logger: Logger | None) -> None:
+        self.seconds.append(time.perf_counter() - self._started)
+
+    def eval_end(self, state: State, logger: Logger | None) -> None:
+        if self._on_epoch is not None:
+            self._on_epoch()
+
+
+def _train(
+    model: Classifier, splits: Splits, config: RunConfig, on_epoch: Callable[[], None] | None
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Train with the project's ``Trainer``: AdamW, a per-step cosine schedule, the run's
+    algorithms, evaluation on the test set after every epoch.
+
+    Returns:
+        The seconds spent in each training epoch, and the per-epoch history: ``train_loss`` (the
+        loss that was optimised, smoothed or not), ``test_accuracy`` and ``test_nll``.
+    """
+    loader = _loader(splits.x_fit, splits.y_fit, config.batch_size, config.seed)
+    test_loader = _loader(splits.x_test, splits.y_test, 1024, None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * len(loader))
+    clock = _EpochClock(on_epoch)
+    trainer = Trainer(model, loader, max_duration=f"{config.epochs}ep", optimizers=optimizer,
+                      schedulers=[scheduler], algorithms=build_algorithms(config), callbacks=[clock],
+                      eval_dataloader=test_loader, eval_interval="1ep", device=config.device,
+                      seed=config.seed, progress_bar=False)
+    trainer.fit()
+    trainer.close()
+    train = [record for record in trainer.history if record["split"] == "train"]
+    test = [record for record in trainer.history if record["split"] == "eval"]
+    history = {
+        "train_loss": [record["loss"] for record in train],
+        "test_accuracy": [record["accuracy"] for record in test],
+        "test_nll": [record["nll"] for record in test],
+    }
+    return clock.seconds, history
+
+
+def steady_throughput(epoch_seconds: list[float], samples_per_epoch: int) -> float:
+    """Training samples per second, leaving out the first epoch when there are more.
+
+    The first epoch pays one-off costs (allocator growth, kernel selection) that would be
+    charged to whichever run happens to come first.
+
+    Example:
+        >>> steady_throughput([5.0, 1.0, 1.0], 100)
+        100.0
+    """
+    steady = epoch_seconds[1:] or epoch_seconds
+    return len(steady) * samples_per_epoch / sum(steady)
+
+
+def run_one(
+    config: RunConfig, data: Dataset, *, on_epoch: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """Train and score one run.
+
+    Args:
+        config: the run.
+        data: the loaded data set (shared by all runs).
+        on_epoch: called after every epoch (for a progress bar).
+
+    Returns:
+        A dict with the config's fields, :data:`METRICS`, and ``history`` (per-epoch training
+        loss, test accuracy and test NLL), ``reliability`` (the 15 test-set bins) and
+        ``projection`` (penultimate activations of :data:`PROJECTED_CLASSES` in their templates'
+        plane) for the pictures.
+    """
+    torch.manual_seed(config.seed)
+    splits = make_splits(data, config)
+    model = build_model(config.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    seconds, history = _train(model, splits, config, on_epoch)
+    logits, features = predict(model, splits.x_test, device=config.device)
+    val_logits, _ = predict(model, splits.x_val, device=config.device)
+    metrics = score(logits, splits.y_test, val_logits, splits.y_val)
+    metrics["train_time_s"] = sum(seconds)
+    metrics["samples_per_s"] = steady_throughput(seconds, len(splits.y_fit))
+    bins = reliability_bins(logits.softmax(dim=1), splits.y_test, num_bins=NUM_BINS)
+    return {
+        **asdict(config),
+        **metrics,
+        "history": history,
+        "reliability": {
+            "count": bins.counts.tolist(),
+            "accuracy": bins.accuracy.tolist(),
+            "confidence": bins.confidence.tolist(),
+        },
+        "projection": _projection(model, features, splits.y_test),
+    }

@@ -1,0 +1,85 @@
+"""Target classification and checks shared by every function that takes logits and targets.
+
+A target is either *index* (class indices, the logits' shape without the class dimension) or
+*dense* (a distribution over classes, the logits' shape). These helpers decide which, check the
+shapes, and check index ranges without a host-device synchronisation unless asked to.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from labelsmooth._validation import check_class_dim, check_index_dtype, check_int, fail, shape_str
+
+__all__ = ["TargetKind", "check_ignore_index", "check_target_range", "classify_targets"]
+
+TargetKind = Literal["index", "dense"]
+
+
+def check_ignore_index(ignore_index: object, *, optional: bool) -> int | None:
+    if ignore_index is None and optional:
+        return None
+    return check_int(ignore_index, "ignore_index")
+
+
+def classify_targets(
+    logits: torch.Tensor, targets: object, class_dim: int, *, logits_name: str = "logits",
+    targets_name: str = "targets",
+) -> tuple[TargetKind, int]:
+    """Return ``("index" | "dense", class_dim normalised)`` after checking shapes and dtypes.
+
+    Index targets have the logits' shape without ``class_dim``; dense targets have the logits'
+    shape. Anything else raises a ``ValueError`` that shows both shapes.
+    """
+    if not isinstance(targets, torch.Tensor):
+        fail(targets_name, "a torch.Tensor", type(targets).__name__, error=TypeError)
+    dim = check_class_dim(class_dim, logits.ndim)
+    num_classes = logits.shape[dim]
+    index_shape = logits.shape[:dim] + logits.shape[dim + 1:]
+    if targets.shape == index_shape and targets.ndim == logits.ndim - 1:
+        check_index_dtype(targets, targets_name)
+        return "index", dim
+    if targets.ndim == logits.ndim:
+        if targets.dtype == torch.bool or targets.is_complex():
+            fail(targets_name, "a real-valued dense target", f"dtype {targets.dtype}", error=TypeError)
+        if targets.shape[dim] != num_classes:
+            fail(targets_name,
+                 f"dense targets with {num_classes} classes on dim {dim} (shape {shape_str(logits.shape)})",
+                 f"{targets.shape[dim]} classes (shape {shape_str(targets.shape)})")
+        if targets.shape != logits.shape:
+            fail(targets_name, f"dense targets of shape {shape_str(logits.shape)}",
+                 f"shape {shape_str(targets.shape)}")
+        return "dense", dim
+    fail(targets_name,
+         f"class indices of shape {shape_str(index_shape)} or dense targets of shape "
+         f"{shape_str(logits.shape)} (for {logits_name} of shape {shape_str(logits.shape)}, "
+         f"class_dim={dim})",
+         f"shape {shape_str(targets.shape)}")
+
+
+def check_target_range(
+    targets: torch.Tensor, num_classes: int, ignore_index: int | None, *,
+    validate_args: bool | None, targets_name: str = "targets",
+) -> None:
+    """Raise ``ValueError`` for an index outside ``[0, num_classes)`` that is not ``ignore_index``.
+
+    ``validate_args=None`` checks only CPU tensors, where the check costs no device
+    synchronisation; ``True`` checks on any device (one sync on CUDA); ``False`` never checks
+    (an out-of-range index on CUDA then fails inside the kernel).
+    """
+    if validate_args is False or targets.numel() == 0:
+        return
+    if validate_args is None and targets.device.type != "cpu":
+        return
+    bad = (targets < 0) | (targets >= num_classes)
+    if ignore_index is not None:
+        bad &= targets != ignore_index
+    if bool(bad.any()):
+        position = tuple(int(i) for i in bad.nonzero()[0])
+        value = int(targets[position])
+        allowed = f"[0, {num_classes})"
+        if ignore_index is not None:
+            allowed += f" or ignore_index={ignore_index}"
+        fail(targets_name, f"class indices in {allowed}", f"{value} at position {position}")

@@ -1,0 +1,274 @@
+"""Cross-entropy losses for index or dense targets, with label smoothing.
+
+``soft_cross_entropy`` is the loss that accepts the dense distribution label smoothing produces
+(the seed: "the loss function used for the model must be able to accept this dense
+distribution as the target"). ``smoothed_cross_entropy`` reaches the label-smoothed loss from
+index targets without building the dense ``N x C`` target at all. ``smoothed_binary_cross_entropy
+_with_logits`` is the binary / multi-label counterpart.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from labelsmooth._validation import (
+    check_floating,
+    check_int,
+    check_reduction,
+    check_smoothing,
+    describe,
+    fail,
+    shape_str,
+)
+from labelsmooth.functional._targets import check_target_range, classify_targets
+from labelsmooth.functional.smoothing import smooth_binary_labels, smooth_labels
+
+__all__ = [
+    "smoothed_binary_cross_entropy_with_logits",
+    "smoothed_cross_entropy",
+    "soft_cross_entropy",
+]
+
+
+def _check_weight(weight: object, num_classes: int, argument: str = "weight") -> torch.Tensor | None:
+    if weight is None:
+        return None
+    if not isinstance(weight, torch.Tensor):
+        fail(argument, "None or a torch.Tensor", type(weight).__name__, error=TypeError)
+    if not weight.is_floating_point():
+        fail(argument, "a floating-point tensor", f"dtype {weight.dtype}", error=TypeError)
+    if weight.shape != (num_classes,):
+        fail(argument, f"a 1-d tensor of {num_classes} class weights", f"shape {shape_str(weight.shape)}")
+    return weight
+
+
+def soft_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    class_dim: int = 1,
+    validate_args: bool | None = None,
+) -> torch.Tensor:
+    """Cross-entropy for index **or** dense (probability) targets.
+
+    With ``lp = log_softmax(input)`` along the class dim, the unreduced loss of one position is
+
+    - index target ``y``: ``-w[y] * lp[y]`` (0 where ``y == ignore_index``);
+    - dense target ``t``: ``-sum_c w[c] * t[c] * lp[c]``.
+
+    The two paths normalise ``reduction="mean"`` differently, exactly as PyTorch does:
+
+    - index targets divide the summed loss by ``sum w[y]`` over the non-ignored positions (by
+      their count without ``weight``): a weighted average;
+    - dense targets divide by the number of positions ``N * d1 * ... * dk``, whatever ``weight``
+      is; an all-zero target row (as :func:`smooth_labels` gives ignored positions) adds 0 to
+      the sum but still counts in the denominator.
+
+    Args:
+        input: logits, shape ``(N, C, *)`` with classes on ``class_dim``, or ``(C,)``; floating.
+        target: class indices ``(N, *)`` (integer) or dense targets of ``input``'s shape.
+        weight: class weights, shape ``(C,)`` (default ``None``: all 1).
+        ignore_index: for index targets, a value that contributes 0 (default -100).
+        reduction: ``"none"`` (shape ``(N, *)``), ``"mean"`` (default) or ``"sum"``.
+        class_dim: the class dimension of ``input`` (default 1).
+        validate_args: index-range checking, as in :func:`labelsmooth.functional.one_hot`.
+
+    Returns:
+        The loss in ``input``'s dtype; equal to :func:`torch.nn.functional.cross_entropy` with
+        the same arguments (class dim moved to 1).
+
+    Example:
+        >>> logits = torch.tensor([[2.0, 0.0, 0.0]])
+        >>> soft_cross_entropy(logits, torch.tensor([0])).allclose(
+        ...     soft_cross_entropy(logits, torch.tensor([[1.0, 0.0, 0.0]])))
+        True
+    """
+    check_floating(input, "input")
+    red = check_reduction(reduction)
+    ignore = check_int(ignore_index, "ignore_index")
+    kind, dim = classify_targets(input, target, class_dim, logits_name="input", targets_name="target")
+    num_classes = input.shape[dim]
+    w = _check_weight(weight, num_classes)
+    moved = input.movedim(dim, 1) if input.ndim > 1 else input
+    if kind == "index":
+        check_target_range(target, num_classes, ignore, validate_args=validate_args,
+                           targets_name="target")
+        return F.cross_entropy(moved, target.long(), weight=w, ignore_index=ignore, reduction=red)
+    dense = target.to(dtype=input.dtype).movedim(dim, 1) if input.ndim > 1 else target.to(input.dtype)
+    return F.cross_entropy(moved, dense, weight=w, reduction=red)
+
+
+def _smoothed_cross_entropy_rows(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    smoothing: float,
+    *,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+) -> torch.Tensor:
+    """Label-smoothed cross-entropy of ``(M, C)`` logits and ``(M,)`` int64 targets.
+
+    With ``lse = logsumexp(x)`` and ``-log p_c = lse - x_c``, the dense smoothed target
+    ``(1 - s) onehot(y) + s / C`` gives, per row,
+
+        loss = (1 - s) * w[y] * (lse - x_y) + (s / C) * sum_c w[c] * (lse - x_c)
+
+    which needs one log-softmax and two row reductions, never the dense target. PyTorch's
+    ``mean`` divides the summed loss by ``sum w[y]`` over non-ignored rows (their count without
+    weights), the same denominator as its plain NLL: 0 / 0 = NaN for an all-ignored batch.
+
+    float16 / bfloat16 logits are upcast to float32 before the softmax: ``sum_c (lse - x_c)``
+    is about ``C * log C`` (332,000 at C = 32000), past float16's 65504, so PyTorch's own
+    float16 loss is ``inf`` there. The loss is cast back to the logits' dtype at the end (a
+    finite ~10 per row), and autograd returns the gradient in the logits' dtype.
+    """
+    compute = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    num_classes = compute.shape[-1]
+    ignored = target == ignore_index
+    safe_target = target.masked_fill(ignored, 0)
+    neg_logp = -torch.log_softmax(compute, dim=-1)
+    nll = neg_logp.gather(1, safe_target.unsqueeze(1)).squeeze(1)
+    if weight is None:
+        uniform = neg_logp.sum(dim=-1)
+        target_weight = (~ignored).to(compute.dtype)
+    else:
+        w = weight.to(dtype=compute.dtype, device=compute.device)
+        uniform = neg_logp @ w
+        target_weight = w[safe_target].masked_fill(ignored, 0.0)
+        nll = nll * target_weight
+    loss = ((1.0 - smoothing) * nll + (smoothing / num_classes) * uniform).masked_fill(ignored, 0.0)
+    if reduction == "sum":
+        loss = loss.sum()
+    elif reduction == "mean":
+        loss = loss.sum() / target_weight.sum()
+    return loss.to(logits.dtype)
+
+
+def smoothed_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    smoothing: float = 0.1,
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    class_dim: int = 1,
+    validate_args: bool | None = None,
+) -> torch.Tensor:
+    """Label-smoothed cross-entropy that never builds the dense ``N x C`` target.
+
+    For index target ``y``, logits ``x`` and ``lse = logsumexp_c x_c``, the unreduced loss is
+
+    .. math::
+
+        \\ell = (1 - s)\\, w_y (\\mathrm{lse} - x_y) + \\frac{s}{C} \\sum_c w_c (\\mathrm{lse} - x_c)
+
+    (0 where ``y == ignore_index``); ``"mean"`` divides the sum by ``sum w_y`` over the
+    non-ignored positions, ``"sum"`` sums. This equals
+    ``torch.nn.functional.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
+    reduction=reduction, label_smoothing=smoothing)`` in value and gradient, the all-ignored
+    (NaN mean) and empty batches included. For float16 / bfloat16 input the class sums
+    accumulate in float32, so the loss stays finite for large ``C`` where PyTorch's overflows.
+
+    Dense targets are accepted too: they are smoothed with :func:`smooth_labels` and passed to
+    :func:`soft_cross_entropy` (whose ``"mean"`` divides by the number of positions).
+
+    Args:
+        input: logits ``(N, C, *)`` with classes on ``class_dim``, or ``(C,)``; floating.
+        target: class indices ``(N, *)`` in ``[0, C)`` or ``ignore_index``, or dense targets of
+            ``input``'s shape.
+        smoothing: ``s`` in ``[0, 1]`` (default 0.1); 0 gives plain cross-entropy.
+        weight: class weights ``(C,)`` (default ``None``).
+        ignore_index: index-target value that contributes nothing (default -100).
+        reduction: ``"none"`` (shape ``(N, *)``), ``"mean"`` (default) or ``"sum"``.
+        class_dim: the class dimension of ``input`` (default 1).
+        validate_args: index-range checking, as in :func:`labelsmooth.functional.one_hot`.
+
+    Returns:
+        The loss, in ``input``'s dtype.
+
+    Example:
+        >>> x, y = torch.randn(8, 5), torch.randint(5, (8,))
+        >>> torch.allclose(smoothed_cross_entropy(x, y, 0.1),
+        ...                torch.nn.functional.cross_entropy(x, y, label_smoothing=0.1))
+        True
+
+    References:
+        Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016;
+        Müller, Kornblith and Hinton, "When does label smoothing help?", NeurIPS 2019.
+    """
+    check_floating(input, "input")
+    s = check_smoothing(smoothing)
+    red = check_reduction(reduction)
+    ignore = check_int(ignore_index, "ignore_index")
+    kind, dim = classify_targets(input, target, class_dim, logits_name="input", targets_name="target")
+    num_classes = input.shape[dim]
+    w = _check_weight(weight, num_classes)
+    if kind == "dense":
+        dense = smooth_labels(input, target, s, class_dim=dim)
+        return soft_cross_entropy(input, dense, weight=w, reduction=red, class_dim=dim)
+    check_target_range(target, num_classes, ignore, validate_args=validate_args, targets_name="target")
+    rows = input.movedim(dim, -1).reshape(-1, num_classes)
+    loss = _smoothed_cross_entropy_rows(
+        rows, target.reshape(-1).long(), s, weight=w, ignore_index=ignore, reduction=red,
+    )
+    return loss.reshape(target.shape) if red == "none" else loss
+
+
+def smoothed_binary_cross_entropy_with_logits(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    smoothing: float = 0.1,
+    *,
+    weight: torch.Tensor | None = None,
+    pos_weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Binary / multi-label cross-entropy on logits with smoothed targets.
+
+    The targets become ``t (1 - s) + s / 2`` (:func:`smooth_binary_labels`, Keras' convention;
+    see there for timm's alternative), then
+    :func:`torch.nn.functional.binary_cross_entropy_with_logits` applies:
+
+    .. math::
+
+        \\ell = -w \\,[\\, p\\, \\tilde t \\log \\sigma(x) + (1 - \\tilde t) \\log(1 - \\sigma(x)) \\,]
+
+    with ``p = pos_weight`` broadcast over the last dimension.
+
+    Args:
+        input: logits of any shape, floating.
+        target: targets in ``[0, 1]`` of ``input``'s shape (bool, integer or floating).
+        smoothing: ``s`` in ``[0, 1]`` (default 0.1).
+        weight: a tensor broadcastable to ``input`` (default ``None``).
+        pos_weight: weight of positives per class, broadcastable to ``input`` (default ``None``).
+        reduction: ``"none"``, ``"mean"`` (default) or ``"sum"``.
+
+    Returns:
+        The loss in ``input``'s dtype.
+
+    Example:
+        >>> x = torch.zeros(2, 3)
+        >>> smoothed_binary_cross_entropy_with_logits(x, torch.ones(2, 3), 0.1)
+        tensor(0.6931)
+    """
+    check_floating(input, "input")
+    s = check_smoothing(smoothing)
+    red = check_reduction(reduction)
+    if not isinstance(target, torch.Tensor):
+        fail("target", "a torch.Tensor", type(target).__name__, error=TypeError)
+    if target.shape != input.shape:
+        fail("target", f"the input's shape {shape_str(input.shape)}", f"shape {shape_str(target.shape)}")
+    for name, value in (("weight", weight), ("pos_weight", pos_weight)):
+        if value is not None and not isinstance(value, torch.Tensor):
+            fail(name, "None or a torch.Tensor", describe(value), error=TypeError)
+    # Smooth in the input's dtype: smoothing a bool target in float32 first would round s / 2.
+    smoothed = smooth_binary_labels(target.to(input.dtype), s)
+    return F.binary_cross_entropy_with_logits(
+        input, smoothed, weight=weight, pos_weight=pos_weight, reduction=red,
+    )

@@ -1,0 +1,119 @@
+"""Loss modules: they hold configuration and call the functionals in a one-line ``forward``.
+
+Example:
+    >>> import torch
+    >>> from labelsmooth import SmoothedCrossEntropyLoss
+    >>> criterion = SmoothedCrossEntropyLoss(smoothing=0.1)
+    >>> x, y = torch.randn(8, 5), torch.randint(5, (8,))
+    >>> torch.allclose(criterion(x, y),
+    ...                torch.nn.CrossEntropyLoss(label_smoothing=0.1)(x, y))
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from labelsmooth._validation import check_int, check_reduction, check_smoothing
+from labelsmooth.functional.cross_entropy import (
+    smoothed_binary_cross_entropy_with_logits,
+    smoothed_cross_entropy,
+    soft_cross_entropy,
+)
+
+__all__ = ["SmoothedBCEWithLogitsLoss", "SmoothedCrossEntropyLoss", "SoftCrossEntropyLoss"]
+
+
+class _WeightedLoss(nn.Module):
+    weight: torch.Tensor | None
+
+    def __init__(self, *, weight: torch.Tensor | None, reduction: str) -> None:
+        super().__init__()
+        self.reduction = check_reduction(reduction)
+        self.register_buffer("weight", weight)
+
+
+class SoftCrossEntropyLoss(_WeightedLoss):
+    """Cross-entropy for index or dense targets: :func:`labelsmooth.functional.soft_cross_entropy`.
+
+    Args:
+        weight: class weights ``(C,)`` (default ``None``), kept as a buffer.
+        ignore_index: index-target value that contributes nothing (default -100).
+        reduction: ``"none"``, ``"mean"`` (default) or ``"sum"``.
+        class_dim: the class dimension of the input (default 1).
+
+    Shape:
+        input ``(N, C, *)``; target ``(N, *)`` indices or ``(N, C, *)`` dense; output scalar, or
+        ``(N, *)`` for ``reduction="none"``.
+    """
+
+    def __init__(self, *, weight: torch.Tensor | None = None, ignore_index: int = -100,
+                 reduction: str = "mean", class_dim: int = 1) -> None:
+        super().__init__(weight=weight, reduction=reduction)
+        self.ignore_index = check_int(ignore_index, "ignore_index")
+        self.class_dim = check_int(class_dim, "class_dim")
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return soft_cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                                  reduction=self.reduction, class_dim=self.class_dim)
+
+
+class SmoothedCrossEntropyLoss(_WeightedLoss):
+    """Label-smoothed cross-entropy: :func:`labelsmooth.functional.smoothed_cross_entropy`.
+
+    A drop-in for ``torch.nn.CrossEntropyLoss(label_smoothing=s)`` that never builds the dense
+    target and accumulates in float32 for half-precision logits.
+
+    Args:
+        smoothing: ``s`` in ``[0, 1]`` (default 0.1).
+        weight: class weights ``(C,)`` (default ``None``), kept as a buffer.
+        ignore_index: index-target value that contributes nothing (default -100).
+        reduction: ``"none"``, ``"mean"`` (default) or ``"sum"``.
+        class_dim: the class dimension of the input (default 1).
+
+    Shape:
+        input ``(N, C, *)``; target ``(N, *)`` indices or ``(N, C, *)`` dense; output scalar, or
+        ``(N, *)`` for ``reduction="none"``.
+    """
+
+    def __init__(self, smoothing: float = 0.1, *, weight: torch.Tensor | None = None,
+                 ignore_index: int = -100, reduction: str = "mean", class_dim: int = 1) -> None:
+        super().__init__(weight=weight, reduction=reduction)
+        self.smoothing = check_smoothing(smoothing)
+        self.ignore_index = check_int(ignore_index, "ignore_index")
+        self.class_dim = check_int(class_dim, "class_dim")
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return smoothed_cross_entropy(input, target, self.smoothing, weight=self.weight,
+                                      ignore_index=self.ignore_index, reduction=self.reduction,
+                                      class_dim=self.class_dim)
+
+
+class SmoothedBCEWithLogitsLoss(_WeightedLoss):
+    """Binary / multi-label BCE on logits with targets ``t (1 - s) + s / 2``.
+
+    See :func:`labelsmooth.functional.smoothed_binary_cross_entropy_with_logits`.
+
+    Args:
+        smoothing: ``s`` in ``[0, 1]`` (default 0.1).
+        weight: a weight broadcastable to the input (default ``None``), kept as a buffer.
+        pos_weight: weight of positives per class (default ``None``), kept as a buffer.
+        reduction: ``"none"``, ``"mean"`` (default) or ``"sum"``.
+
+    Shape:
+        input and target of the same shape; output scalar, or the input's shape for ``"none"``.
+    """
+
+    pos_weight: torch.Tensor | None
+
+    def __init__(self, smoothing: float = 0.1, *, weight: torch.Tensor | None = None,
+                 pos_weight: torch.Tensor | None = None, reduction: str = "mean") -> None:
+        super().__init__(weight=weight, reduction=reduction)
+        self.smoothing = check_smoothing(smoothing)
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return smoothed_binary_cross_entropy_with_logits(
+            input, target, self.smoothing, weight=self.weight, pos_weight=self.pos_weight,
+            reduction=self.reduction)

@@ -1,0 +1,40 @@
+"""An event-driven training loop in the style of Composer's, with composable algorithms.
+
+The pieces: :class:`Event` (where in the loop), :class:`State` (what the loop shares),
+:class:`Algorithm` and :class:`Callback` (what runs at events), :class:`Engine` (runs them in a
+composable order), the :class:`Trainer` that fires them, and the target-transform stage
+(:class:`TargetStage`, :func:`map_targets`) through which algorithms that change targets compose
+in any order.
+"""
+
+from labelsmooth.trainer.algorithm import Algorithm
+from labelsmooth.trainer.batch import batch_get_item, batch_set_item, get_logits
+from labelsmooth.trainer.callback import Callback
+from labelsmooth.trainer.engine import Engine
+from labelsmooth.trainer.events import Event
+from labelsmooth.trainer.logger import Logger
+from labelsmooth.trainer.state import State
+from labelsmooth.trainer.targets import TargetComponent, TargetStage, TargetTransform, map_targets
+from labelsmooth.trainer.time import Duration, Timestamp, TimeUnit
+from labelsmooth.trainer.trainer import NonFiniteLossError, Trainer
+
+__all__ = [
+    "Algorithm",
+    "Callback",
+    "Duration",
+    "Engine",
+    "Event",
+    "Logger",
+    "NonFiniteLossError",
+    "State",
+    "TargetComponent",
+    "TargetStage",
+    "TargetTransform",
+    "TimeUnit",
+    "Timestamp",
+    "Trainer",
+    "batch_get_item",
+    "batch_set_item",
+    "get_logits",
+    "map_targets",
+]

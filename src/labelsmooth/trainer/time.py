@@ -1,0 +1,106 @@
+"""Durations and timestamps: how long to train, and where training is.
+
+A duration is written as Composer writes it: an integer followed by a unit, ``"10ep"`` for ten
+epochs or ``"500ba"`` for five hundred optimizer steps (batches). A bare ``int`` means epochs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Any
+
+from labelsmooth._validation import fail
+
+__all__ = ["Duration", "TimeUnit", "Timestamp"]
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ep|ba)\s*$")
+_EXPECTED = "an int number of epochs or a string like '10ep' or '500ba'"
+
+
+class TimeUnit(str, Enum):
+    """The units a :class:`Duration` counts in."""
+
+    EPOCH = "ep"
+    BATCH = "ba"
+
+
+@dataclass(frozen=True)
+class Duration:
+    """An amount of training: ``value`` epochs or ``value`` batches.
+
+    Example:
+        >>> Duration.parse("500ba")
+        Duration(value=500, unit=<TimeUnit.BATCH: 'ba'>)
+        >>> Duration.parse(3) == Duration.parse("3ep")
+        True
+    """
+
+    value: int
+    unit: TimeUnit
+
+    @classmethod
+    def parse(cls, duration: Any, argument: str = "max_duration") -> Duration:
+        """Read ``"10ep"``, ``"500ba"`` or an ``int`` of epochs; raise naming ``argument`` otherwise.
+
+        Args:
+            duration: the user's value. Must be positive.
+            argument: the argument name used in error messages.
+
+        Returns:
+            The parsed duration.
+        """
+        if isinstance(duration, Duration):
+            return duration
+        if isinstance(duration, bool):
+            fail(argument, _EXPECTED, duration, error=TypeError)
+        if isinstance(duration, int):
+            value, unit = duration, TimeUnit.EPOCH
+        elif isinstance(duration, str):
+            match = _DURATION.match(duration)
+            if match is None:
+                fail(argument, _EXPECTED, duration)
+            value, unit = int(match.group(1)), TimeUnit(match.group(2))
+        else:
+            fail(argument, _EXPECTED, duration, error=TypeError)
+        if value <= 0:
+            fail(argument, "a positive duration", duration)
+        return cls(value, unit)
+
+    def __str__(self) -> str:
+        return f"{self.value}{self.unit.value}"
+
+
+@dataclass(frozen=True)
+class Timestamp:
+    """Where training is: completed epochs, batches and samples, in total and in this epoch.
+
+    Samples count every rank's examples (the global batch), so they agree across processes.
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    sample: int = 0
+    batch_in_epoch: int = 0
+    sample_in_epoch: int = 0
+
+    def count(self, unit: TimeUnit) -> int:
+        """The completed amount of ``unit`` (epochs or batches)."""
+        return self.epoch if unit is TimeUnit.EPOCH else self.batch
+
+    def reached(self, duration: Duration) -> bool:
+        """Whether ``duration`` has been trained."""
+        return self.count(duration.unit) >= duration.value
+
+    def is_multiple_of(self, interval: Duration) -> bool:
+        """Whether an interval in ``interval``'s unit ends exactly at this timestamp."""
+        amount = self.count(interval.unit)
+        return amount > 0 and amount % interval.value == 0
+
+    def state_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, int]) -> Timestamp:
+        return cls(**state)

@@ -1,0 +1,617 @@
+"""The Trainer: an event-driven training loop that runs algorithms such as ``LabelSmoothing``.
+
+One optimizer step per batch::
+
+    BATCH_START
+    for each microbatch (grad_accum of them):
+        BEFORE_FORWARD   outputs = model(inputs)          AFTER_FORWARD
+        BEFORE_LOSS      loss = sum_k w_k loss_fn(outputs, t_k)   AFTER_LOSS   (even if it raised)
+        BEFORE_BACKWARD  (loss * microbatch share).backward()      AFTER_BACKWARD
+    optimizer step, scheduler step
+    BATCH_END
+
+The loss uses the target components of the State's target-transform stage
+(:mod:`labelsmooth.trainer.targets`); with no target-changing algorithm it is
+``loss_fn(outputs, targets)``. A loss that is not finite stops training with
+:class:`NonFiniteLossError` before the backward pass, so the last checkpoint written stays the
+last good one. Training metrics are updated after ``AFTER_LOSS``, on the original targets.
+
+Two model protocols are supported:
+
+- an ``nn.Module`` called as ``model(inputs)`` on ``(inputs, targets)`` batches; the loss is
+  ``loss_fn(outputs, targets)``;
+- Composer's protocol: a module whose ``forward(batch)`` takes the whole batch and which has a
+  ``loss(outputs, batch)`` *method*; ``loss_fn`` is then unused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+
+from labelsmooth._validation import check_int, fail
+from labelsmooth.functional import soft_cross_entropy
+from labelsmooth.trainer import distributed as dist_utils
+from labelsmooth.trainer.algorithm import Algorithm
+from labelsmooth.trainer.batch import (
+    BatchKey,
+    batch_get_item,
+    batch_set_item,
+    batch_size,
+    check_batch_key,
+    get_logits,
+    split_batch,
+)
+from labelsmooth.trainer.callback import Callback
+from labelsmooth.trainer.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from labelsmooth.trainer.engine import Engine
+from labelsmooth.trainer.events import Event
+from labelsmooth.trainer.logger import Logger
+from labelsmooth.trainer.metrics import ClassificationMetrics
+from labelsmooth.trainer.state import State
+from labelsmooth.trainer.time import Duration, Timestamp, TimeUnit
+
+__all__ = ["NonFiniteLossError", "Trainer"]
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,
+              "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}
+CHECKPOINT_FORMAT = 1
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss was NaN or infinite; the message names the epoch and step."""
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed(seed % 2**32)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {key: _to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, tuple):
+        items = [_to_device(value, device) for value in batch]
+        return type(batch)(*items) if hasattr(batch, "_fields") else tuple(items)
+    if isinstance(batch, list):
+        return [_to_device(value, device) for value in batch]
+    return batch
+
+
+def _uses_batch_protocol(model: torch.nn.Module) -> bool:
+    # A `loss` *method* marks Composer's protocol; a loss module stored as `self.loss` does not.
+    loss = getattr(type(model), "loss", None)
+    return callable(loss) and not isinstance(loss, torch.nn.Module)
+
+
+def _check_iterable(value: Any, argument: str, *, optional: bool) -> Any:
+    if value is None and optional:
+        return None
+    if not hasattr(value, "__iter__"):
+        fail(argument, "an iterable of batches (e.g. a torch DataLoader)", type(value).__name__,
+             error=TypeError)
+    return value
+
+
+class Trainer:
+    """Train a model with algorithms and callbacks run at Composer's events.
+
+    Args:
+        model: an ``nn.Module`` called as ``model(inputs)`` on ``(inputs, targets)`` batches, or a
+            module with ``forward(batch)`` and a ``loss(outputs, batch)`` method (Composer's
+            protocol). Moved to ``device``; its parameters are what training changes.
+        train_dataloader: yields the training batches (a ``DataLoader`` when distributed).
+        max_duration: how long to train: ``"10ep"``, ``"500ba"`` or an int of epochs.
+        optimizers: an optimizer or a list. Default: ``Adam(model.parameters(), lr=1e-3)``.
+        schedulers: learning-rate schedulers, stepped after every optimizer step. Default: none.
+        loss_fn: ``loss_fn(outputs, targets)`` for index or dense targets. Default:
+            :func:`~labelsmooth.functional.soft_cross_entropy`.
+        algorithms: :class:`~labelsmooth.trainer.algorithm.Algorithm` objects, run in order
+            (reversed on ``after`` events).
+        callbacks: :class:`~labelsmooth.trainer.callback.Callback` objects.
+        eval_dataloader: batches to evaluate on, or ``None``. Default: ``None``.
+        eval_interval: evaluate every ``"Nep"`` / ``"Nba"`` (or int of epochs). Default: ``"1ep"``.
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:0"``... Default: ``"auto"``.
+        precision: ``"fp32"``, ``"bf16"`` (autocast) or ``"fp16"`` (autocast and a grad scaler;
+            CUDA only). Composer's ``"amp_bf16"`` / ``"amp_fp16"`` are accepted. Default: fp32.
+        grad_accum: split every batch into this many microbatches, running the forward, loss and
+            backward events per microbatch, with one optimizer step per batch. Default: 1.
+        seed: seeds Python, torch and (if imported) numpy before anything else. Default: none.
+        save_folder: where checkpoints go (``ep{E}-ba{B}.pt`` and ``latest.pt``), or ``None``.
+        save_interval: checkpoint every ``"Nep"`` / ``"Nba"``; ``None`` means ``"1ep"``. A final
+            checkpoint is written when ``fit`` ends.
+        load_path: a checkpoint to resume from; training continues where it stopped, and ends
+            with bit-identical weights to an uninterrupted run on the same hardware.
+        progress_bar: show a rich progress bar on rank 0. Default: ``True``.
+        log_file: a JSON-lines file that gets one record per epoch and per evaluation.
+        target_key: where the metrics find the targets in a batch. Default: ``1``.
+
+    Example:
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> from labelsmooth.algorithms import LabelSmoothing
+        >>> data = TensorDataset(torch.randn(32, 4), torch.randint(0, 3, (32,)))
+        >>> trainer = Trainer(torch.nn.Linear(4, 3), DataLoader(data, batch_size=8),
+        ...                   max_duration="2ep", algorithms=[LabelSmoothing(0.1)],
+        ...                   progress_bar=False, device="cpu")
+        >>> trainer.fit()
+        >>> trainer.state.timestamp.batch
+        8
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train_dataloader: Any,
+        *,
+        max_duration: str | int,
+        optimizers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
+        schedulers: Any = None,
+        loss_fn: Callable[[Any, Any], torch.Tensor] = soft_cross_entropy,
+        algorithms: Sequence[Algorithm] = (),
+        callbacks: Sequence[Callback] = (),
+        eval_dataloader: Any = None,
+        eval_interval: str | int = "1ep",
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        grad_accum: int = 1,
+        seed: int | None = None,
+        save_folder: str | os.PathLike[str] | None = None,
+        save_interval: str | int | None = None,
+        load_path: str | os.PathLike[str] | None = None,
+        progress_bar: bool = True,
+        log_file: str | os.PathLike[str] | None = None,
+        target_key: BatchKey = 1,
+    ) -> None:
+        if seed is not None:
+            _seed_everything(check_int(seed, "seed", minimum=0))
+        if not isinstance(model, torch.nn.Module):
+            fail("model", "a torch.nn.Module", type(model).__name__, error=TypeError)
+        _check_iterable(train_dataloader, "train_dataloader", optional=False)
+        _check_iterable(eval_dataloader, "eval_dataloader", optional=True)
+        duration = Duration.parse(max_duration, "max_duration")
+        self.eval_interval = Duration.parse(eval_interval, "eval_interval")
+        self.save_interval = Duration.parse("1ep" if save_interval is None else save_interval,
+                                            "save_interval")
+        if not callable(loss_fn):
+            fail("loss_fn", "a callable loss_fn(outputs, targets)", loss_fn, error=TypeError)
+        if precision not in PRECISIONS:
+            fail("precision", f"one of {sorted(PRECISIONS)}", precision)
+        self.grad_accum = check_int(grad_accum, "grad_accum", minimum=1)
+        self.target_key = check_batch_key(target_key, "target_key")
+        for position, algorithm in enumerate(algorithms):
+            if not isinstance(algorithm, Algorithm):
+                fail(f"algorithms[{position}]", "an Algorithm", type(algorithm).__name__,
+                     error=TypeError)
+        for position, callback in enumerate(callbacks):
+            if not isinstance(callback, Callback):
+                fail(f"callbacks[{position}]", "a Callback", type(callback).__name__, error=TypeError)
+        if not isinstance(progress_bar, bool):
+            fail("progress_bar", "a bool", progress_bar, error=TypeError)
+
+        self.device = dist_utils.resolve_device(device)
+        self.autocast_dtype = PRECISIONS[precision]
+        if self.autocast_dtype is torch.float16 and self.device.type != "cuda":
+            fail("precision", "'fp32' or 'bf16' on a CPU ('fp16' needs CUDA for its grad scaler)",
+                 precision)
+        self._owns_process_group = dist_utils.init_distributed(self.device)
+        rank, world_size = dist_utils.get_rank(), dist_utils.get_world_size()
+
+        model.to(self.device)
+        if optimizers is None:
+            optimizers = torch.optim.Adam(model.parameters(), lr=1e-3)
+        shuffle_seed = 0 if seed is None else seed
+        self.state = State(
+            model, optimizers=optimizers, schedulers=schedulers, max_duration=duration,
+            algorithms=algorithms, callbacks=callbacks,
+            train_dataloader=dist_utils.distributed_dataloader(
+                train_dataloader, argument="train_dataloader", shuffle_seed=shuffle_seed),
+            eval_dataloader=None if eval_dataloader is None else dist_utils.distributed_dataloader(
+                eval_dataloader, argument="eval_dataloader", shuffle_seed=shuffle_seed),
+            device=self.device, rank=rank, world_size=world_size,
+        )
+        self.loss_fn = loss_fn
+        self.logger = Logger(self.state, log_file=log_file)
+        self.engine = Engine(self.state, self.logger)
+        self.save_folder = None if save_folder is None else Path(save_folder)
+        self.progress_bar = progress_bar and rank == 0
+        self._batch_protocol = _uses_batch_protocol(model)
+        self._model_loss: Callable[[Any, Any], torch.Tensor] | None = (
+            cast(Callable[[Any, Any], torch.Tensor], model.loss) if self._batch_protocol else None)
+        self._forward_model: torch.nn.Module = model
+        if world_size > 1:
+            self._forward_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self._scaler = (torch.amp.GradScaler("cuda") if self.autocast_dtype is torch.float16
+                        else None)
+        self._train_metrics = ClassificationMetrics(device=self.device, track_loss=True)
+        self._eval_metrics = ClassificationMetrics(device=self.device)
+        self._epoch_rng: dict[str, Any] | None = None
+        self._pending_rng: dict[str, Any] | None = None
+        self._last_saved: Timestamp | None = None
+
+        self.engine.run_event(Event.INIT)
+        if load_path is not None:
+            self.load_checkpoint(load_path)
+
+    # -- public API -----------------------------------------------------------------------------
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Every record logged so far (one per epoch and per evaluation)."""
+        return self.logger.history
+
+    def fit(self) -> None:
+        """Train until ``max_duration``, evaluating and checkpointing at their intervals."""
+        state = self.state
+        assert state.max_duration is not None  # set in __init__
+        if state.timestamp.reached(state.max_duration):
+            return
+        self.engine.run_event(Event.FIT_START)
+        progress = self._start_progress()
+        try:
+            while not state.timestamp.reached(state.max_duration):
+                self._train_epoch(progress)
+        finally:
+            if progress is not None:
+                progress.stop()
+        self.engine.run_event(Event.FIT_END)
+        if self.save_folder is not None and self._last_saved != state.timestamp:
+            self.save_checkpoint()
+
+    def eval(self) -> dict[str, float]:
+        """Evaluate on ``eval_dataloader``: accuracy, ECE and NLL, logged and returned."""
+        state = self.state
+        if state.eval_dataloader is None:
+            fail("eval_dataloader", "a dataloader to evaluate on", None)
+        model = state.model
+        was_training = model.training
+        model.eval()
+        self._eval_metrics.reset()
+        self.engine.run_event(Event.EVAL_START)
+        batches = 0
+        with torch.no_grad():
+            for batch in state.eval_dataloader:
+                state.batch = _to_device(batch, self.device)
+                self.engine.run_event(Event.EVAL_BATCH_START)
+                self.engine.run_event(Event.EVAL_BEFORE_FORWARD)
+                with self._autocast():
+                    state.outputs = self._forward(state.batch)
+                self.engine.run_event(Event.EVAL_AFTER_FORWARD)
+                self._eval_metrics.update(get_logits(state.outputs), self._targets())
+                self.engine.run_event(Event.EVAL_BATCH_END)
+                batches += 1
+        if batches == 0:
+            fail("eval_dataloader", "a dataloader that yields at least one batch",
+                 "one that yielded nothing")
+        results = self._eval_metrics.compute()
+        self.logger.log_metrics({"split": "eval", **results})
+        self.engine.run_event(Event.EVAL_END)
+        model.train(was_training)
+        return results
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of the current state (rank 0 writes; every rank must call).
+
+        Returns:
+            The file written on rank 0, ``None`` on other ranks.
+        """
+        if self.save_folder is None:
+            fail("save_folder", "a folder to save checkpoints in", None)
+        state = self.state
+        rng = dist_utils.all_gather_object({"now": get_rng_state(), "epoch": self._epoch_rng})
+        path = None
+        if state.rank == 0:
+            checkpoint = {
+                "format": CHECKPOINT_FORMAT,
+                "timestamp": state.timestamp.state_dict(),
+                "model": state.model.state_dict(),
+                "optimizers": [optimizer.state_dict() for optimizer in state.optimizers],
+                "schedulers": [scheduler.state_dict() for scheduler in state.schedulers],
+                "algorithms": [(type(a).__name__, a.state_dict()) for a in state.algorithms],
+                "callbacks": [(type(c).__name__, c.state_dict()) for c in state.callbacks],
+                "scaler": None if self._scaler is None else self._scaler.state_dict(),
+                "rng": rng,
+            }
+            stamp = state.timestamp
+            path = save_checkpoint(checkpoint, self.save_folder / f"ep{stamp.epoch}-ba{stamp.batch}.pt",
+                                   also=self.save_folder / "latest.pt")
+        dist_utils.barrier()
+        self._last_saved = state.timestamp
+        return path
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint`, to continue training."""
+        if not Path(path).is_file():
+            fail("load_path", "an existing checkpoint file", str(path))
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        if checkpoint.get("format") != CHECKPOINT_FORMAT:
+            fail("load_path", f"a labelsmooth checkpoint (format {CHECKPOINT_FORMAT})", str(path))
+        state = self.state
+        for name, mine, saved in (("optimizers", state.optimizers, checkpoint["optimizers"]),
+                                  ("schedulers", state.schedulers, checkpoint["schedulers"]),
+                                  ("algorithms", state.algorithms, checkpoint["algorithms"])):
+            if len(mine) != len(saved):
+                fail("load_path", f"a checkpoint with {len(mine)} {name}, as this Trainer has",
+                     f"one with {len(saved)}")
+        saved_algorithms = zip(state.algorithms, checkpoint["algorithms"], strict=True)
+        for position, (algorithm, (name, _)) in enumerate(saved_algorithms):
+            if type(algorithm).__name__ != name:
+                fail(f"algorithms[{position}]", f"a {name}, as in the checkpoint",
+                     type(algorithm).__name__, error=TypeError)
+        state.model.load_state_dict(checkpoint["model"])
+        for optimizer, saved in zip(state.optimizers, checkpoint["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+        for scheduler, saved in zip(state.schedulers, checkpoint["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
+        for algorithm, (_, saved) in zip(state.algorithms, checkpoint["algorithms"], strict=True):
+            algorithm.load_state_dict(saved)
+        # Callbacks observe and may differ between runs (a progress printer added on resume):
+        # each gets the state of the first saved callback of its class not yet taken.
+        saved_callbacks = list(checkpoint["callbacks"])
+        for callback in state.callbacks:
+            for index, (name, saved) in enumerate(saved_callbacks):
+                if name == type(callback).__name__:
+                    callback.load_state_dict(saved)
+                    del saved_callbacks[index]
+                    break
+        if self._scaler is not None and checkpoint["scaler"] is not None:
+            self._scaler.load_state_dict(checkpoint["scaler"])
+        state.timestamp = Timestamp.from_state_dict(checkpoint["timestamp"])
+        # Each rank continues its own random streams (bit-identical with the same world size).
+        saved_rng = checkpoint["rng"][state.rank % len(checkpoint["rng"])]
+        self._pending_rng, self._epoch_rng = saved_rng["now"], saved_rng["epoch"]
+        self._last_saved = state.timestamp
+
+    def close(self) -> None:
+        """Destroy the process group if this Trainer started it (call once, at the end)."""
+        if self._owns_process_group:
+            # Free the DDP wrapper first: its reducer still refers to the process group.
+            self._forward_model = self.state.model
+            dist_utils.barrier()
+            torch.distributed.destroy_process_group()
+            self._owns_process_group = False
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _start_progress(self) -> Any:
+        if not self.progress_bar:
+            return None
+        from labelsmooth.trainer.progress import ProgressBar
+
+        state = self.state
+        assert state.max_duration is not None  # set in __init__
+        per_epoch = self._batches_per_epoch()
+        if state.max_duration.unit is TimeUnit.BATCH:
+            total: int | None = state.max_duration.value
+        else:
+            total = None if per_epoch is None else per_epoch * state.max_duration.value
+        return ProgressBar(total, completed=state.timestamp.batch)
+
+    def _batches_per_epoch(self) -> int | None:
+        try:
+            return len(self.state.train_dataloader)
+        except TypeError:
+            return None
+
+    def _epoch_iterator(self) -> Iterator[Any]:
+        """The epoch's batches; after a mid-epoch resume, the ones not yet trained on.
+
+        The random state at the start of the epoch is kept (and checkpointed) so that a resumed
+        run rebuilds the same shuffle, skips the batches already trained on, and then continues
+        from the random state at the checkpoint.
+        """
+        state = self.state
+        dataloader = state.train_dataloader
+        for sampler in (getattr(dataloader, "sampler", None), getattr(dataloader, "batch_sampler", None)):
+            set_epoch = getattr(sampler, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(state.timestamp.epoch)
+        skip = state.timestamp.batch_in_epoch
+        if skip == 0:
+            if self._pending_rng is not None:
+                set_rng_state(self._pending_rng)
+                self._pending_rng = None
+            self._epoch_rng = get_rng_state()
+            return iter(dataloader)
+        if self._epoch_rng is None or self._pending_rng is None:
+            fail("load_path", "a checkpoint with the random state of its epoch", "none")
+        set_rng_state(self._epoch_rng)
+        iterator = iter(dataloader)
+        for skipped in range(skip):
+            try:
+                next(iterator)
+            except StopIteration:
+                fail("train_dataloader", f"at least {skip} batches per epoch, as when the "
+                     "checkpoint was written", f"{skipped}")
+        set_rng_state(self._pending_rng)
+        self._pending_rng = None
+        return iterator
+
+    def _train_epoch(self, progress: Any) -> None:
+        state, engine = self.state, self.engine
+        assert state.max_duration is not None  # set in __init__
+        resuming = state.timestamp.batch_in_epoch > 0
+        if not resuming:
+            self._train_metrics.reset()
+            engine.run_event(Event.EPOCH_START)
+        iterator = self._epoch_iterator()
+        per_epoch = self._batches_per_epoch()
+        trained = False
+        while per_epoch is None or state.timestamp.batch_in_epoch < per_epoch:
+            engine.run_event(Event.BEFORE_DATALOADER)
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                break
+            state.batch = _to_device(batch, self.device)
+            engine.run_event(Event.AFTER_DATALOADER)
+            self._train_batch()
+            trained = True
+            if progress is not None:
+                progress.update(epoch=state.timestamp.epoch, completed=state.timestamp.batch,
+                                loss=float(state.loss) if state.loss is not None else math.nan)
+            self._run_intervals(TimeUnit.BATCH)
+            if state.max_duration.unit is TimeUnit.BATCH and state.timestamp.reached(state.max_duration):
+                if per_epoch is None or state.timestamp.batch_in_epoch < per_epoch:
+                    self._log_train_metrics()
+                    return
+        if not trained and not resuming:
+            fail("train_dataloader", "a dataloader that yields at least one batch",
+                 f"one that yielded nothing in epoch {state.timestamp.epoch}")
+        stamp = state.timestamp
+        state.timestamp = Timestamp(epoch=stamp.epoch + 1, batch=stamp.batch, sample=stamp.sample)
+        self._log_train_metrics()
+        engine.run_event(Event.EPOCH_END)
+        self._run_intervals(TimeUnit.EPOCH)
+
+    def _run_intervals(self, unit: TimeUnit) -> None:
+        stamp = self.state.timestamp
+        if (self.state.eval_dataloader is not None and self.eval_interval.unit is unit
+                and stamp.is_multiple_of(self.eval_interval)):
+            self.eval()
+        if (self.save_folder is not None and self.save_interval.unit is unit
+                and stamp.is_multiple_of(self.save_interval)):
+            self.save_checkpoint()
+
+    def _log_train_metrics(self) -> None:
+        metrics: dict[str, Any] = {"split": "train", **self._train_metrics.compute()}
+        if self.state.optimizers:
+            metrics["lr"] = self.state.optimizers[0].param_groups[0]["lr"]
+        self.logger.log_metrics(metrics)
+
+    def _train_batch(self) -> None:
+        state, engine = self.state, self.engine
+        engine.run_event(Event.BATCH_START)
+        full_batch = state.batch
+        examples = batch_size(full_batch)
+        microbatches = split_batch(full_batch, self.grad_accum) if self.grad_accum > 1 else [full_batch]
+        for optimizer in state.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        batch_loss = torch.zeros((), device=self.device)
+        for position, microbatch in enumerate(microbatches):
+            state.batch = microbatch
+            share = batch_size(microbatch) / examples
+            last = position == len(microbatches) - 1
+            # DDP all-reduces gradients in backward; only the last microbatch's needs to.
+            no_sync = (self._forward_model.no_sync() if not last and isinstance(
+                self._forward_model, torch.nn.parallel.DistributedDataParallel)
+                else contextlib.nullcontext())
+            with no_sync:
+                self._train_microbatch(share)
+            batch_loss += state.loss.detach().float() * share  # type: ignore[union-attr]
+        state.batch = full_batch
+        state.loss = batch_loss
+        for optimizer in state.optimizers:
+            if self._scaler is not None:
+                self._scaler.step(optimizer)
+            else:
+                optimizer.step()
+        if self._scaler is not None:
+            self._scaler.update()
+        for scheduler in state.schedulers:
+            scheduler.step()
+        stamp = state.timestamp
+        seen = examples * state.world_size
+        state.timestamp = Timestamp(
+            epoch=stamp.epoch, batch=stamp.batch + 1, sample=stamp.sample + seen,
+            batch_in_epoch=stamp.batch_in_epoch + 1, sample_in_epoch=stamp.sample_in_epoch + seen)
+        engine.run_event(Event.BATCH_END)
+
+    def _train_microbatch(self, share: float) -> None:
+        state, engine = self.state, self.engine
+        engine.run_event(Event.BEFORE_FORWARD)
+        with self._autocast():
+            state.outputs = self._forward(state.batch)
+        engine.run_event(Event.AFTER_FORWARD)
+        with engine.run_around(Event.BEFORE_LOSS, Event.AFTER_LOSS):
+            with self._autocast():
+                state.loss = self._loss()
+            self._check_finite(state.loss)
+        if state.target_components is not None:
+            raise RuntimeError(
+                "target transforms still registered after AFTER_LOSS by "
+                f"{state.target_transform_owners}: an algorithm that calls add_target_transform "
+                "at BEFORE_LOSS must call remove_target_transform at AFTER_LOSS")
+        self._train_metrics.update(get_logits(state.outputs), self._targets(), loss=state.loss)
+        engine.run_event(Event.BEFORE_BACKWARD)
+        loss = state.loss * share
+        (self._scaler.scale(loss) if self._scaler is not None else loss).backward()
+        engine.run_event(Event.AFTER_BACKWARD)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _inputs(self, batch: Any) -> Any:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            fail("batch", "an (inputs, targets) pair for a model called as model(inputs) (or a "
+                 "model with forward(batch) and loss(outputs, batch))",
+                 f"a {type(batch).__name__}" + (f" of {len(batch)} items"
+                                                if isinstance(batch, (tuple, list)) else ""))
+        return batch[0]
+
+    def _forward(self, batch: Any) -> Any:
+        if self._batch_protocol:
+            return self._forward_model(batch)
+        return self._forward_model(self._inputs(batch))
+
+    def _targets(self) -> Any:
+        return batch_get_item(self.state.batch, self.target_key, argument="target_key")
+
+    def _loss(self) -> torch.Tensor:
+        """``sum_k w_k * loss(outputs, t_k)`` over the target components; with no transform
+        registered, the plain loss on the batch's targets.
+
+        For Composer's model protocol the loss reads its targets from the batch, so each
+        component is written into the batch for its term and the first one is put back after.
+        """
+        state = self.state
+        components = state.target_components
+        if components is None:
+            return self._loss_term(state.batch)
+        key = state.target_key
+        total: torch.Tensor | None = None
+        try:
+            for index, (weight, target) in enumerate(components):
+                if index > 0:
+                    state.batch = batch_set_item(state.batch, key, target, argument="target_key")  # type: ignore[arg-type]
+                term = self._loss_term(state.batch)
+                # A single component of weight 1 is the plain loss: no multiplication at all.
+                if not (isinstance(weight, float) and weight == 1.0):
+                    term = weight * term
+                total = term if total is None else total + term
+        finally:
+            if len(components) > 1:
+                state.batch = batch_set_item(state.batch, key, components[0].target,  # type: ignore[arg-type]
+                                             argument="target_key")
+        assert total is not None  # components is never empty
+        return total
+
+    def _loss_term(self, batch: Any) -> torch.Tensor:
+        if self._model_loss is not None:
+            return self._model_loss(self.state.outputs, batch)
+        return self.loss_fn(self.state.outputs, self._targets())
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if not dist_utils.all_ranks_agree(finite, self.device):
+            stamp = self.state.timestamp
+            value = f"{loss.item()}" if not finite else "a non-finite loss on another rank"
+            raise NonFiniteLossError(
+                f"loss: expected a finite value at epoch {stamp.epoch}, batch "
+                f"{stamp.batch_in_epoch + 1} of the epoch (step {stamp.batch + 1}), got {value}; "
+                "training stopped before the backward pass")

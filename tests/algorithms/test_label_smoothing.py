@@ -1,0 +1,117 @@
+"""LabelSmoothing: the functional result, match/apply on a hand-built State, bad input.
+
+The end-to-end training runs are in tests/trainer/test_trainer.py.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from labelsmooth import LabelSmoothing
+from labelsmooth.trainer import Event, State
+
+
+def _reference(logits: torch.Tensor, targets: torch.Tensor, s: float) -> torch.Tensor:
+    """The seed's formula in float64: (1 - s) * onehot + s / C."""
+    num_classes = logits.shape[1]
+    return F.one_hot(targets, num_classes).double() * (1 - s) + s / num_classes
+
+
+def test_functional_result_matches_the_seed_formula() -> None:
+    logits, targets = torch.randn(6, 5), torch.tensor([0, 4, 2, 2, 1, 3])
+    state = State(torch.nn.Identity(), batch=(torch.randn(6, 3), targets), outputs=logits)
+    LabelSmoothing(smoothing=0.3).apply(Event.BEFORE_LOSS, state, None)
+    torch.testing.assert_close(state.batch[1].double(), _reference(logits, targets, 0.3))
+    assert state.batch[1].dtype == logits.dtype
+
+
+def test_match_only_before_and_after_loss() -> None:
+    algorithm, state = LabelSmoothing(), State(torch.nn.Identity())
+    assert {e for e in Event if algorithm.match(e, state)} == {Event.BEFORE_LOSS, Event.AFTER_LOSS}
+
+
+def test_apply_then_undo_restores_the_same_object() -> None:
+    targets = torch.tensor([1, 0, 2])
+    inputs = torch.randn(3, 4)
+    state = State(torch.nn.Identity(), batch=(inputs, targets), outputs=torch.randn(3, 3))
+    algorithm = LabelSmoothing(smoothing=0.1)
+    algorithm.apply(Event.BEFORE_LOSS, state, None)
+    loss = F.cross_entropy(state.outputs, state.batch[1])
+    torch.testing.assert_close(loss, F.cross_entropy(state.outputs, targets, label_smoothing=0.1))
+    algorithm.apply(Event.AFTER_LOSS, state, None)
+    assert state.batch[1] is targets and state.batch[0] is inputs
+    assert targets.tolist() == [1, 0, 2]
+
+
+@pytest.mark.parametrize("outputs_kind", ["dict", "attribute"])
+def test_logits_found_in_dicts_and_attributes_with_a_str_target_key(outputs_kind: str) -> None:
+    logits, targets = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    outputs = {"logits": logits} if outputs_kind == "dict" else SimpleNamespace(logits=logits)
+    batch = {"x": torch.zeros(4, 2), "labels": targets}
+    state = State(torch.nn.Identity(), batch=batch, outputs=outputs)
+    algorithm = LabelSmoothing(smoothing=0.2, target_key="labels")
+    algorithm.apply(Event.BEFORE_LOSS, state, None)
+    torch.testing.assert_close(batch["labels"].double(), _reference(logits, targets, 0.2))
+    algorithm.apply(Event.AFTER_LOSS, state, None)
+    assert batch["labels"] is targets
+
+
+def test_class_dim_and_ignore_index() -> None:
+    logits = torch.randn(2, 5, 3)  # (N, L, C): classes last
+    targets = torch.tensor([[0, 1, -1, 2, 0], [2, 2, 1, -1, 0]])
+    state = State(torch.nn.Identity(), batch=(None, targets), outputs=logits)
+    LabelSmoothing(0.3, class_dim=-1, ignore_index=-1).apply(Event.BEFORE_LOSS, state, None)
+    smoothed = state.batch[1]
+    assert smoothed.shape == (2, 5, 3)
+    ignored = targets == -1
+    assert torch.all(smoothed[ignored] == 0)
+    expected = F.one_hot(targets.clamp(min=0), 3).float() * 0.7 + 0.1
+    torch.testing.assert_close(smoothed[~ignored], expected[~ignored])
+
+
+def test_smoothing_is_validated_and_can_change_between_steps() -> None:
+    algorithm = LabelSmoothing(0.1)
+    algorithm.smoothing = 0.5
+    targets = torch.tensor([0, 1])
+    state = State(torch.nn.Identity(), batch=(None, targets), outputs=torch.zeros(2, 2))
+    algorithm.apply(Event.BEFORE_LOSS, state, None)
+    torch.testing.assert_close(state.batch[1], torch.tensor([[0.75, 0.25], [0.25, 0.75]]))
+    assert algorithm.state_dict() == {"smoothing": 0.5}
+    restored = LabelSmoothing()
+    restored.load_state_dict(algorithm.state_dict())
+    assert restored.smoothing == 0.5
+    with pytest.raises(ValueError, match=r"smoothing: expected a real number in \[0, 1\], got 1.5"):
+        algorithm.smoothing = 1.5
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"smoothing": -0.1}, ValueError, "smoothing: expected a real number in"),
+    ({"smoothing": float("nan")}, ValueError, "smoothing: expected a real number in"),
+    ({"smoothing": "0.1"}, TypeError, "smoothing: expected a real number in"),
+    ({"target_key": 1.0}, TypeError, "target_key: expected an int index"),
+    ({"class_dim": "1"}, TypeError, "class_dim: expected an int"),
+    ({"ignore_index": 0.5}, TypeError, "ignore_index: expected an int"),
+])
+def test_bad_construction_raises(kwargs: dict[str, object], error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        LabelSmoothing(**kwargs)  # type: ignore[arg-type]
+
+
+def test_missing_target_key_raises() -> None:
+    state = State(torch.nn.Identity(), batch=(torch.zeros(2, 2), torch.tensor([0, 1])),
+                  outputs=torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="target_key: expected an index, key or attribute of the batch"):
+        LabelSmoothing(target_key=2).apply(Event.BEFORE_LOSS, state, None)
+    with pytest.raises(ValueError, match="target_key: expected an index, key or attribute"):
+        LabelSmoothing(target_key="labels").apply(Event.BEFORE_LOSS, state, None)
+
+
+def test_outputs_with_no_logits_raise() -> None:
+    state = State(torch.nn.Identity(), batch=(None, torch.tensor([0])), outputs={"scores": torch.zeros(1, 2)})
+    with pytest.raises(TypeError, match=r"state\.outputs: expected a logits tensor"):
+        LabelSmoothing().apply(Event.BEFORE_LOSS, state, None)
+    assert state.target_components is None

@@ -1,0 +1,205 @@
+"""The ``labelsmooth`` command end to end on a tiny budget, and every error case."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import labelsmooth.cli.command as cli_main
+from labelsmooth.cli import main
+from labelsmooth.cli.experiment import METRICS, RunConfig
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PICTURES = ("reliability.png", "penultimate.png", "curves.png")
+TINY = ["run", "--dataset", "digits", "--epochs", "1", "--seeds", "1", "--batch-size", "256"]
+
+
+def invoke(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the command in-process; argparse's own exits count as return statuses."""
+    try:
+        status = main(argv)
+    except SystemExit as exit_:
+        status = exit_.code if isinstance(exit_.code, int) else 1
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("run") / "out"
+    assert main([*TINY, "--smoothing", "0", "0.2", "--out", str(folder)]) == 0
+    return folder
+
+
+def test_every_output_file_exists_and_parses(tiny_run: Path) -> None:
+    for name in PICTURES:
+        assert (tiny_run / name).read_bytes()[:8] == PNG_SIGNATURE, name
+    payload = json.loads((tiny_run / "results.json").read_text())
+    assert payload["status"] == "complete"
+    assert payload["environment"]["torch"]
+    runs = payload["runs"]
+    assert [(r["smoothing"], r["seed"]) for r in runs] == [(0.0, 0), (0.2, 0)]
+    for run in runs:
+        assert set(RunConfig.__dataclass_fields__) | set(METRICS) <= set(run)
+        assert 0 <= run["accuracy"] <= 1 and 0 <= run["ece"] <= 1 and 0 <= run["brier"] <= 2
+        assert run["nll"] > 0 and run["temperature"] > 0 and run["samples_per_s"] > 0
+        assert all(len(v) == 1 for v in run["history"].values())
+        assert sum(run["reliability"]["count"]) == 360 and len(run["reliability"]["count"]) == 15
+        assert len(run["projection"]["points"]) == len(run["projection"]["labels"]) > 0
+        assert set(run["projection"]["labels"]) == {0, 1, 2}
+    with (tiny_run / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == [*RunConfig.__dataclass_fields__, *METRICS]
+    assert len(rows) == 2
+    for row, run in zip(rows, runs, strict=True):
+        for metric in METRICS:
+            assert float(row[metric]) == pytest.approx(run[metric], rel=1e-12)
+    summary = (tiny_run / "summary.md").read_text()
+    assert "| smoothing | seeds | top-1 (%) |" in summary
+    for title in ("Top-1 accuracy", "NLL", "ECE", "Brier score", "ECE after temperature scaling",
+                  "NLL after temperature scaling", "Training throughput (samples/s)"):
+        assert f"**{title}**: " in summary and "at smoothing=0 → " in summary, title
+
+
+def test_report_redraws_the_same_summary_and_pictures(tiny_run: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(tiny_run / "results.json", copy)
+    status, out, err = invoke(["report", str(copy)], capsys)
+    assert status == 0, err
+    assert (copy / "summary.md").read_text() == (tiny_run / "summary.md").read_text()
+    for name in PICTURES:
+        assert (copy / name).read_bytes()[:8] == PNG_SIGNATURE
+    assert "top-1 (%)" in out
+
+
+def test_report_draws_a_run_without_a_projection(tiny_run: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    payload = json.loads((tiny_run / "results.json").read_text())
+    payload["runs"][1]["projection"] = None
+    (tmp_path / "results.json").write_text(json.dumps(payload))
+    status, _, err = invoke(["report", str(tmp_path)], capsys)
+    assert status == 0, err
+    assert (tmp_path / "penultimate.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "RUN_DIR: cannot read "),
+        ('{"runs": {}}', "RUN_DIR: "),
+        ('{"runs": []}', "RUN_DIR: "),
+        ('{"runs": [{"dataset": "digits"}]}', "RUN_DIR: expected every run in "),
+    ],
+)
+def test_report_on_a_malformed_results_file(content: str, message: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "results.json").write_text(content)
+    status, _, err = invoke(["report", str(tmp_path)], capsys)
+    assert status == 1
+    assert err.startswith(f"labelsmooth: error: {message}") and err.count("\n") == 1, err
+
+
+def test_console_script_and_module_run(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("labelsmooth")
+    done = subprocess.run([str(script), *TINY, "--smoothing", "0.1", "--out", str(tmp_path / "a")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a" / "summary.md").exists()
+    failed = subprocess.run([sys.executable, "-m", "labelsmooth", "run", "--dataset", "cifar10"],
+                            capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 2
+    assert failed.stderr.startswith("labelsmooth: error: argument --dataset: invalid choice: 'cifar10'")
+    assert failed.stderr.count("\n") == 1 and "Traceback" not in failed.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "message"),
+    [
+        (["run", "--dataset", "cifar10"], 2, "argument --dataset: invalid choice: 'cifar10'"),
+        (["run", "--model", "resnet"], 2, "argument --model: invalid choice: 'resnet'"),
+        (["run", "--smoothing", "1.5"], 2,
+         "argument --smoothing: expected a real number in [0, 1], got '1.5'"),
+        (["run", "--smoothing", "0", "-0.1"], 2,
+         "argument --smoothing: expected a real number in [0, 1], got '-0.1'"),
+        (["run", "--smoothing", "nan"], 2, "argument --smoothing: expected a real number in [0, 1], got 'nan'"),
+        (["run", "--label-noise", "2"], 2, "argument --label-noise: expected a fraction in [0, 1], got '2'"),
+        (["run", "--val-fraction", "1"], 2,
+         "argument --val-fraction: expected a fraction strictly between 0 and 1, got '1'"),
+        (["run", "--epochs", "two"], 2, "argument --epochs: expected a positive integer, got 'two'"),
+        (["run", "--lr", "-1"], 2, "argument --lr: expected a positive number, got '-1'"),
+        (["run", "--seeds", "0"], 2, "argument --seeds: expected a positive integer, got '0'"),
+        (["run", "--device", "tpu9"], 1, "--device: expected auto, cpu, cuda or cuda:N, got 'tpu9'"),
+        (["report", "/nonexistent/run"], 1,
+         "RUN_DIR: expected a folder written by `labelsmooth run`, got '/nonexistent/run'"),
+        ([], 2, "the following arguments are required: command"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_nonzero_status(argv: list[str], status: int, message: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    got, _, err = invoke(argv, capsys)
+    assert got == status
+    assert err == f"labelsmooth: error: {message}\n" or (err.startswith(f"labelsmooth: error: {message}")
+                                                         and err.count("\n") == 1), err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = invoke([*TINY, "--device", "cuda", "--out", str(tmp_path)], capsys)
+    assert status == 1
+    assert err == ("labelsmooth: error: --device: expected an available device, got 'cuda' "
+                   "(CUDA is not available here)\n")
+
+
+def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    status, _, err = invoke([*TINY, "--out", str(blocker / "run")], capsys)
+    assert status == 1
+    assert err.startswith(f"labelsmooth: error: --out: cannot write to '{blocker / 'run'}' (")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("module", "package"), [("matplotlib.figure", "matplotlib"), ("rich.progress", "rich"),
+                                                 ("mnist1d.data", "mnist1d")])
+def test_missing_optional_dependency_names_the_fix(module: str, package: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    status, _, err = invoke(["run", "--out", str(tmp_path / "run")], capsys)
+    assert status == 1
+    assert err.startswith(f"labelsmooth: error: the command needs {package}, which is not installed")
+    assert err.rstrip().endswith("install it with: pip install 'labelsmooth[cli]'")
+    assert err.count("\n") == 1
+
+
+def test_interrupt_keeps_the_finished_trainings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    real_run_one = cli_main.run_one
+    calls = []
+
+    def interrupted_second_time(*args: object, **kwargs: object) -> dict[str, object]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run_one(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli_main, "run_one", interrupted_second_time)
+    folder = tmp_path / "run"
+    status, _, err = invoke([*TINY, "--smoothing", "0", "0.1", "--out", str(folder)], capsys)
+    assert status == 130
+    assert err == (f"labelsmooth: interrupted; the 1 finished training(s) are saved in {folder}; "
+                   f"`labelsmooth report {folder}` draws them\n")
+    payload = json.loads((folder / "results.json").read_text())
+    assert payload["status"] == "interrupted" and len(payload["runs"]) == 1
+    assert len((folder / "results.csv").read_text().splitlines()) == 2
+    assert main(["report", str(folder)]) == 0
+    assert (folder / "reliability.png").read_bytes()[:8] == PNG_SIGNATURE

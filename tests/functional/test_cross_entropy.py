@@ -1,0 +1,310 @@
+"""Tests for labelsmooth.functional.cross_entropy against PyTorch and a float64 dense formula."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import assert_close
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from labelsmooth.functional import (
+    smooth_labels,
+    smoothed_binary_cross_entropy_with_logits,
+    smoothed_cross_entropy,
+    soft_cross_entropy,
+)
+
+SHAPES = [(8, 5), (3, 7, 4), (2, 3, 2, 5), (1, 1), (5,)]
+
+
+def make_case(shape: tuple[int, ...], dtype: torch.dtype, *, ignore: bool, class_dim: int = 1):
+    """Logits with classes on dim 1 (dim 0 for 1-d), index targets, a few ignored when asked."""
+    logits = (3 * torch.randn(shape, dtype=torch.float64)).to(dtype)
+    cdim = 0 if len(shape) == 1 else 1
+    num_classes = shape[cdim]
+    index_shape = shape[:cdim] + shape[cdim + 1:]
+    target = torch.randint(num_classes, index_shape)
+    if ignore and target.numel() > 1:
+        target.view(-1)[:: 3] = -100
+    return logits, target, num_classes
+
+
+def dense_reference(logits: torch.Tensor, target: torch.Tensor, smoothing: float, weight, reduction: str,
+                    ignore_index: int = -100) -> torch.Tensor:
+    """The label-smoothed loss from the dense target, in float64, class dim 1 (or 0 if 1-d)."""
+    cdim = 0 if logits.ndim == 1 else 1
+    x = logits.double()
+    num_classes = x.shape[cdim]
+    ignored = target == ignore_index
+    safe = target.masked_fill(ignored, 0)
+    dense = F.one_hot(safe, num_classes).double().movedim(-1, cdim) * (1 - smoothing) + smoothing / num_classes
+    w = torch.ones(num_classes, dtype=torch.float64) if weight is None else weight.double()
+    w_shape = [1] * x.ndim
+    w_shape[cdim] = num_classes
+    per_position = -(dense * w.view(w_shape) * torch.log_softmax(x, cdim)).sum(cdim)
+    per_position = per_position.masked_fill(ignored, 0)
+    if reduction == "none":
+        return per_position
+    if reduction == "sum":
+        return per_position.sum()
+    return per_position.sum() / w[safe].masked_fill(ignored, 0).sum()
+
+
+GRID = list(itertools.product(SHAPES, [None, "weight"], [False, True], ["mean", "sum", "none"]))
+
+
+@pytest.mark.parametrize(("shape", "weighted", "ignore", "reduction"), GRID)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_pytorch_value_and_gradient(shape, weighted, ignore, reduction, dtype) -> None:
+    logits, target, num_classes = make_case(shape, dtype, ignore=ignore)
+    weight = torch.rand(num_classes, dtype=dtype) + 0.1 if weighted else None
+    ours_in = logits.clone().requires_grad_()
+    ref_in = logits.clone().requires_grad_()
+    ours = smoothed_cross_entropy(ours_in, target, 0.15, weight=weight, reduction=reduction)
+    ref = F.cross_entropy(ref_in, target, weight=weight, reduction=reduction, label_smoothing=0.15)
+    assert ours.dtype == ref.dtype and ours.shape == ref.shape
+    assert_close(ours, ref, dtype)
+    assert_close(ours, dense_reference(logits, target, 0.15, weight, reduction).to(dtype), dtype)
+    grad_out = torch.rand_like(ref)
+    (ours * grad_out).sum().backward()
+    (ref * grad_out).sum().backward()
+    assert_close(ours_in.grad, ref_in.grad, dtype)
+
+
+@pytest.mark.parametrize("class_dim", [-1, 2, 3])
+def test_class_dim_moves(class_dim: int) -> None:
+    logits, target, _ = make_case((2, 5, 3, 4), torch.float64, ignore=True)
+    expected = smoothed_cross_entropy(logits, target, 0.2, reduction="none")
+    moved = logits.movedim(1, class_dim)
+    assert_close(smoothed_cross_entropy(moved, target, 0.2, class_dim=class_dim, reduction="none"), expected)
+    assert_close(soft_cross_entropy(moved, target, class_dim=class_dim, reduction="none"),
+                 F.cross_entropy(logits, target, reduction="none"))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_all_ignored_batch_matches_pytorch(reduction: str, weighted: bool) -> None:
+    logits = torch.randn(4, 5, requires_grad=True)
+    target = torch.full((4,), -100)
+    weight = torch.rand(5) if weighted else None
+    ours = smoothed_cross_entropy(logits, target, 0.1, weight=weight, reduction=reduction)
+    ref = F.cross_entropy(logits, target, weight=weight, reduction=reduction, label_smoothing=0.1)
+    assert_close(ours, ref)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_empty_batch_matches_pytorch(reduction: str) -> None:
+    logits = torch.randn(0, 5, requires_grad=True)
+    target = torch.zeros(0, dtype=torch.long)
+    ours = smoothed_cross_entropy(logits, target, 0.1, reduction=reduction)
+    ref = F.cross_entropy(logits, target, reduction=reduction, label_smoothing=0.1)
+    assert ours.shape == ref.shape
+    assert_close(ours, ref)
+    assert_close(soft_cross_entropy(logits, target, reduction=reduction),
+                 F.cross_entropy(logits, target, reduction=reduction))
+
+
+def test_gradcheck_float64() -> None:
+    logits = torch.randn(4, 6, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(6, (4, 3))
+    target[0, 1] = -100
+    weight = torch.rand(6, dtype=torch.float64) + 0.5
+    for reduction in ("mean", "sum", "none"):
+        assert torch.autograd.gradcheck(
+            lambda x, r=reduction: smoothed_cross_entropy(x, target, 0.3, weight=weight, reduction=r),
+            (logits,))
+
+
+def test_smoothing_zero_is_plain_cross_entropy() -> None:
+    logits, target, _ = make_case((6, 9), torch.float64, ignore=True)
+    assert_close(smoothed_cross_entropy(logits, target, 0.0), F.cross_entropy(logits, target))
+
+
+def test_smoothing_one_is_uniform_target() -> None:
+    logits = torch.randn(6, 9, dtype=torch.float64)
+    target = torch.randint(9, (6,))
+    uniform = torch.full((6, 9), 1 / 9, dtype=torch.float64)
+    assert_close(smoothed_cross_entropy(logits, target, 1.0), F.cross_entropy(logits, uniform))
+
+
+def test_hand_computed_case() -> None:
+    # Two classes, logits (0, ln 3): p = (1/4, 3/4). Target 0, s = 0.5: dense target (3/4, 1/4).
+    # loss = -(3/4 ln 1/4 + 1/4 ln 3/4) = (3/2) ln 2 + (1/4) ln 4 - (1/4) ln 3 = 2 ln 2 - (1/4) ln 3.
+    logits = torch.tensor([[0.0, torch.log(torch.tensor(3.0, dtype=torch.float64))]], dtype=torch.float64)
+    loss = smoothed_cross_entropy(logits, torch.tensor([0]), 0.5)
+    expected = 2 * torch.log(torch.tensor(2.0, dtype=torch.float64)) - 0.25 * torch.log(
+        torch.tensor(3.0, dtype=torch.float64))
+    assert_close(loss, expected)
+
+
+def test_dense_targets_path() -> None:
+    logits = torch.randn(5, 4, dtype=torch.float64)
+    soft = torch.softmax(torch.randn(5, 4, dtype=torch.float64), 1)
+    expected = F.cross_entropy(logits, 0.8 * soft + 0.05)
+    assert_close(smoothed_cross_entropy(logits, soft, 0.2), expected)
+    onehot = F.one_hot(torch.tensor([0, 1, 2, 3, 0]), 4).double()
+    assert_close(smoothed_cross_entropy(logits, onehot, 0.2),
+                 F.cross_entropy(logits, torch.tensor([0, 1, 2, 3, 0]), label_smoothing=0.2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_accumulates_in_float32(dtype: torch.dtype) -> None:
+    logits = torch.randn(16, 50, dtype=torch.float32).to(dtype)
+    target = torch.randint(50, (16,))
+    x = logits.clone().requires_grad_()
+    loss = smoothed_cross_entropy(x, target, 0.1)
+    assert loss.dtype == dtype
+    reference = F.cross_entropy(logits.double(), target, label_smoothing=0.1)
+    assert_close(loss, reference.to(dtype), dtype)
+    loss.backward()
+    assert x.grad is not None and x.grad.dtype == dtype
+    x64 = logits.double().requires_grad_()
+    F.cross_entropy(x64, target, label_smoothing=0.1).backward()
+    assert x64.grad is not None
+    assert_close(x.grad, x64.grad.to(dtype), dtype)
+
+
+def test_float16_large_vocabulary_is_finite_where_pytorch_overflows() -> None:
+    logits = torch.randn(4, 32000).half()
+    target = torch.randint(32000, (4,))
+    pytorch = F.cross_entropy(logits, target, label_smoothing=0.1)
+    assert torch.isinf(pytorch)  # PyTorch sums -log p over 32000 classes in float16 and overflows.
+    ours = smoothed_cross_entropy(logits, target, 0.1)
+    assert torch.isfinite(ours)
+    reference = F.cross_entropy(logits.float(), target, label_smoothing=0.1)
+    assert_close(ours, reference.half(), torch.float16)
+
+
+@given(
+    batch=st.integers(0, 4), classes=st.integers(1, 6), extra=st.lists(st.integers(1, 3), max_size=2),
+    smoothing=st.floats(0.0, 1.0), reduction=st.sampled_from(["mean", "sum", "none"]),
+    weighted=st.booleans(), seed=st.integers(0, 2**16),
+)
+@settings(max_examples=60, deadline=None)
+def test_property_matches_pytorch(batch, classes, extra, smoothing, reduction, weighted, seed) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, classes, *extra, generator=gen, dtype=torch.float64)
+    target = torch.randint(-1, classes, (batch, *extra), generator=gen)
+    weight = torch.rand(classes, generator=gen, dtype=torch.float64) if weighted else None
+    ours = smoothed_cross_entropy(logits, target, smoothing, weight=weight, ignore_index=-1,
+                                  reduction=reduction)
+    ref = F.cross_entropy(logits, target, weight=weight, ignore_index=-1, reduction=reduction,
+                          label_smoothing=smoothing)
+    assert_close(ours, ref)
+
+
+# --- soft_cross_entropy ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_soft_cross_entropy_both_paths_match_pytorch(reduction: str, weighted: bool) -> None:
+    logits, target, num_classes = make_case((6, 4, 3), torch.float64, ignore=True)
+    weight = torch.rand(num_classes, dtype=torch.float64) if weighted else None
+    assert_close(soft_cross_entropy(logits, target, weight=weight, reduction=reduction),
+                 F.cross_entropy(logits, target, weight=weight, reduction=reduction))
+    soft = torch.softmax(torch.randn(6, 4, 3, dtype=torch.float64), 1)
+    assert_close(soft_cross_entropy(logits, soft, weight=weight, reduction=reduction),
+                 F.cross_entropy(logits, soft, weight=weight, reduction=reduction))
+
+
+def test_soft_cross_entropy_weighted_mean_normalisation_differs_by_path() -> None:
+    """Index targets: weighted average (divide by sum w[y]); dense targets: divide by N."""
+    logits = torch.randn(3, 2, dtype=torch.float64)
+    target = torch.tensor([0, 1, 1])
+    weight = torch.tensor([1.0, 3.0], dtype=torch.float64)
+    per_example = -torch.log_softmax(logits, 1).gather(1, target[:, None]).squeeze(1) * weight[target]
+    index_mean = soft_cross_entropy(logits, target, weight=weight)
+    dense_mean = soft_cross_entropy(logits, F.one_hot(target, 2).double(), weight=weight)
+    assert_close(index_mean, per_example.sum() / 7.0)
+    assert_close(dense_mean, per_example.sum() / 3.0)
+
+
+def test_soft_cross_entropy_of_smoothed_labels_equals_smoothed_loss_without_ignores() -> None:
+    logits = torch.randn(5, 7, 2, dtype=torch.float64)
+    target = torch.randint(7, (5, 2))
+    dense = smooth_labels(logits, target, 0.1)
+    assert_close(soft_cross_entropy(logits, dense), smoothed_cross_entropy(logits, target, 0.1))
+
+
+def test_soft_cross_entropy_ignored_rows_add_nothing_but_count() -> None:
+    logits = torch.randn(4, 3, dtype=torch.float64)
+    target = torch.tensor([0, -100, 2, 1])
+    dense = smooth_labels(logits, target, 0.1, ignore_index=-100)
+    kept = target != -100
+    total = smoothed_cross_entropy(logits, target, 0.1, reduction="sum")
+    assert_close(soft_cross_entropy(logits, dense, reduction="sum"), total)
+    assert_close(soft_cross_entropy(logits, dense), total / 4)
+    assert_close(smoothed_cross_entropy(logits, target, 0.1), total / kept.sum())
+
+
+# --- binary ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_smoothed_bce_matches_formula(reduction: str) -> None:
+    logits = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(2, (6, 3)).bool()
+    weight = torch.rand(6, 1, dtype=torch.float64)
+    pos_weight = torch.rand(3, dtype=torch.float64) + 0.5
+    ours = smoothed_binary_cross_entropy_with_logits(logits, target, 0.2, weight=weight,
+                                                     pos_weight=pos_weight, reduction=reduction)
+    t = target.double() * 0.8 + 0.1
+    log_sig, log_one_minus = F.logsigmoid(logits), F.logsigmoid(-logits)
+    per = -weight * (pos_weight * t * log_sig + (1 - t) * log_one_minus)
+    expected = {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    assert_close(ours, expected)
+
+
+def test_smoothed_bce_zero_smoothing_is_plain_bce() -> None:
+    logits = torch.randn(5, 4)
+    target = torch.rand(5, 4).round()
+    assert_close(smoothed_binary_cross_entropy_with_logits(logits, target, 0.0),
+                 F.binary_cross_entropy_with_logits(logits, target))
+
+
+def test_smoothed_bce_shape_mismatch() -> None:
+    with pytest.raises(ValueError, match=r"target: expected the input's shape \(2, 3\), got shape \(2, 4\)"):
+        smoothed_binary_cross_entropy_with_logits(torch.randn(2, 3), torch.rand(2, 4))
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+def test_bad_reduction() -> None:
+    with pytest.raises(ValueError, match=r"reduction: expected one of \('none', 'mean', 'sum'\), got 'avg'"):
+        smoothed_cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), reduction="avg")
+
+
+def test_bad_weight() -> None:
+    with pytest.raises(ValueError, match=r"weight: expected a 1-d tensor of 3 class weights, got shape \(4,\)"):
+        smoothed_cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), weight=torch.ones(4))
+    with pytest.raises(TypeError, match="weight: expected a floating-point tensor"):
+        smoothed_cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), weight=torch.ones(3, dtype=torch.long))
+
+
+def test_out_of_range_target_on_cpu() -> None:
+    with pytest.raises(ValueError, match=r"target: expected class indices in \[0, 3\) or ignore_index=-100, "
+                                         r"got 5 at position \(1,\)"):
+        smoothed_cross_entropy(torch.randn(2, 3), torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match=r"got -7 at position \(0, 1\)"):
+        soft_cross_entropy(torch.randn(1, 3, 2), torch.tensor([[0, -7]]))
+
+
+def test_integer_logits_rejected() -> None:
+    with pytest.raises(TypeError, match="input: expected a floating-point tensor"):
+        smoothed_cross_entropy(torch.zeros(2, 3, dtype=torch.long), torch.tensor([0, 1]))
+
+
+def test_shape_mismatch() -> None:
+    with pytest.raises(ValueError, match=r"target: expected class indices of shape \(2, 4\).*got shape \(2, 5\)"):
+        smoothed_cross_entropy(torch.randn(2, 3, 4), torch.zeros(2, 5, dtype=torch.long))
+
+
+def test_inputs_not_modified() -> None:
+    logits = torch.randn(4, 3)
+    target = torch.tensor([0, -100, 2, 1])
+    saved = logits.clone(), target.clone()
+    smoothed_cross_entropy(logits, target, 0.1)
+    assert torch.equal(logits, saved[0]) and torch.equal(target, saved[1])

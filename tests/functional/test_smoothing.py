@@ -1,0 +1,181 @@
+"""Tests for labelsmooth.functional.smoothing: one_hot, smooth_labels, smooth_binary_labels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import assert_close
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from labelsmooth.functional import one_hot, smooth_binary_labels, smooth_labels
+
+
+def seed_smooth_labels(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """The seed's definition, written the way Composer's ``smooth_labels`` computes it.
+
+    Index targets are one-hot encoded with ``F.one_hot`` (int64), the class axis moved to dim 1,
+    then ``targets * (1. - smoothing) + smoothing / n_classes``.
+    """
+    if target.dim() == logits.dim() - 1:
+        target = F.one_hot(target, logits.shape[1]).movedim(-1, 1)
+    return target * (1.0 - smoothing) + smoothing / logits.shape[1]
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (3, 4, 6, 5), (1, 1), (2, 10, 3)])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.37, 1.0])
+def test_smooth_labels_equals_seed_definition_exactly(shape: tuple[int, ...], smoothing: float) -> None:
+    logits = torch.randn(shape)
+    num_classes = shape[1]
+    index = torch.randint(num_classes, (shape[0], *shape[2:]))
+    expected = seed_smooth_labels(logits, index, smoothing)
+    assert torch.equal(smooth_labels(logits, index, smoothing), expected)
+    dense = F.one_hot(index, num_classes).movedim(-1, 1).float()
+    assert torch.equal(smooth_labels(logits, dense, smoothing), seed_smooth_labels(logits, dense, smoothing))
+
+
+def test_smooth_labels_hand_computed() -> None:
+    out = smooth_labels(torch.zeros(2, 4), torch.tensor([0, 3]), smoothing=0.2)
+    expected = torch.tensor([[0.85, 0.05, 0.05, 0.05], [0.05, 0.05, 0.05, 0.85]])
+    assert_close(out, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_smooth_labels_keeps_logits_dtype(dtype: torch.dtype) -> None:
+    logits = torch.randn(5, 3, dtype=dtype)
+    out = smooth_labels(logits, torch.tensor([0, 1, 2, 0, 1]), 0.1)
+    assert out.dtype == dtype
+    reference = F.one_hot(torch.tensor([0, 1, 2, 0, 1]), 3).double() * 0.9 + 0.1 / 3
+    assert_close(out, reference.to(dtype), dtype)
+
+
+def test_smooth_labels_soft_targets_are_smoothed_as_distributions() -> None:
+    logits = torch.randn(4, 6)
+    soft = torch.softmax(torch.randn(4, 6), dim=1)
+    out = smooth_labels(logits, soft, 0.3)
+    assert_close(out, 0.7 * soft + 0.05)
+    assert_close(out.sum(1), torch.ones(4))
+
+
+def test_smoothing_extremes() -> None:
+    logits = torch.randn(6, 4)
+    y = torch.randint(4, (6,))
+    assert torch.equal(smooth_labels(logits, y, 0.0), F.one_hot(y, 4).float())
+    assert torch.equal(smooth_labels(logits, y, 1.0), torch.full((6, 4), 0.25))
+
+
+@given(
+    batch=st.integers(1, 5), classes=st.integers(1, 7), extra=st.lists(st.integers(1, 3), max_size=2),
+    smoothing=st.floats(0.0, 1.0), seed=st.integers(0, 2**16),
+)
+@settings(max_examples=40, deadline=None)
+def test_rows_sum_to_one_and_class_axis_moves(
+    batch: int, classes: int, extra: list[int], smoothing: float, seed: int,
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, classes, *extra, generator=gen, dtype=torch.float64)
+    y = torch.randint(classes, (batch, *extra), generator=gen)
+    out = smooth_labels(logits, y, smoothing)
+    assert_close(out.sum(1), torch.ones(batch, *extra, dtype=torch.float64))
+    last = smooth_labels(logits.movedim(1, -1), y, smoothing, class_dim=-1)
+    assert torch.equal(last.movedim(-1, 1), out)
+
+
+def test_ignore_index_rows_are_zero() -> None:
+    logits = torch.randn(2, 3, 2, 2)
+    y = torch.tensor([[[0, 255], [2, 1]], [[255, 255], [1, 0]]])
+    out = smooth_labels(logits, y, 0.1, ignore_index=255)
+    ignored = (y == 255).unsqueeze(1).expand_as(out)
+    assert torch.all(out[ignored] == 0)
+    assert_close(out.sum(1)[y != 255], torch.ones(int((y != 255).sum())))
+    kept = y != 255
+    reference = seed_smooth_labels(logits, y.masked_fill(~kept, 0), 0.1)
+    assert torch.equal(out.movedim(1, -1)[kept], reference.movedim(1, -1)[kept])
+
+
+def test_inputs_are_not_modified() -> None:
+    logits = torch.randn(4, 3)
+    y = torch.tensor([0, -1, 2, 1])
+    logits_copy, y_copy = logits.clone(), y.clone()
+    smooth_labels(logits, y, 0.1, ignore_index=-1)
+    assert torch.equal(logits, logits_copy) and torch.equal(y, y_copy)
+
+
+def test_one_hot_class_dim_and_ignore_index() -> None:
+    y = torch.tensor([[1, 0], [-100, 2]])
+    out = one_hot(y, 3, class_dim=-1, ignore_index=-100, dtype=torch.float64)
+    expected = torch.tensor(
+        [[[0, 1, 0], [1, 0, 0]], [[0, 0, 0], [0, 0, 1]]], dtype=torch.float64)
+    assert torch.equal(out, expected)
+    assert torch.equal(one_hot(y.clamp(min=0), 3), F.one_hot(y.clamp(min=0), 3).movedim(-1, 1).float())
+
+
+def test_one_hot_scalar_target() -> None:
+    assert torch.equal(one_hot(torch.tensor(2), 4), torch.tensor([0.0, 0.0, 1.0, 0.0]))
+
+
+def test_smooth_binary_labels_keras_convention() -> None:
+    t = torch.tensor([1.0, 0.0, 0.5])
+    assert_close(smooth_binary_labels(t, 0.2), torch.tensor([0.9, 0.1, 0.5]))
+    out = smooth_binary_labels(torch.tensor([True, False]), 0.1)
+    assert out.dtype == torch.get_default_dtype()
+    assert_close(out, torch.tensor([0.95, 0.05]))
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("smoothing", [-0.1, 1.5, float("nan"), float("inf")])
+def test_bad_smoothing_value(smoothing: float) -> None:
+    with pytest.raises(ValueError, match=r"smoothing: expected a real number in \[0, 1\], got"):
+        smooth_labels(torch.randn(2, 3), torch.tensor([0, 1]), smoothing)
+
+
+@pytest.mark.parametrize("smoothing", [True, "0.1", torch.tensor(0.1)])
+def test_bad_smoothing_type(smoothing: object) -> None:
+    with pytest.raises(TypeError, match="smoothing: expected a real number"):
+        smooth_labels(torch.randn(2, 3), torch.tensor([0, 1]), smoothing)  # type: ignore[arg-type]
+
+
+def test_out_of_range_index() -> None:
+    with pytest.raises(ValueError, match=r"targets: expected class indices in \[0, 3\), got 3 at position \(1,\)"):
+        smooth_labels(torch.randn(2, 3), torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match=r"or ignore_index=-1, got -2"):
+        smooth_labels(torch.randn(2, 3), torch.tensor([-1, -2]), ignore_index=-1)
+
+
+def test_shape_mismatch_shows_both_shapes() -> None:
+    with pytest.raises(ValueError, match=r"targets: expected class indices of shape \(4,\) or dense targets "
+                                         r"of shape \(4, 3\).*got shape \(5,\)"):
+        smooth_labels(torch.randn(4, 3), torch.zeros(5, dtype=torch.long))
+
+
+def test_dense_wrong_class_count() -> None:
+    with pytest.raises(ValueError, match=r"targets: expected dense targets with 3 classes on dim 1.*got 4 classes"):
+        smooth_labels(torch.randn(4, 3), torch.rand(4, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_non_floating_logits(dtype: torch.dtype) -> None:
+    with pytest.raises(TypeError, match="logits: expected a floating-point tensor"):
+        smooth_labels(torch.zeros(2, 3, dtype=dtype), torch.tensor([0, 1]))
+
+
+def test_float_index_targets_rejected() -> None:
+    with pytest.raises(TypeError, match=r"targets: expected an integer tensor of class indices, got dtype torch\.float32"):
+        smooth_labels(torch.randn(2, 3), torch.tensor([0.0, 1.0]))
+
+
+def test_one_hot_bad_num_classes() -> None:
+    with pytest.raises(ValueError, match="num_classes: expected an int >= 1, got 0"):
+        one_hot(torch.tensor([0]), 0)
+
+
+def test_bad_class_dim() -> None:
+    with pytest.raises(ValueError, match=r"class_dim: expected a dimension in \[-2, 1\] for a 2-d input, got 2"):
+        smooth_labels(torch.randn(2, 3), torch.tensor([0, 1]), class_dim=2)
+
+
+def test_empty_batch() -> None:
+    out = smooth_labels(torch.randn(0, 3), torch.zeros(0, dtype=torch.long))
+    assert out.shape == (0, 3)

@@ -1,0 +1,51 @@
+"""Tests for labelsmooth.losses: the modules delegate to the functionals and hold their config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import assert_close
+
+from labelsmooth import SmoothedBCEWithLogitsLoss, SmoothedCrossEntropyLoss, SoftCrossEntropyLoss
+
+
+def test_smoothed_cross_entropy_loss_is_a_drop_in_for_pytorch() -> None:
+    weight = torch.rand(5) + 0.1
+    ours = SmoothedCrossEntropyLoss(0.2, weight=weight, ignore_index=3, reduction="sum")
+    theirs = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=3, reduction="sum", label_smoothing=0.2)
+    x, y = torch.randn(6, 5, 2), torch.randint(5, (6, 2))
+    assert_close(ours(x, y), theirs(x, y))
+    assert "weight" in dict(ours.named_buffers())
+
+
+def test_soft_cross_entropy_loss_class_dim() -> None:
+    x, y = torch.randn(4, 3, 6), torch.randint(6, (4, 3))
+    module = SoftCrossEntropyLoss(class_dim=-1, reduction="none")
+    assert_close(module(x, y), F.cross_entropy(x.movedim(-1, 1), y, reduction="none"))
+
+
+def test_smoothed_bce_loss() -> None:
+    x, t = torch.randn(4, 3), torch.randint(2, (4, 3)).float()
+    pos_weight = torch.tensor([1.0, 2.0, 0.5])
+    module = SmoothedBCEWithLogitsLoss(0.1, pos_weight=pos_weight)
+    assert_close(module(x, t), F.binary_cross_entropy_with_logits(x, t * 0.9 + 0.05, pos_weight=pos_weight))
+
+
+def test_modules_move_with_to() -> None:
+    module = SmoothedCrossEntropyLoss(weight=torch.ones(3)).to(torch.float64)
+    assert module.weight is not None and module.weight.dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    ("factory", "error", "message"),
+    [
+        (lambda: SmoothedCrossEntropyLoss(1.2), ValueError, r"smoothing: expected a real number in \[0, 1\], got 1.2"),
+        (lambda: SmoothedCrossEntropyLoss(reduction="avg"), ValueError, "reduction: expected one of"),
+        (lambda: SoftCrossEntropyLoss(ignore_index=1.5), TypeError, "ignore_index: expected an int, got 1.5"),
+        (lambda: SmoothedBCEWithLogitsLoss(-0.5), ValueError, "smoothing: expected a real number"),
+    ],
+)
+def test_bad_configuration(factory, error, message) -> None:
+    with pytest.raises(error, match=message):
+        factory()

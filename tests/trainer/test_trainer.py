@@ -1,0 +1,418 @@
+"""The Trainer end to end: LabelSmoothing inside the loop, event order, the loss, precision,
+microbatches, both model protocols, metrics, logging, and every bad-input case."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny_task import NUM_CLASSES, make_dataset, make_loader, make_model
+
+from labelsmooth import LabelSmoothing, Trainer
+from labelsmooth.trainer import (
+    Algorithm,
+    Callback,
+    Event,
+    NonFiniteLossError,
+    State,
+    TargetStage,
+    map_targets,
+)
+from labelsmooth.trainer.checkpoint import load_checkpoint
+
+
+def _trainer(model: torch.nn.Module | None = None, loader: Any = None, **kwargs: Any) -> Trainer:
+    options: dict[str, Any] = {"max_duration": "1ep", "device": "cpu", "progress_bar": False}
+    options.update(kwargs)
+    return Trainer(model if model is not None else make_model(),
+                   loader if loader is not None else make_loader(make_dataset(32)), **options)
+
+
+class EventRecorder(Callback):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def run_event(self, event: Event, state: State, logger: Any) -> None:
+        self.events.append(event.value)
+
+
+class LossInspector(Callback):
+    """Keeps each batch's target object at AFTER_DATALOADER and checks it at AFTER_LOSS."""
+
+    def __init__(self, smoothing: float) -> None:
+        self.smoothing = smoothing
+        self.checked = 0
+
+    def after_dataloader(self, state: State, logger: Any) -> None:
+        self.targets, self.values = state.batch[1], state.batch[1].clone()
+
+    def after_loss(self, state: State, logger: Any) -> None:
+        assert state.batch[1] is self.targets
+        assert torch.equal(state.batch[1], self.values)
+        expected = F.cross_entropy(state.outputs, self.targets, label_smoothing=self.smoothing)
+        torch.testing.assert_close(state.loss, expected)
+        self.checked += 1
+
+
+def test_label_smoothing_in_the_loop_restores_targets_and_matches_torch_loss() -> None:
+    inspector = LossInspector(0.2)
+    _trainer(max_duration="2ep", algorithms=[LabelSmoothing(smoothing=0.2)],
+             callbacks=[inspector]).fit()
+    assert inspector.checked == 4
+
+
+def test_without_algorithms_the_loss_is_plain_cross_entropy() -> None:
+    inspector = LossInspector(0.0)
+    _trainer(callbacks=[inspector]).fit()
+    assert inspector.checked == 2
+
+
+def test_short_run_learns_the_task_with_label_smoothing() -> None:
+    data, model = make_dataset(256), make_model()
+    trainer = _trainer(model, make_loader(data, 32, shuffle=True), max_duration="10ep",
+                       optimizers=torch.optim.Adam(model.parameters(), lr=0.02),
+                       algorithms=[LabelSmoothing(0.1)], seed=0,
+                       eval_dataloader=make_loader(make_dataset(128, seed=1), 64), eval_interval="10ep")
+    trainer.fit()
+    train = [r for r in trainer.history if r["split"] == "train"]
+    assert train[-1]["loss"] < train[0]["loss"]
+    final = [r for r in trainer.history if r["split"] == "eval"][-1]
+    assert final["accuracy"] > 0.85, final
+
+
+def test_events_fire_in_composer_order() -> None:
+    recorder = EventRecorder()
+    _trainer(make_model(), make_loader(make_dataset(16), 8), max_duration="2ep", grad_accum=2,
+             callbacks=[recorder], eval_dataloader=make_loader(make_dataset(8), 8)).fit()
+    micro = ["before_forward", "after_forward", "before_loss", "after_loss", "before_backward",
+             "after_backward"]
+    batch = ["before_dataloader", "after_dataloader", "batch_start", *micro, *micro, "batch_end"]
+    evaluation = ["eval_start", "eval_batch_start", "eval_before_forward", "eval_after_forward",
+                  "eval_batch_end", "eval_end"]
+    epoch = ["epoch_start", *batch, *batch, "epoch_end", *evaluation]
+    assert recorder.events == ["init", "fit_start", *epoch, *epoch, "fit_end"]
+
+
+class Nested(Algorithm):
+    """Records the order it runs in and checks the batch's target at each loss event."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+
+    def match(self, event: Event, state: State) -> bool:
+        return event in (Event.BEFORE_LOSS, Event.AFTER_LOSS, Event.AFTER_FORWARD)
+
+    def apply(self, event: Event, state: State, logger: Any) -> None:
+        self.log.append(f"{self.name}:{event.value}")
+
+
+def test_after_events_run_first_in_last_out_with_two_algorithms() -> None:
+    log: list[str] = []
+    _trainer(make_model(), make_loader(make_dataset(8), 8),
+             algorithms=[Nested("a", log), Nested("b", log)]).fit()
+    assert log == ["b:after_forward", "a:after_forward", "a:before_loss", "b:before_loss",
+                   "b:after_loss", "a:after_loss"]
+
+
+def test_after_loss_runs_and_targets_come_back_when_the_loss_raises() -> None:
+    seen: list[torch.Tensor] = []
+
+    class Watch(Callback):
+        def after_dataloader(self, state: State, logger: Any) -> None:
+            self.targets = state.batch[1]
+
+        def after_loss(self, state: State, logger: Any) -> None:
+            seen.append(state.batch[1])
+            assert state.batch[1] is self.targets
+
+    def exploding_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        assert targets.is_floating_point()  # smoothed when the loss runs
+        raise RuntimeError("loss exploded")
+
+    with pytest.raises(RuntimeError, match="loss exploded"):
+        _trainer(loss_fn=exploding_loss, algorithms=[LabelSmoothing(0.1)], callbacks=[Watch()]).fit()
+    assert len(seen) == 1 and not seen[0].is_floating_point()
+
+
+def test_grad_accum_gives_the_full_batch_update() -> None:
+    data = make_dataset(24, dtype=torch.float64)
+    results = []
+    for grad_accum in (1, 3):
+        model = make_model(dtype=torch.float64)
+        _trainer(model, make_loader(data, 12), grad_accum=grad_accum, algorithms=[LabelSmoothing(0.1)],
+                 optimizers=torch.optim.SGD(model.parameters(), lr=0.5)).fit()
+        results.append(torch.nn.utils.parameters_to_vector(model.parameters()))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-12)
+
+
+class ComposerStyle(torch.nn.Module):
+    """Composer's protocol: forward(batch) and a loss(outputs, batch) method; dict batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = make_model()
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"logits": self.net(batch["x"])}
+
+    def loss(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(outputs["logits"], batch["labels"])
+
+
+def _dict_loader(n: int = 32) -> Any:
+    data = make_dataset(n)
+    return torch.utils.data.DataLoader(
+        [{"x": x, "labels": y} for x, y in zip(data.tensors[0], data.tensors[1], strict=True)],
+        batch_size=16)
+
+
+def test_composer_protocol_model_with_label_smoothing() -> None:
+    checked = []
+
+    class Check(Callback):
+        def after_dataloader(self, state: State, logger: Any) -> None:
+            self.labels = state.batch["labels"]
+
+        def after_loss(self, state: State, logger: Any) -> None:
+            assert state.batch["labels"] is self.labels
+            expected = F.cross_entropy(state.outputs["logits"], self.labels, label_smoothing=0.3)
+            torch.testing.assert_close(state.loss, expected)
+            checked.append(True)
+
+    trainer = _trainer(ComposerStyle(), _dict_loader(), target_key="labels",
+                       algorithms=[LabelSmoothing(0.3, target_key="labels")], callbacks=[Check()],
+                       eval_dataloader=_dict_loader(16))
+    trainer.fit()
+    assert len(checked) == 2
+    assert {r["split"] for r in trainer.history} == {"train", "eval"}
+
+
+def test_a_module_with_a_loss_submodule_is_called_on_inputs() -> None:
+    class WithLossModule(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = make_model()
+            self.loss = torch.nn.CrossEntropyLoss()  # a submodule, not Composer's loss method
+
+        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+            assert isinstance(inputs, torch.Tensor)
+            return self.net(inputs)
+
+    inspector = LossInspector(0.0)
+    _trainer(WithLossModule(), callbacks=[inspector]).fit()
+    assert inspector.checked == 2
+
+
+def test_two_loss_components_are_summed_with_their_weights() -> None:
+    """A transform with two components: the loss is sum_k w_k loss(outputs, t_k)."""
+    permutation = torch.tensor([1, 0, 3, 2, 5, 4, 7, 6])
+
+    class Split(Algorithm):
+        def match(self, event: Event, state: State) -> bool:
+            return event in (Event.BEFORE_LOSS, Event.AFTER_LOSS)
+
+        def apply(self, event: Event, state: State, logger: Any) -> None:
+            if event == Event.BEFORE_LOSS:
+                state.add_target_transform(self, TargetStage.MIX, lambda comps: [
+                    (w * 0.75, t) for w, t in comps] + [(w * 0.25, t[permutation]) for w, t in comps])
+            else:
+                state.remove_target_transform(self)
+
+    class Check(Callback):
+        def before_loss(self, state: State, logger: Any) -> None:
+            self.targets = state.target_components[0].target  # type: ignore[index]
+
+        def after_loss(self, state: State, logger: Any) -> None:
+            y, out, s = state.batch[1], state.outputs, 0.1
+            expected = (0.75 * F.cross_entropy(out, y, label_smoothing=s)
+                        + 0.25 * F.cross_entropy(out, y[permutation], label_smoothing=s))
+            torch.testing.assert_close(state.loss, expected)
+            self.checked = True
+
+    check = Check()
+    for algorithms in ([Split(), LabelSmoothing(0.1)], [LabelSmoothing(0.1), Split()]):
+        check.checked = False
+        _trainer(make_model(), make_loader(make_dataset(8), 8), algorithms=algorithms,
+                 callbacks=[check]).fit()
+        assert check.checked
+
+
+def test_bf16_autocast_runs_the_model_in_bfloat16() -> None:
+    dtypes = []
+
+    class Dtype(Callback):
+        def after_forward(self, state: State, logger: Any) -> None:
+            dtypes.append(state.outputs.dtype)
+
+    model = make_model()
+    trainer = _trainer(model, precision="bf16", algorithms=[LabelSmoothing(0.1)], callbacks=[Dtype()])
+    trainer.fit()
+    assert dtypes == [torch.bfloat16, torch.bfloat16]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert math.isfinite(trainer.history[-1]["loss"])
+
+
+def test_max_duration_in_batches_stops_mid_epoch() -> None:
+    trainer = _trainer(make_model(), make_loader(make_dataset(64), 8), max_duration="5ba")
+    trainer.fit()
+    stamp = trainer.state.timestamp
+    assert (stamp.epoch, stamp.batch, stamp.batch_in_epoch, stamp.sample) == (0, 5, 5, 40)
+    assert [r["split"] for r in trainer.history] == ["train"]
+    trainer.fit()  # already done: nothing more
+    assert trainer.state.timestamp.batch == 5
+
+
+def test_schedulers_step_after_every_batch() -> None:
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    trainer = _trainer(model, make_loader(make_dataset(32), 8), optimizers=optimizer,
+                       schedulers=scheduler)
+    trainer.fit()
+    assert optimizer.param_groups[0]["lr"] == 0.5**4
+    assert trainer.history[-1]["lr"] == 0.5**4
+
+
+def test_log_file_gets_one_json_record_per_epoch_and_evaluation(tmp_path: Any) -> None:
+    log_file = tmp_path / "run" / "log.jsonl"
+    _trainer(max_duration="2ep", log_file=log_file, eval_dataloader=make_loader(make_dataset(8))).fit()
+    records = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert [(r["split"], r["epoch"]) for r in records] == [
+        ("train", 1), ("eval", 1), ("train", 2), ("eval", 2)]
+    assert set(records[0]) == {"epoch", "batch", "sample", "split", "loss", "accuracy", "ece",
+                               "nll", "lr"}
+    assert set(records[1]) == {"epoch", "batch", "sample", "split", "accuracy", "ece", "nll"}
+
+
+def test_progress_bar_shows_epoch_and_loss(capsys: Any) -> None:
+    _trainer(progress_bar=True).fit()
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "epoch 1" in text and "loss" in text and "2/2" in text
+
+
+def test_nothing_the_user_passed_is_mutated() -> None:
+    data = make_dataset(32)
+    inputs, targets = (t.clone() for t in data.tensors)
+    loader = make_loader(data, 8, shuffle=True)
+    sampler = loader.sampler
+    algorithms = [LabelSmoothing(0.1)]
+    listed = list(algorithms)
+    Trainer(make_model(), loader, max_duration="1ep", algorithms=algorithms, progress_bar=False,
+            device="cpu", grad_accum=2).fit()
+    assert torch.equal(data.tensors[0], inputs) and torch.equal(data.tensors[1], targets)
+    assert loader.sampler is sampler and algorithms == listed
+    assert algorithms[0].smoothing == 0.1
+
+
+class BadAlgorithm(Algorithm):
+    """Registers a target transform and never removes it."""
+
+    def match(self, event: Event, state: State) -> bool:
+        return event == Event.BEFORE_LOSS
+
+    def apply(self, event: Event, state: State, logger: Any) -> None:
+        state.add_target_transform(self, TargetStage.SMOOTH, map_targets(lambda t: t))
+
+
+def test_a_transform_left_registered_after_the_loss_raises() -> None:
+    with pytest.raises(RuntimeError, match="target transforms still registered after AFTER_LOSS"):
+        _trainer(algorithms=[BadAlgorithm()]).fit()
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+def test_unknown_duration_string_raises() -> None:
+    with pytest.raises(ValueError, match="max_duration: expected an int number of epochs or a string"):
+        _trainer(max_duration="10 epochs")
+    with pytest.raises(ValueError, match="eval_interval: expected"):
+        _trainer(eval_interval="1 epoch")
+    with pytest.raises(ValueError, match="save_interval: expected"):
+        _trainer(save_interval="3x")
+
+
+def test_empty_dataloader_raises() -> None:
+    empty = make_loader(make_dataset(0))
+    with pytest.raises(ValueError, match="train_dataloader: expected a dataloader that yields at least one batch"):
+        _trainer(loader=empty).fit()
+    trainer = _trainer(eval_dataloader=empty)
+    with pytest.raises(ValueError, match="eval_dataloader: expected a dataloader that yields at least one batch"):
+        trainer.eval()
+
+
+def test_missing_target_key_raises() -> None:
+    with pytest.raises(ValueError, match="target_key: expected an index, key or attribute of the batch"):
+        _trainer(algorithms=[LabelSmoothing(0.1, target_key=2)]).fit()
+    with pytest.raises(ValueError, match="target_key: expected an index, key or attribute of the batch"):
+        _trainer(ComposerStyle(), _dict_loader(), target_key="y").fit()
+
+
+def test_outputs_with_no_logits_raise() -> None:
+    class NoLogits(ComposerStyle):
+        def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {"scores": self.net(batch["x"])}
+
+        def loss(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return F.cross_entropy(outputs["scores"], batch["labels"])
+
+    with pytest.raises(TypeError, match=r"state\.outputs: expected a logits tensor"):
+        _trainer(NoLogits(), _dict_loader(), target_key="labels",
+                 algorithms=[LabelSmoothing(target_key="labels")]).fit()
+    with pytest.raises(TypeError, match="outputs: expected a logits tensor"):
+        _trainer(NoLogits(), _dict_loader(), target_key="labels").fit()
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Any) -> None:
+    data = make_dataset(32)
+    data.tensors[0][20, 0] = float("nan")  # in the third batch of 8
+    model = make_model()
+    with pytest.raises(NonFiniteLossError, match=r"loss: expected a finite value at epoch 0, batch 3 of the epoch \(step 3\), got nan"):
+        _trainer(model, make_loader(data, 8), save_folder=tmp_path, save_interval="1ba",
+                 algorithms=[LabelSmoothing(0.1)]).fit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ep0-ba1.pt", "ep0-ba2.pt", "latest.pt"]
+    checkpoint = load_checkpoint(tmp_path / "latest.pt")
+    assert checkpoint["timestamp"]["batch"] == 2
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # no step was taken on NaN
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"precision": "fp8"}, ValueError, "precision: expected one of"),
+    ({"precision": "fp16"}, ValueError, "precision: expected 'fp32' or 'bf16' on a CPU"),
+    ({"grad_accum": 0}, ValueError, "grad_accum: expected an int >= 1"),
+    ({"grad_accum": 2.0}, TypeError, "grad_accum: expected an int"),
+    ({"algorithms": [object()]}, TypeError, r"algorithms\[0\]: expected an Algorithm"),
+    ({"callbacks": [LabelSmoothing()]}, TypeError, r"callbacks\[0\]: expected a Callback"),
+    ({"loss_fn": "cross_entropy"}, TypeError, "loss_fn: expected a callable"),
+    ({"device": "gpu7"}, ValueError, "device: expected 'auto', 'cpu'"),
+    ({"seed": -1}, ValueError, "seed: expected an int >= 0"),
+    ({"progress_bar": "yes"}, TypeError, "progress_bar: expected a bool"),
+    ({"target_key": 1.5}, TypeError, "target_key: expected an int index"),
+    ({"eval_dataloader": 3}, TypeError, "eval_dataloader: expected an iterable of batches"),
+])
+def test_bad_arguments_raise(kwargs: dict[str, Any], error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        _trainer(**kwargs)
+
+
+def test_bad_model_and_dataloader_raise() -> None:
+    with pytest.raises(TypeError, match=r"model: expected a torch\.nn\.Module"):
+        Trainer(lambda x: x, make_loader(make_dataset(8)), max_duration=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="train_dataloader: expected an iterable of batches"):
+        Trainer(make_model(), 5, max_duration=1)
+
+
+def test_eval_without_a_dataloader_and_batches_that_are_not_pairs_raise() -> None:
+    with pytest.raises(ValueError, match="eval_dataloader: expected a dataloader to evaluate on, got None"):
+        _trainer().eval()
+    triples = [(torch.randn(6), torch.tensor(0), torch.tensor(1))] * 4
+    with pytest.raises(ValueError, match=r"batch: expected an \(inputs, targets\) pair .*got a list of 3 items"):
+        _trainer(loader=torch.utils.data.DataLoader(triples, batch_size=2)).fit()
+
+
+def test_classes_match_the_task() -> None:
+    assert make_model()(torch.zeros(1, 6)).shape == (1, NUM_CLASSES)
