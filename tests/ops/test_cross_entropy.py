@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_close
 
 from labelsmooth._ops import choose_path, fused_smoothed_cross_entropy
 from labelsmooth._ops import cross_entropy as ce
-from helpers import assert_close
 
 IGNORE = -100
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -311,11 +311,34 @@ def test_choose_path_by_shape_and_device(monkeypatch):
     assert choose_path(4, 32000, torch.float16, torch.device("cuda")) == "chunked-softmax"
 
 
-def test_rows_per_chunk(monkeypatch):
+def test_chunk_plan(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert ce._rows_per_chunk(1024, 262144, 4) == 4  # 4 MiB
-    assert ce._rows_per_chunk(1024, 2**20, 4) == 2  # one row per chunk would leave a thread idle
-    assert ce._rows_per_chunk(8192, 1000, 4) == 256  # scratch within 1/32 of the logits
-    assert ce._rows_per_chunk(8192, 10, 4) % 2 == 0
+    assert ce._chunk_plan(1024, 262144, 4, cpu) == (2, 2)  # two worker threads, 2 MiB chunks
+    assert ce._chunk_plan(8192, 1000, 4, cpu) == (2, 128)  # scratch within 1/32 of the logits
+    assert ce._chunk_plan(8192, 10, 4, cpu)[0] == 2
+    assert ce._chunk_plan(4, 10, 4, cpu) == (1, 6552)  # one chunk: PyTorch's threads, even rows
+    assert ce._chunk_plan(1024, 262144, 4, cuda) == (1, 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert ce._rows_per_chunk(1024, 2**20, 4) == 1
+    assert ce._chunk_plan(1024, 2**20, 4, cpu) == (1, 1)
+
+
+def test_worker_threads_match_the_serial_pass_and_restore_the_thread_count(monkeypatch):
+    monkeypatch.setattr(ce, "_CHUNK_BYTES", 3 * 50 * 8)
+    monkeypatch.setattr(ce, "_MIN_CHUNK_BYTES", 0)
+    logits, target, weight = _make_case(41, 50, "some", True, seed=9)
+    results = {}
+    threads = torch.get_num_threads()
+    for workers in (1, 2, 3):
+        plan = ce._chunk_plan
+
+        def forced(*args, workers=workers, plan=plan):
+            return workers, plan(*args)[1]
+
+        monkeypatch.setattr(ce, "_chunk_plan", forced)
+        results[workers] = _ours(logits, target, 0.1, weight, "sum", torch.tensor(2.0))
+        monkeypatch.setattr(ce, "_chunk_plan", plan)
+        assert torch.get_num_threads() == threads
+    for workers in (2, 3):
+        assert_close(results[workers][0], results[1][0], what="loss")
+        assert_close(results[workers][1], results[1][1], what="gradient")

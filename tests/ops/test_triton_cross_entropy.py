@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_close
 
 from labelsmooth._ops import choose_path, fused_smoothed_cross_entropy
-from helpers import assert_close
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 ROOT = Path(__file__).resolve().parents[2]

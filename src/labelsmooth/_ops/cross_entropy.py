@@ -40,20 +40,22 @@ lose the small terms of ``sum exp`` long before that. Each chunk is therefore st
 float32 scratch buffer; all sums, the loss and the gradient are computed in float32, and only
 the gradient (bounded by ``max(a, b + s/C * max w) * r``) is rounded to the logits' dtype.
 
-The CPU path walks over chunks of rows small enough (``_CHUNK_BYTES``, see ``_rows_per_chunk``) that
-the log-probabilities stay in cache between the operations that read them: ``log_softmax`` into
-a reused scratch buffer, a gather and a row sum for the loss, then ``exp`` and one fused
-multiply-add written straight into the gradient rows (or back into the logits rows). The target
-entries of the gradient, which need the ``- b`` term, are fixed afterwards by one scatter.
+The CPU path walks over chunks of rows small enough (``_CHUNK_BYTES``, see ``_rows_per_chunk``)
+to stay in cache between the operations that read them (see ``_chunked_row_statistics``), on
+one worker thread per intra-op thread, each running single-threaded operators on whole chunks
+(see ``_chunk_plan`` for why). The target entries of the gradient, which need the ``- b`` term,
+are fixed afterwards by one indexed write.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import platform
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -67,10 +69,10 @@ __all__ = ["choose_path", "fused_smoothed_cross_entropy"]
 Path = Literal["triton", "chunked-softmax", "chunked-exp"]
 
 # Bytes of one chunk of float32 rows. A chunk is read from memory once and then re-read from
-# cache by the following operations (maxima, sums, softmax, scaling): it must fit the last-level
-# cache with its gradient rows. Measured on a 2-core EPYC (1 MiB L2 per core, 32 MiB L3): 2-8 MiB
-# equally fast, 256 KiB 1.5x slower (per-operation overhead), beyond 16 MiB slower again.
-_CHUNK_BYTES = 4 * 1024 * 1024
+# cache by the following operations (maxima, sums, softmax, scaling), each worker thread on its
+# own chunk. Measured on the 2-core EPYC (1 MiB L2 per core, 32 MiB L3), in place at
+# 4096 x 32000: 256 KiB 95 ms, 512 KiB-1 MiB 68 ms, 2 MiB 61 ms (per-operation overhead).
+_CHUNK_BYTES = 2 * 1024 * 1024
 # Scratch stays within 1/32 of the logits (the in-place path's memory promise) unless that
 # would make chunks smaller than this, where per-operation overhead would dominate.
 _MIN_CHUNK_BYTES = 256 * 1024
@@ -300,14 +302,67 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _rows_per_chunk(num_rows: int, num_classes: int, element_size: int) -> int:
+def _rows_per_chunk(num_rows: int, num_classes: int, element_size: int, workers: int) -> int:
+    """Rows per chunk: ``_CHUNK_BYTES`` of float32 rows, scratch within the logits' 1/32."""
     row_bytes = max(1, num_classes * element_size)
-    rows = min(_CHUNK_BYTES // row_bytes,
-               max(-(-num_rows // _SCRATCH_FRACTION), _MIN_CHUNK_BYTES // row_bytes))
-    # PyTorch's CPU softmax parallelises over rows only: a chunk needs at least one row per
-    # thread, and a multiple of the thread count so that no thread idles on the last row.
+    scratch_rows = -(-num_rows // (_SCRATCH_FRACTION * workers))
+    rows = max(1, min(_CHUNK_BYTES // row_bytes, max(scratch_rows, _MIN_CHUNK_BYTES // row_bytes)))
+    if workers > 1:
+        return rows
+    # One worker runs PyTorch's own multi-threaded operators, and its CPU softmax parallelises
+    # over rows only: a chunk needs a multiple of the thread count, or a thread idles.
     threads = max(1, torch.get_num_threads())
     return max(threads, rows - rows % threads)
+
+
+def _chunk_plan(num_rows: int, num_classes: int, element_size: int, device: torch.device
+                ) -> tuple[int, int]:
+    """``(workers, rows per chunk)``: one worker thread per intra-op thread on the CPU.
+
+    Why own threads: PyTorch parallelises each operator with OpenMP, ending every operator in
+    a barrier. A chunk of a few MiB takes a few microseconds per operator, and a barrier on a
+    core shared with any other busy process waits for a scheduler time slice (milliseconds):
+    measured on this project's 2-core machine with one niced busy process beside it, the
+    in-place pass over 1024 x 262144 went from 140 ms to 0.6-6.8 s. Instead each worker thread
+    runs whole chunks with single-threaded operators (no barrier) and takes the next chunk when
+    it is done, so a slowed core only does less of the work.
+    """
+    threads = max(1, torch.get_num_threads())
+    if device.type == "cpu" and threads > 1:
+        rows = _rows_per_chunk(num_rows, num_classes, element_size, threads)
+        if num_rows > rows:
+            return min(threads, -(-num_rows // rows)), rows
+    return 1, _rows_per_chunk(num_rows, num_classes, element_size, 1)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _single_threaded_worker() -> None:
+    # The first call initialises this thread's OpenMP settings from the global thread count;
+    # the second makes this thread's operators single-threaded (OpenMP's thread count is a
+    # per-thread setting). The global count is restored by the caller once every worker ran.
+    torch.get_num_threads()
+    torch.set_num_threads(1)
+
+
+def _run_workers(workers: int, task: Callable[[], None]) -> None:
+    """Run ``task`` on ``workers`` single-threaded worker threads and wait for all of them."""
+    pool = _POOLS.get(workers)
+    if pool is None:
+        pool = _POOLS[workers] = ThreadPoolExecutor(
+            workers, thread_name_prefix="labelsmooth-ce", initializer=_single_threaded_worker)
+    threads = torch.get_num_threads()
+    try:
+        for future in [pool.submit(task) for _ in range(workers)]:
+            future.result()
+    finally:
+        torch.set_num_threads(threads)
+
+
+if hasattr(os, "register_at_fork"):
+    # A forked child (e.g. a DataLoader worker) inherits the pools but not their threads.
+    os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def _forward(
@@ -401,15 +456,12 @@ def _chunked_row_statistics(
     num_rows, num_classes = logits.shape
     compute = _compute_dtype(logits.dtype)
     staged = compute != logits.dtype
-    rows = _rows_per_chunk(num_rows, num_classes, torch.finfo(compute).bits // 8)
+    workers, rows = _chunk_plan(num_rows, num_classes, torch.finfo(compute).bits // 8,
+                                logits.device)
     chunk = min(rows, num_rows)
-    # Scratch, reused by every chunk: the float32 copy of low-precision logits, and the
-    # probabilities when they cannot go straight into their destination.
-    staging = logits.new_empty((chunk, num_classes), dtype=compute) if staged else None
-    # Out of place in float32/float64 the probabilities go straight into the gradient rows.
+    # Out of place in float32/float64 the probabilities go straight into the gradient rows;
+    # otherwise (no gradient, in place, low precision) into a per-worker scratch buffer.
     probs_in_grad = grad is not None and not staged and grad.data_ptr() != logits.data_ptr()
-    probs_buffer = (grad if grad is not None and probs_in_grad
-                    else logits.new_empty((chunk, num_classes), dtype=compute))
     row_max = logits.new_empty((num_rows,), dtype=compute)
     normaliser = logits.new_empty((num_rows,), dtype=compute)
     weighted_logit_sum = logits.new_empty((num_rows,), dtype=compute)
@@ -419,40 +471,56 @@ def _chunked_row_statistics(
         prob_coef = coefficients.prob.unsqueeze(1)
         neg_uniform = -coefficients.uniform
         neg_uniform_column = neg_uniform.unsqueeze(1)
+    # Each chunk start is taken by exactly one worker: ``next`` on a shared range iterator is
+    # atomic under the GIL.
+    chunk_starts = iter(range(0, num_rows, rows))
 
-    for start in range(0, num_rows, rows):
-        stop = min(num_rows, start + rows)
-        x = logits[start:stop]
-        if staging is not None:
-            x = staging[: stop - start].copy_(x)
-        torch.amax(x, 1, out=row_max[start:stop])
-        if class_weight is None:
-            torch.sum(x, 1, out=weighted_logit_sum[start:stop])
-        else:
-            torch.mv(x, class_weight, out=weighted_logit_sum[start:stop])
-        torch.gather(x, 1, column_target[start:stop], out=target_logit[start:stop])
-        probs = probs_buffer[start:stop] if probs_in_grad else probs_buffer[: stop - start]
-        if use_softmax:
-            torch.softmax(x, 1, out=probs)
-            torch.amax(probs, 1, out=normaliser[start:stop])
-        else:
-            torch.sub(x, row_max[start:stop].unsqueeze(1), out=probs).exp_()
-            torch.sum(probs, 1, out=normaliser[start:stop])
-        if grad is None:
-            continue
-        rows_coef = prob_coef[start:stop]
-        if not use_softmax:
-            rows_coef = rows_coef / normaliser[start:stop].unsqueeze(1)
-        # Row-broadcast multiply and add are vectorised (addcmul with a broadcast column is not,
-        # it measured 6x slower). Low precision: scale in float32, round once into the gradient.
-        rows_grad = grad[start:stop]
-        scaled = probs.mul_(rows_coef) if staged else torch.mul(probs, rows_coef, out=rows_grad)
-        if class_weight is None:
-            scaled.add_(neg_uniform_column[start:stop])
-        else:
-            scaled.addr_(neg_uniform[start:stop], class_weight)
-        if staged:
-            rows_grad.copy_(scaled)
+    def process_chunks() -> None:
+        # Scratch reused by every chunk of this worker: the float32 copy of low-precision
+        # logits, and the probabilities when they cannot go straight into the gradient rows.
+        staging = logits.new_empty((chunk, num_classes), dtype=compute) if staged else None
+        probs_buffer = (grad if grad is not None and probs_in_grad
+                        else logits.new_empty((chunk, num_classes), dtype=compute))
+        with torch.no_grad():  # grad mode is per thread; out= and in-place writes need it off
+            for start in chunk_starts:
+                stop = min(num_rows, start + rows)
+                x = logits[start:stop]
+                if staging is not None:
+                    x = staging[: stop - start].copy_(x)
+                torch.amax(x, 1, out=row_max[start:stop])
+                if class_weight is None:
+                    torch.sum(x, 1, out=weighted_logit_sum[start:stop])
+                else:
+                    torch.mv(x, class_weight, out=weighted_logit_sum[start:stop])
+                torch.gather(x, 1, column_target[start:stop], out=target_logit[start:stop])
+                probs = probs_buffer[start:stop] if probs_in_grad else probs_buffer[: stop - start]
+                if use_softmax:
+                    torch.softmax(x, 1, out=probs)
+                    torch.amax(probs, 1, out=normaliser[start:stop])
+                else:
+                    torch.sub(x, row_max[start:stop].unsqueeze(1), out=probs).exp_()
+                    torch.sum(probs, 1, out=normaliser[start:stop])
+                if grad is None:
+                    continue
+                rows_coef = prob_coef[start:stop]
+                if not use_softmax:
+                    rows_coef = rows_coef / normaliser[start:stop].unsqueeze(1)
+                # Row-broadcast multiply and add are vectorised (addcmul with a broadcast
+                # column is not: 6x slower). Low precision: scale in float32, round once.
+                rows_grad = grad[start:stop]
+                scaled = (probs.mul_(rows_coef) if staged
+                          else torch.mul(probs, rows_coef, out=rows_grad))
+                if class_weight is None:
+                    scaled.add_(neg_uniform_column[start:stop])
+                else:
+                    scaled.addr_(neg_uniform[start:stop], class_weight)
+                if staged:
+                    rows_grad.copy_(scaled)
+
+    if workers == 1:
+        process_chunks()
+    else:
+        _run_workers(workers, process_chunks)
 
     # softmax: the normaliser is max_c p_c = 1 / sum_c exp(x_c - m); exp: it is that sum.
     log_normaliser = torch.log(normaliser)
