@@ -49,11 +49,7 @@ are fixed afterwards by one indexed write.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
-import platform
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, NamedTuple
@@ -77,14 +73,6 @@ _CHUNK_BYTES = 2 * 1024 * 1024
 # would make chunks smaller than this, where per-operation overhead would dominate.
 _MIN_CHUNK_BYTES = 256 * 1024
 _SCRATCH_FRACTION = 32
-
-# Transparent huge pages for the gradient buffer (see ``_empty_gradient``): 2 MiB pages, the
-# Linux value of MADV_HUGEPAGE on the architectures where it is 14, and the smallest buffer
-# worth advising.
-_HUGE_PAGE = 2 * 1024 * 1024
-_MADV_HUGEPAGE = 14
-_MADV_HUGEPAGE_ARCHES = frozenset({"x86_64", "aarch64", "arm64", "ppc64le", "riscv64", "s390x"})
-_HUGE_PAGE_MIN_BYTES = 4 * _HUGE_PAGE
 
 # PyTorch's CPU softmax kernel vectorises along a row: from this many classes on it beats the
 # unfused ``exp(x - m)`` / row-sum pair (its exp is also cheaper than ``torch.exp``); on short
@@ -230,7 +218,10 @@ class _FusedSmoothedCrossEntropy(torch.autograd.Function):
     ) -> Tensor:
         # In place, the writes go through ``out=`` views of ``logits``, which bump its version
         # counter: any other autograd node that saved ``logits`` then refuses to run backward.
-        grad = logits if inplace else _empty_gradient(logits)
+        # Out of place the gradient is the one fresh M x C allocation. (Transparent huge pages
+        # for it measured faster in a tight loop but 2-5x slower and erratic when other
+        # allocations come between calls on a virtual machine, so it is a plain buffer.)
+        grad = logits if inplace else torch.empty_like(logits, memory_format=torch.contiguous_format)
         loss = _forward(logits, target, smoothing, weight, ignore_index, reduction, grad, path)
         ctx.save_for_backward(grad)
         ctx.reduction = reduction
@@ -261,41 +252,6 @@ class _FusedSmoothedCrossEntropy(torch.autograd.Function):
             grad.mul_(grad_output.to(grad.dtype))
             ctx.gradient_scaled = True
         return grad, None, None, None, None, None, None, None
-
-
-def _empty_gradient(logits: Tensor) -> Tensor:
-    """The one ``M x C`` buffer of the out-of-place path, backed by huge pages where possible.
-
-    Fresh memory costs a page fault per 4 KiB page on its first write; for a gradient of
-    hundreds of MiB that is most of the out-of-place time (measured at 4096 x 32000 float32:
-    185 ms to fill fresh memory, 30 ms to fill touched memory, 50 ms with huge pages). On Linux
-    the buffer is advised ``MADV_HUGEPAGE`` (transparent huge pages in ``madvise`` mode), which
-    faults 2 MiB at a time; the buffer is written in full, so no memory is wasted. Elsewhere,
-    or where the advice is refused, it is an ordinary allocation.
-    """
-    grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
-    size = grad.numel() * grad.element_size()
-    madvise = _madvise()
-    if madvise is not None and grad.device.type == "cpu" and size >= _HUGE_PAGE_MIN_BYTES:
-        start = -(-grad.data_ptr() // _HUGE_PAGE) * _HUGE_PAGE
-        stop = (grad.data_ptr() + size) // _HUGE_PAGE * _HUGE_PAGE
-        if stop > start:
-            madvise(start, stop - start, _MADV_HUGEPAGE)  # advice only: failure changes nothing
-    return grad
-
-
-@functools.cache
-def _madvise() -> Callable[[int, int, int], int] | None:
-    if not sys.platform.startswith("linux") or platform.machine() not in _MADV_HUGEPAGE_ARCHES:
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    function.restype = ctypes.c_int
-    advise: Callable[[int, int, int], int] = function
-    return advise
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
