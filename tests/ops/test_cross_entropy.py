@@ -61,6 +61,7 @@ def path(request, monkeypatch):
                         else 1 << 30)
     monkeypatch.setattr(ce, "_CHUNK_BYTES", 4 * 11 * 8)
     monkeypatch.setattr(ce, "_MIN_CHUNK_BYTES", 0)
+    monkeypatch.setattr(ce, "_WORKER_MIN_BYTES", 0)  # the grid runs on the worker threads
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     return request.param
 
@@ -315,9 +316,12 @@ def test_chunk_plan(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert ce._chunk_plan(1024, 262144, 4, cpu) == (2, 2)  # two worker threads, 2 MiB chunks
-    assert ce._chunk_plan(8192, 1000, 4, cpu) == (2, 128)  # scratch within 1/32 of the logits
-    assert ce._chunk_plan(8192, 10, 4, cpu)[0] == 2
-    assert ce._chunk_plan(4, 10, 4, cpu) == (1, 6552)  # one chunk: PyTorch's threads, even rows
+    assert ce._chunk_plan(4096, 32000, 4, cpu) == (2, 16)
+    assert ce._chunk_plan(65536, 1000, 4, cpu) == (2, 524)
+    assert ce._chunk_plan(20000, 1000, 4, cpu) == (2, 313)  # scratch within 1/32 of the logits
+    # Small problems: PyTorch's threads inside each chunk, rows a multiple of the thread count.
+    assert ce._chunk_plan(8192, 1000, 4, cpu) == (1, 256)
+    assert ce._chunk_plan(8192, 10, 4, cpu) == (1, 6552)
     assert ce._chunk_plan(1024, 262144, 4, cuda) == (1, 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert ce._chunk_plan(1024, 2**20, 4, cpu) == (1, 1)
@@ -326,6 +330,7 @@ def test_chunk_plan(monkeypatch):
 def test_worker_threads_match_the_serial_pass_and_restore_the_thread_count(monkeypatch):
     monkeypatch.setattr(ce, "_CHUNK_BYTES", 3 * 50 * 8)
     monkeypatch.setattr(ce, "_MIN_CHUNK_BYTES", 0)
+    monkeypatch.setattr(ce, "_WORKER_MIN_BYTES", 0)
     logits, target, weight = _make_case(41, 50, "some", True, seed=9)
     results = {}
     threads = torch.get_num_threads()
