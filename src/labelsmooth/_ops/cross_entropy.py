@@ -124,7 +124,7 @@ def fused_smoothed_cross_entropy(
 
     Args:
         logits: ``(M, C)`` floating logits, class dimension last. Any strides; non-contiguous
-            logits are copied first.
+            logits are copied first (and ``inplace_backward`` then writes into that copy).
         target: ``(M,)`` int64 class indices in ``[0, C)`` or equal to ``ignore_index``.
         smoothing: ``s`` in ``[0, 1]``.
         weight: ``(C,)`` floating class weights, or None. It receives no gradient.
