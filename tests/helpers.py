@@ -1,6 +1,13 @@
-"""Shared test helpers: one dtype-to-tolerance table and an assertion that shows mismatches."""
+"""Shared test helpers: one dtype-to-tolerance table and an assertion that shows mismatches.
+
+Low-precision results are best compared against a float64 reference computed from the same
+(rounded) inputs: the tolerance then only has to cover float32 accumulation and the one rounding
+of the result to its dtype.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -20,10 +27,45 @@ def tolerance(dtype: torch.dtype) -> dict[str, float]:
     return {"rtol": rtol, "atol": atol}
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None) -> None:
-    """``torch.testing.assert_close`` with the table's tolerance (NaN equal to NaN).
+def _looser(first: torch.dtype, second: torch.dtype) -> torch.dtype:
+    known = [d for d in (first, second) if d in TOLERANCES]
+    return max(known, key=lambda d: TOLERANCES[d]) if known else torch.float32
 
-    Its message lists the greatest mismatch and how many elements differ.
+
+def assert_close(
+    actual: Any,
+    expected: Any,
+    dtype: torch.dtype | None = None,
+    *,
+    what: str = "values",
+    shown: int = 5,
+) -> None:
+    """Assert ``|actual - expected| <= atol + rtol * |expected|`` elementwise, NaN equal to NaN.
+
+    ``dtype`` picks the tolerance (default: the less precise of the two tensors' dtypes, so a
+    float32 result checked against a float64 reference gets float32's). Both are compared in
+    float64 on the CPU. On failure the message lists how many elements differ and the first
+    ``shown`` mismatching indices with both values.
     """
-    dtype = dtype or expected.dtype
-    torch.testing.assert_close(actual, expected, equal_nan=True, check_dtype=False, **tolerance(dtype))
+    actual = torch.as_tensor(actual)
+    expected = torch.as_tensor(expected)
+    dtype = dtype or _looser(actual.dtype, expected.dtype)
+    rtol, atol = TOLERANCES[dtype]
+    if actual.shape != expected.shape:
+        raise AssertionError(f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}")
+    got = actual.detach().to("cpu", torch.float64)
+    want = expected.detach().to("cpu", torch.float64)
+    both_nan = torch.isnan(got) & torch.isnan(want)
+    same_inf = torch.isinf(got) & (got == want)
+    close = (got - want).abs() <= atol + rtol * want.abs()
+    bad = ~(close | both_nan | same_inf)
+    if bool(bad.any()):
+        lines = [
+            f"  at {tuple(index)}: got {got[tuple(index)].item():.10g}, "
+            f"expected {want[tuple(index)].item():.10g}"
+            for index in bad.nonzero()[:shown].tolist()
+        ]
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {bad.numel()} elements differ beyond "
+            f"rtol={rtol}, atol={atol} ({dtype}); first mismatches:\n" + "\n".join(lines)
+        )

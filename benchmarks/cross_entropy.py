@@ -1,0 +1,393 @@
+"""Benchmark: label-smoothed cross-entropy, forward + backward, against the usual ways to write it.
+
+Run ``python -m benchmarks.cross_entropy`` (``--quick`` for a tiny smoke run), then
+``python -m benchmarks.plot_cross_entropy`` for the PNG.
+
+Contenders, all computing the loss and the gradient of the logits from index targets:
+
+* ``native``: ``F.cross_entropy(x, y, label_smoothing=s)``.
+* ``composer_dense``: Composer's recipe, a dense ``one_hot * (1 - s) + s / C`` target (one-hot
+  built as int64 as ``F.one_hot`` returns it) passed to ``F.cross_entropy``.
+* ``timm_logsoftmax``: timm's ``LabelSmoothingCrossEntropy``: ``log_softmax``, the gathered
+  NLL and the row mean of ``-log p``, mixed with ``1 - s`` and ``s``.
+* ``ours``: :func:`labelsmooth._ops.fused_smoothed_cross_entropy` (what
+  ``labelsmooth.functional.smoothed_cross_entropy`` runs).
+* ``ours_inplace``: the same with ``inplace_backward=True``.
+
+Two floors put the times in proportion: ``copy`` (one read and one write of the logits, into a
+buffer already touched) and ``clone`` (the same into fresh memory, so with its page faults: what
+any out-of-place gradient costs at least).
+
+Method. Time: every contender runs once per round, in an order shuffled afresh each round (the
+machine is shared and noisy, and a call is slowed by what ran just before it, e.g. the memory
+another contender freed, so neither position nor neighbour may be fixed); the logits
+are restored from a pristine copy before each call (outside the timing, since the in-place
+contender destroys them), handed over as a non-leaf tensor that requires grad (as a model's
+output would be), and ``torch.autograd.grad`` returns the gradient. The median over rounds is
+reported, with its ratio to ``native`` and to the two floors. Memory: each contender runs once
+in its own fresh subprocess (glibc's mmap threshold fixed at 64 KiB, so freed buffers leave the
+resident set); after the inputs are built and a small warm-up call has run, the kernel's peak
+RSS mark is reset (``/proc/self/clear_refs``), one forward + backward runs and keeps its
+gradient, and the peak RSS minus the RSS before the call is the peak extra memory, reported in
+units of the logits' bytes (``ru_maxrss`` differences where ``/proc`` is unavailable).
+Rows are appended to ``benchmarks/results/cross_entropy.csv`` with provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from labelsmooth._ops import fused_smoothed_cross_entropy
+
+__all__ = ["CONTENDERS", "Shape", "main", "run_benchmark"]
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_CSV = RESULTS / "cross_entropy.csv"
+SMOOTHING = 0.1
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _native(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(x, y, label_smoothing=SMOOTHING)
+
+
+def _composer_dense(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    num_classes = x.shape[1]
+    dense = F.one_hot(y, num_classes) * (1.0 - SMOOTHING) + SMOOTHING / num_classes
+    return F.cross_entropy(x, dense.to(x.dtype))
+
+
+def _timm_logsoftmax(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    logprobs = F.log_softmax(x, dim=-1)
+    nll = -logprobs.gather(-1, y.unsqueeze(1)).squeeze(1)
+    smooth = -logprobs.mean(dim=-1)
+    return ((1.0 - SMOOTHING) * nll + SMOOTHING * smooth).mean()
+
+
+def _ours(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return fused_smoothed_cross_entropy(x, y, SMOOTHING, weight=None, ignore_index=-100,
+                                        reduction="mean")
+
+
+def _ours_inplace(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return fused_smoothed_cross_entropy(x, y, SMOOTHING, weight=None, ignore_index=-100,
+                                        reduction="mean", inplace_backward=True)
+
+
+CONTENDERS: dict[str, LossFn] = {
+    "native": _native,
+    "composer_dense": _composer_dense,
+    "timm_logsoftmax": _timm_logsoftmax,
+    "ours": _ours,
+    "ours_inplace": _ours_inplace,
+}
+FLOORS = ("copy", "clone")
+
+
+@dataclass(frozen=True)
+class Shape:
+    rows: int
+    classes: int
+    dtype: torch.dtype
+
+    @property
+    def logits_bytes(self) -> int:
+        return self.rows * self.classes * torch.finfo(self.dtype).bits // 8
+
+    def label(self) -> str:
+        return f"{self.rows}x{self.classes}:{str(self.dtype).removeprefix('torch.')}"
+
+    @classmethod
+    def parse(cls, text: str) -> Shape:
+        size, _, dtype_name = text.partition(":")
+        rows, classes = (int(v) for v in size.lower().split("x"))
+        dtype = getattr(torch, dtype_name or "float32")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"--shapes: expected ROWSxCLASSES[:floating dtype], got {text!r}")
+        return cls(rows, classes, dtype)
+
+
+FULL_SHAPES = [Shape.parse(s) for s in (
+    "8192x10", "8192x1000", "4096x32000", "2048x128256", "1024x262144", "2048x128256:bfloat16",
+)]
+QUICK_SHAPES = [Shape.parse(s) for s in ("512x10", "256x1000", "32x32000:bfloat16")]
+
+
+class _ModelOutput(torch.autograd.Function):
+    """Hands the logits over as a model output: a non-leaf requiring grad, sharing storage."""
+
+    @staticmethod
+    def forward(ctx: Any, leaf: torch.Tensor) -> torch.Tensor:
+        return leaf.detach()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+def _inputs(shape: Shape, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.empty(shape.rows, shape.classes, dtype=shape.dtype)
+    logits.normal_(generator=generator)
+    target = torch.randint(0, shape.classes, (shape.rows,), generator=generator)
+    return logits, target
+
+
+def _forward_backward(fn: LossFn, leaf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    logits = _ModelOutput.apply(leaf)
+    loss = fn(logits, target)
+    (grad,) = torch.autograd.grad(loss, logits)
+    return grad
+
+
+def time_shape(shape: Shape, repeats: int, names: Sequence[str]) -> dict[str, list[float]]:
+    """Seconds per call for each contender and floor, interleaved over ``repeats`` rounds."""
+    pristine, target = _inputs(shape)
+    leaf = pristine.clone().requires_grad_()
+    touched = torch.zeros_like(pristine)
+    times: dict[str, list[float]] = {name: [] for name in (*names, *FLOORS)}
+    order = list(times)
+
+    def once(name: str) -> float:
+        with torch.no_grad():
+            leaf.copy_(pristine)
+        if name == "copy":
+            start = time.perf_counter()
+            touched.copy_(pristine)
+            return time.perf_counter() - start
+        if name == "clone":
+            start = time.perf_counter()
+            fresh = pristine.clone()
+            elapsed = time.perf_counter() - start
+            del fresh
+            return elapsed
+        start = time.perf_counter()
+        grad = _forward_backward(CONTENDERS[name], leaf, target)
+        elapsed = time.perf_counter() - start
+        del grad
+        return elapsed
+
+    for name in order:  # warm-up: first-call costs (lazy init, thread pool) are not measured
+        once(name)
+    shuffler = random.Random(0)
+    for _ in range(repeats):
+        shuffler.shuffle(order)
+        for name in order:
+            times[name].append(once(name))
+    return times
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Set the kernel's peak-RSS mark (VmHWM) to the current RSS; False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _probe_memory(contender: str, shape: Shape) -> int:
+    """In this (fresh) process: growth of the peak RSS, in bytes, over one forward + backward.
+
+    On Linux the peak mark is reset right before the call (``/proc/self/clear_refs``), so the
+    result is the peak during the call minus the resident size before it; elsewhere the
+    ``ru_maxrss`` difference, which cannot see below an earlier, higher peak.
+    """
+    warm_leaf, warm_target = _inputs(Shape(64, shape.classes, shape.dtype))
+    _forward_backward(CONTENDERS[contender], warm_leaf.requires_grad_(), warm_target)
+    pristine, target = _inputs(shape)
+    leaf = pristine.requires_grad_()
+    if _reset_peak_rss():
+        before = _status_kib("VmRSS")
+        grad = _forward_backward(CONTENDERS[contender], leaf, target)
+        peak = _status_kib("VmHWM")
+        if before is not None and peak is not None:
+            return (peak - before) * 1024
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    grad = _forward_backward(CONTENDERS[contender], leaf, target)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    del grad
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    return (after - before) * (1 if sys.platform == "darwin" else 1024)
+
+
+def measure_memory(contender: str, shape: Shape) -> int:
+    """Peak extra bytes of ``contender`` on ``shape``, measured in a subprocess of its own."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    # glibc: every buffer above 64 KiB gets a mapping of its own, returned on free, so the RSS
+    # follows the live buffers instead of a heap that keeps (and reuses) freed memory.
+    env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cross_entropy", "--memory-probe", contender,
+         "--shapes", shape.label()],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    )
+    payload: dict[str, int] = json.loads(result.stdout.strip().splitlines()[-1])
+    return payload["peak_extra_bytes"]
+
+
+def _provenance() -> dict[str, str]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+dirty"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": commit,
+        "machine": f"{platform.node()} ({cpu})",
+        "cpu_count": str(os.cpu_count()),
+        "torch_threads": str(torch.get_num_threads()),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+    }
+
+
+CSV_FIELDS = [
+    "run_id", "date", "git_commit", "machine", "cpu_count", "torch_threads", "torch_version",
+    "python_version", "quick", "rows", "classes", "dtype", "contender", "repeats", "median_ms",
+    "min_ms", "ratio_to_native", "ratio_to_copy", "ratio_to_clone", "logits_bytes",
+    "peak_extra_bytes", "peak_extra_over_logits",
+]
+
+
+def run_benchmark(
+    shapes: Sequence[Shape],
+    *,
+    repeats: int,
+    contenders: Sequence[str] = tuple(CONTENDERS),
+    measure_memory_too: bool = True,
+    quick: bool = False,
+    report: Callable[[str], None] = print,
+) -> list[dict[str, str]]:
+    """Time (and measure) every contender on every shape; return one CSV row per pair."""
+    provenance = _provenance()
+    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    rows: list[dict[str, str]] = []
+    for shape in shapes:
+        times = time_shape(shape, repeats, contenders)
+        median = {name: statistics.median(values) for name, values in times.items()}
+        report(f"\n{shape.label()}  (logits {shape.logits_bytes / 2**20:.1f} MiB, "
+               f"{repeats} rounds, medians)")
+        report(f"  {'contender':16s} {'ms':>10s} {'/native':>8s} {'/copy':>7s} {'/clone':>7s}"
+               f" {'peak extra / logits':>20s}")
+        for name in (*contenders, *FLOORS):
+            peak = measure_memory(name, shape) if measure_memory_too and name in CONTENDERS \
+                else None
+            ratio_native = median[name] / median["native"] if "native" in median else float("nan")
+            row = {
+                **provenance, "run_id": run_id, "quick": str(quick), "rows": str(shape.rows),
+                "classes": str(shape.classes), "dtype": str(shape.dtype).removeprefix("torch."),
+                "contender": name, "repeats": str(repeats),
+                "median_ms": f"{median[name] * 1e3:.4f}",
+                "min_ms": f"{min(times[name]) * 1e3:.4f}",
+                "ratio_to_native": f"{ratio_native:.4f}",
+                "ratio_to_copy": f"{median[name] / median['copy']:.4f}",
+                "ratio_to_clone": f"{median[name] / median['clone']:.4f}",
+                "logits_bytes": str(shape.logits_bytes),
+                "peak_extra_bytes": "" if peak is None else str(peak),
+                "peak_extra_over_logits": "" if peak is None
+                else f"{peak / shape.logits_bytes:.4f}",
+            }
+            rows.append(row)
+            memory = "" if peak is None else f"{peak / shape.logits_bytes:20.3f}"
+            report(f"  {name:16s} {median[name] * 1e3:10.2f} {ratio_native:8.3f} "
+                   f"{median[name] / median['copy']:7.2f} {median[name] / median['clone']:7.2f}"
+                   f" {memory}")
+    return rows
+
+
+def append_csv(rows: Sequence[dict[str, str]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        if new_file:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cross_entropy",
+                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true",
+                        help="small shapes and few rounds: a smoke run, not a measurement")
+    parser.add_argument("--shapes", nargs="+", type=Shape.parse, default=None,
+                        help="shapes as ROWSxCLASSES[:dtype], e.g. 4096x32000 2048x128256:bfloat16")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="interleaved rounds per shape (default 7, or 3 with --quick)")
+    parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS),
+                        default=list(CONTENDERS))
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the per-contender memory subprocesses")
+    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV,
+                        help=f"CSV to append to (default {DEFAULT_CSV.relative_to(ROOT)})")
+    parser.add_argument("--memory-probe", choices=list(CONTENDERS), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if "native" not in args.contenders:
+        parser.error("--contenders: expected a list that includes native (the ratios' base)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, str]]:
+    args = _parse_args(argv)
+    if args.memory_probe:
+        shape = args.shapes[0]
+        print(json.dumps({"peak_extra_bytes": _probe_memory(args.memory_probe, shape)}))
+        return []
+    shapes = args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES)
+    repeats = args.repeats or (3 if args.quick else 7)
+    rows = run_benchmark(shapes, repeats=repeats, contenders=args.contenders,
+                         measure_memory_too=not args.no_memory, quick=args.quick)
+    append_csv(rows, args.csv)
+    print(f"\nappended {len(rows)} rows to {args.csv}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

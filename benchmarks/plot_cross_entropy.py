@@ -1,0 +1,100 @@
+"""Draw ``benchmarks/results/cross_entropy.csv`` (the latest full run) as a PNG.
+
+Run ``python -m benchmarks.plot_cross_entropy [--csv PATH] [--output PATH] [--run-id ID]``.
+Left panel: forward + backward time relative to PyTorch's ``F.cross_entropy`` for each shape
+(lower is better; the dashed line is the copy floor). Right panel: peak extra memory in units
+of the logits' bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "plot"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CONTENDER_ORDER = ["native", "composer_dense", "timm_logsoftmax", "ours", "ours_inplace"]
+
+
+def _load(path: Path, run_id: str | None) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise SystemExit(f"--csv: expected benchmark rows, got an empty file {path}")
+    if run_id is None:
+        full = [row for row in rows if row["quick"] == "False"] or rows
+        run_id = max(row["run_id"] for row in full)
+    chosen = [row for row in rows if row["run_id"] == run_id]
+    if not chosen:
+        raise SystemExit(f"--run-id: expected one of the CSV's run ids, got {run_id!r}")
+    return chosen
+
+
+def plot(rows: Sequence[dict[str, str]], output: Path) -> Path:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise SystemExit(
+            "plotting needs matplotlib: pip install 'labelsmooth[cli]'"
+        ) from error
+
+    shapes = list(dict.fromkeys(f"{r['rows']}x{r['classes']}\n{r['dtype']}" for r in rows))
+    contenders = [c for c in CONTENDER_ORDER if any(r["contender"] == c for r in rows)]
+
+    def value(shape: str, contender: str, field: str) -> float:
+        for row in rows:
+            if f"{row['rows']}x{row['classes']}\n{row['dtype']}" == shape and \
+                    row["contender"] == contender and row[field]:
+                return float(row[field])
+        return float("nan")
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 5))
+    width = 0.8 / len(contenders)
+    for index, contender in enumerate(contenders):
+        offsets = [i + (index - (len(contenders) - 1) / 2) * width for i in range(len(shapes))]
+        left.bar(offsets, [value(s, contender, "ratio_to_native") for s in shapes], width,
+                 label=contender)
+        right.bar(offsets, [value(s, contender, "peak_extra_over_logits") for s in shapes],
+                  width, label=contender)
+    copy_floor = [value(s, "copy", "ratio_to_native") for s in shapes]
+    left.plot(range(len(shapes)), copy_floor, "k--", marker="_", label="copy floor")
+    first = rows[0]
+    left.set_title("forward + backward time / PyTorch native (median)")
+    right.set_title("peak extra memory / logits bytes")
+    for axis in (left, right):
+        axis.set_xticks(range(len(shapes)), shapes)
+        axis.grid(axis="y", alpha=0.3)
+    left.set_yscale("log")
+    left.legend(fontsize=8)
+    figure.suptitle(
+        f"label-smoothed cross-entropy, {first['machine']}, {first['cpu_count']} CPUs, "
+        f"torch {first['torch_version']}, {first['date']}, commit {first['git_commit']}",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=110)
+    plt.close(figure)
+    return output
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.plot_cross_entropy")
+    parser.add_argument("--csv", type=Path, default=RESULTS / "cross_entropy.csv")
+    parser.add_argument("--output", type=Path, default=RESULTS / "cross_entropy.png")
+    parser.add_argument("--run-id", default=None,
+                        help="the run to draw (default: the latest non-quick run)")
+    args = parser.parse_args(argv)
+    output = plot(_load(args.csv, args.run_id), args.output)
+    print(f"wrote {output}")
+    return output
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Triton kernel of the fused label-smoothed cross-entropy (CUDA; imported only with Triton).
+
+One program per row. The first loop over the row's column blocks is an online softmax: it keeps
+the running maximum ``m`` and ``d = sum exp(x - m)``, rescaling ``d`` by ``exp(m_old - m_new)``
+whenever the maximum grows, together with the weighted logit sum ``sum_c w_c x_c``; at the end
+``lse = m + log d``, and the target logit is read once. The second loop writes the gradient of
+the reduced loss (see :mod:`labelsmooth._ops.cross_entropy` for the derivation)::
+
+    grad_c = a * exp(x_c - lse) - u * w_c - b * [c == y]
+
+with the per-row coefficients ``a = r * ((1 - s) w_y + (s / C) W)``, ``u = r * s / C`` and
+``b = r * (1 - s) w_y`` computed by the caller (all zero for an ignored row, so its gradient is
+zero). Everything is accumulated in float32 whatever the logits' dtype (float16 sums over a
+32k vocabulary overflow); only the stored gradient is rounded to the logits' dtype. The target
+term is folded into the second loop with a ``where`` rather than stored afterwards, because two
+stores to one address from different threads of a program are not ordered. With
+``grad`` aliasing ``logits`` (``inplace_backward``) every element is read before it is
+overwritten by the same program, and rows belong to one program each, so the write is safe.
+
+The loss itself is assembled from ``lse``, ``x_y`` and ``sum_c w_c x_c`` by the caller, with the
+same code as the CPU path. This module is not verified here without a GPU beyond Triton's CPU
+interpreter (``TRITON_INTERPRET=1``), which its tests use when Triton is installed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from labelsmooth._ops.cross_entropy import _GradientCoefficients
+
+__all__ = ["triton_row_statistics"]
+
+# Columns per block: a power of two; 4096 float32 values per program step keeps registers in
+# bounds with 8 warps (16 values per thread) while rows of 32k-256k classes take 8-64 steps.
+_MAX_BLOCK = 4096
+
+
+@triton.jit
+def _smoothed_cross_entropy_rows(
+    logits_ptr,
+    logits_row_stride,
+    grad_ptr,
+    grad_row_stride,
+    target_ptr,
+    weight_ptr,
+    prob_coef_ptr,
+    uniform_coef_ptr,
+    target_coef_ptr,
+    lse_ptr,
+    target_logit_ptr,
+    weighted_sum_ptr,
+    n_cols,
+    HAS_WEIGHT: tl.constexpr,
+    HAS_GRAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    row_logits = logits_ptr + row * logits_row_stride
+    target = tl.load(target_ptr + row)
+
+    running_max = float("-inf")
+    running_sum = 0.0
+    weighted_sum = 0.0
+    for start in range(0, n_cols, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        mask = cols < n_cols
+        x = tl.load(row_logits + cols, mask=mask, other=float("-inf")).to(tl.float32)
+        new_max = tl.maximum(running_max, tl.max(x, axis=0))
+        # exp(-inf - m) = 0 for the masked tail and for the empty sum of the first block.
+        running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(
+            tl.exp(x - new_max), axis=0
+        )
+        running_max = new_max
+        x_in = tl.where(mask, x, 0.0)
+        if HAS_WEIGHT:
+            w = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+            weighted_sum += tl.sum(x_in * w, axis=0)
+        else:
+            weighted_sum += tl.sum(x_in, axis=0)
+    lse = running_max + tl.log(running_sum)
+    tl.store(lse_ptr + row, lse)
+    tl.store(target_logit_ptr + row, tl.load(row_logits + target).to(tl.float32))
+    tl.store(weighted_sum_ptr + row, weighted_sum)
+
+    if HAS_GRAD:
+        prob_coef = tl.load(prob_coef_ptr + row)
+        uniform_coef = tl.load(uniform_coef_ptr + row)
+        target_coef = tl.load(target_coef_ptr + row)
+        row_grad = grad_ptr + row * grad_row_stride
+        for start in range(0, n_cols, BLOCK):
+            cols = start + tl.arange(0, BLOCK)
+            mask = cols < n_cols
+            x = tl.load(row_logits + cols, mask=mask, other=0.0).to(tl.float32)
+            grad = prob_coef * tl.exp(x - lse) - tl.where(cols == target, target_coef, 0.0)
+            if HAS_WEIGHT:
+                w = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+                grad -= uniform_coef * w
+            else:
+                grad -= uniform_coef
+            tl.store(row_grad + cols, grad.to(grad_ptr.dtype.element_ty), mask=mask)
+
+
+def triton_row_statistics(
+    logits: Tensor,
+    safe_target: Tensor,
+    class_weight: Tensor | None,
+    grad: Tensor | None,
+    coefficients: _GradientCoefficients | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-row float32 ``lse``, ``x_y`` and ``sum_c w_c x_c``; the gradient into ``grad``.
+
+    ``logits`` and ``grad`` are contiguous ``(M, C)`` (``grad`` may be ``logits`` itself),
+    ``safe_target`` holds class indices (ignored rows pointed at class 0, with zero
+    coefficients), ``class_weight`` and the coefficients are float32.
+    """
+    num_rows, num_classes = logits.shape
+    lse = torch.empty(num_rows, dtype=torch.float32, device=logits.device)
+    target_logit = torch.empty_like(lse)
+    weighted_sum = torch.empty_like(lse)
+    if num_rows == 0:
+        return lse, target_logit, weighted_sum
+    block = min(triton.next_power_of_2(num_classes), _MAX_BLOCK)
+    # Unused pointers still need a tensor argument; the constexpr flags compile their use out.
+    placeholder = lse
+    launch: Any = _smoothed_cross_entropy_rows[(num_rows,)]
+    launch(
+        logits,
+        logits.stride(0),
+        grad if grad is not None else placeholder,
+        grad.stride(0) if grad is not None else 0,
+        safe_target,
+        class_weight if class_weight is not None else placeholder,
+        coefficients.prob if coefficients is not None else placeholder,
+        coefficients.uniform if coefficients is not None else placeholder,
+        coefficients.target if coefficients is not None else placeholder,
+        lse,
+        target_logit,
+        weighted_sum,
+        num_classes,
+        HAS_WEIGHT=class_weight is not None,
+        HAS_GRAD=grad is not None,
+        BLOCK=block,
+        num_warps=8 if block >= 2048 else 4,
+    )
+    return lse, target_logit, weighted_sum

@@ -1,0 +1,64 @@
+"""The benchmark's machinery on a tiny shape: well-formed rows, a CSV, a plot (no timing claims)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+
+from benchmarks import cross_entropy as bench
+from benchmarks import plot_cross_entropy
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def test_every_contender_computes_the_same_loss_and_gradient():
+    shape = bench.Shape(16, 7, torch.float64)
+    results = []
+    for fn in bench.CONTENDERS.values():
+        pristine, target = bench._inputs(shape)
+        leaf = pristine.requires_grad_()
+        logits = bench._ModelOutput.apply(leaf)
+        loss = fn(logits, target)
+        (grad,) = torch.autograd.grad(loss, logits)
+        results.append((loss.detach(), grad.clone()))
+    for loss, grad in results[1:]:
+        torch.testing.assert_close(loss, results[0][0])
+        torch.testing.assert_close(grad, results[0][1])
+
+
+def test_quick_run_appends_well_formed_rows_and_plots(tmp_path):
+    path = tmp_path / "results.csv"
+    rows = bench.main(["--quick", "--shapes", "24x10", "--repeats", "2", "--csv", str(path),
+                       "--contenders", "native", "ours", "ours_inplace"])
+    with path.open(newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert written == rows
+    assert [row["contender"] for row in written] == [
+        "native", "ours", "ours_inplace", "copy", "clone"]
+    for row in written:
+        assert set(row) == set(bench.CSV_FIELDS)
+        assert row["quick"] == "True" and row["rows"] == "24" and row["classes"] == "10"
+        assert row["torch_version"] == torch.__version__ and row["git_commit"]
+        assert float(row["median_ms"]) > 0 and float(row["min_ms"]) <= float(row["median_ms"])
+        assert math.isfinite(float(row["ratio_to_copy"]))
+        memory = row["peak_extra_bytes"]
+        assert (memory == "") == (row["contender"] in bench.FLOORS)
+        if memory:
+            assert int(memory) >= 0
+    assert float(written[0]["ratio_to_native"]) == 1.0
+    bench.main(["--quick", "--shapes", "8x5", "--repeats", "1", "--csv", str(path),
+                "--no-memory"])
+    with path.open(newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == len(rows) + 7
+    image = plot_cross_entropy.main(["--csv", str(path), "--output", str(tmp_path / "p.png")])
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_shape_parsing():
+    assert bench.Shape.parse("4096x32000") == bench.Shape(4096, 32000, torch.float32)
+    assert bench.Shape.parse("2x3:bfloat16").dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="--shapes: expected"):
+        bench.Shape.parse("2x3:int64")

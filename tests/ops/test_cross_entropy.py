@@ -1,0 +1,349 @@
+"""The fused label-smoothed cross-entropy against PyTorch's own, in value and gradient.
+
+The reference is ``F.cross_entropy(..., label_smoothing=s)`` evaluated in float64 on the very
+same input values (for float16/bfloat16 logits: their rounded values), so every comparison
+checks our arithmetic, not the rounding of the inputs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import assert_close
+
+from labelsmooth._ops import choose_path, fused_smoothed_cross_entropy
+from labelsmooth._ops import cross_entropy as ce
+
+IGNORE = -100
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+def _make_case(num_rows, num_classes, ignored, weighted, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(num_rows, num_classes, generator=generator, dtype=torch.float64) * 3
+    target = torch.randint(0, num_classes, (num_rows,), generator=generator)
+    if ignored == "some":
+        target[::3] = IGNORE
+    elif ignored == "all":
+        target[:] = IGNORE
+    weight = None
+    if weighted:
+        weight = torch.rand(num_classes, generator=generator, dtype=torch.float64) + 0.1
+    return logits, target, weight
+
+
+def _reference(logits, target, smoothing, weight, reduction, grad_output):
+    """PyTorch's loss and gradient in float64 on ``logits``' exact values."""
+    x = logits.detach().to(torch.float64).requires_grad_()
+    w = None if weight is None else weight.to(torch.float64)
+    loss = F.cross_entropy(x, target, weight=w, ignore_index=IGNORE, reduction=reduction,
+                           label_smoothing=smoothing)
+    (grad,) = torch.autograd.grad(loss, x, grad_output.to(torch.float64))
+    return loss, grad
+
+
+def _ours(logits, target, smoothing, weight, reduction, grad_output, *, inplace=False):
+    """Our loss and the gradient reaching a leaf, through a non-leaf when ``inplace``."""
+    leaf = logits.detach().clone().requires_grad_()
+    x = leaf * 1 if inplace else leaf
+    w = None if weight is None else weight.to(logits.dtype)
+    loss = fused_smoothed_cross_entropy(x, target, smoothing, weight=w, ignore_index=IGNORE,
+                                        reduction=reduction, inplace_backward=inplace)
+    (grad,) = torch.autograd.grad(loss, leaf, grad_output)
+    return loss, grad
+
+
+@pytest.fixture(params=["chunked-softmax", "chunked-exp"])
+def path(request, monkeypatch):
+    """Run each test on both CPU strategies, with chunks of a few rows so the loop has a ragged
+    end, on PyTorch's intra-op thread count of worker threads."""
+    monkeypatch.setattr(ce, "_SOFTMAX_MIN_CLASSES", 0 if request.param == "chunked-softmax"
+                        else 1 << 30)
+    monkeypatch.setattr(ce, "_CHUNK_BYTES", 4 * 11 * 8)
+    monkeypatch.setattr(ce, "_MIN_CHUNK_BYTES", 0)
+    monkeypatch.setattr(ce, "_WORKER_MIN_BYTES", 0)  # the grid runs on the worker threads
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("ignored", ["none", "some", "all"])
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+def test_matches_pytorch(path, dtype, reduction, weighted, ignored, inplace):
+    logits, target, weight = _make_case(37, 11, ignored, weighted)
+    logits = logits.to(dtype)
+    if weight is not None:
+        weight = weight.to(dtype)
+    shape = (37,) if reduction == "none" else ()
+    grad_output = torch.rand(shape, generator=torch.Generator().manual_seed(1)).to(dtype) + 0.5
+    want_loss, want_grad = _reference(logits, target, 0.2, weight, reduction, grad_output)
+    loss, grad = _ours(logits, target, 0.2, weight, reduction, grad_output, inplace=inplace)
+    assert loss.dtype == dtype and grad.dtype == dtype
+    assert_close(loss, want_loss, dtype, what="loss")
+    assert_close(grad, want_grad, dtype, what="gradient")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 1.0])
+def test_float32_equals_pytorch_float32(reduction, weighted, smoothing):
+    logits, target, weight = _make_case(300, 1000, "some", weighted, seed=3)
+    logits = logits.float()
+    weight = None if weight is None else weight.float()
+    x = logits.clone().requires_grad_()
+    want = F.cross_entropy(x, target, weight=weight, ignore_index=IGNORE, reduction=reduction,
+                           label_smoothing=smoothing)
+    want.sum().backward()
+    got, grad = _ours(logits, target, smoothing, weight, reduction, torch.ones_like(want))
+    assert_close(got, want, what="loss")
+    assert_close(grad, x.grad, what="gradient")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 1), (3, 2), (1, 300), (129, 257), (7, 3001)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_odd_shapes_default_chunking(shape, reduction):
+    logits, target, _ = _make_case(*shape, "none", False, seed=5)
+    logits = logits.float()
+    grad_output = torch.ones(shape[:1] if reduction == "none" else ())
+    want_loss, want_grad = _reference(logits, target, 0.1, None, reduction, grad_output)
+    loss, grad = _ours(logits, target, 0.1, None, reduction, grad_output)
+    assert_close(loss, want_loss, what="loss")
+    assert_close(grad, want_grad, what="gradient")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_empty_batch_matches_pytorch(reduction, weighted):
+    logits, target, weight = _make_case(0, 5, "none", weighted)
+    x = logits.clone().requires_grad_()
+    want = F.cross_entropy(x, target, weight=weight, ignore_index=IGNORE, reduction=reduction,
+                           label_smoothing=0.1)
+    got = fused_smoothed_cross_entropy(x, target, 0.1, weight=weight, ignore_index=IGNORE,
+                                       reduction=reduction)
+    assert_close(got, want, what="loss")  # NaN for "mean", 0 for "sum", empty for "none"
+    (grad,) = torch.autograd.grad(got.sum(), x)
+    assert grad.shape == (0, 5)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_all_ignored_batch_gives_pytorch_nan_and_zero_gradient(reduction):
+    logits, target, _ = _make_case(6, 4, "all", False)
+    loss, grad = _ours(logits, target, 0.1, None, reduction,
+                       torch.ones(6 if reduction == "none" else ()))
+    assert bool(torch.isnan(loss).all()) == (reduction == "mean")
+    assert torch.equal(grad, torch.zeros_like(grad))
+
+
+def test_gradcheck_float64():
+    logits, target, weight = _make_case(5, 4, "some", True, seed=7)
+    for reduction in ("mean", "sum", "none"):
+        def loss_of(x, reduction=reduction):
+            return fused_smoothed_cross_entropy(x, target, 0.3, weight=weight,
+                                                ignore_index=IGNORE, reduction=reduction)
+        assert torch.autograd.gradcheck(loss_of, (logits.clone().requires_grad_(),))
+
+
+def test_non_contiguous_logits():
+    logits, target, _ = _make_case(13, 9, "some", False)
+    transposed = logits.t().contiguous().t()
+    assert not transposed.is_contiguous()
+    loss, grad = _ours(transposed, target, 0.1, None, "sum", torch.tensor(1.0))
+    want_loss, want_grad = _reference(logits, target, 0.1, None, "sum", torch.tensor(1.0))
+    assert_close(loss, want_loss)
+    assert_close(grad, want_grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_large_vocabulary_is_finite(dtype):
+    logits, target, _ = _make_case(4, 32000, "none", False, seed=11)
+    logits = logits.to(dtype)
+    if dtype == torch.float16:
+        # Why the float32 accumulation matters: PyTorch's own float16 loss overflows here.
+        assert torch.isinf(F.cross_entropy(logits, target, label_smoothing=0.1))
+    want_loss, want_grad = _reference(logits, target, 0.1, None, "mean", torch.tensor(1.0))
+    loss, grad = _ours(logits, target, 0.1, None, "mean", torch.tensor(1.0, dtype=dtype))
+    assert torch.isfinite(loss) and bool(torch.isfinite(grad).all())
+    assert_close(loss, want_loss, dtype, what="loss")
+    assert_close(grad, want_grad, dtype, what="gradient")
+
+
+def test_no_gradient_work_under_no_grad_or_without_requires_grad(monkeypatch):
+    seen = []
+    original = ce._chunked_row_statistics
+
+    def spy(logits, safe_target, class_weight, grad, coefficients, **kwargs):
+        seen.append(grad)
+        return original(logits, safe_target, class_weight, grad, coefficients, **kwargs)
+
+    monkeypatch.setattr(ce, "_chunked_row_statistics", spy)
+    logits, target, _ = _make_case(8, 6, "some", False)
+    want = F.cross_entropy(logits, target, ignore_index=IGNORE, label_smoothing=0.1)
+    with torch.no_grad():
+        leaf = logits.clone().requires_grad_()
+        loss = fused_smoothed_cross_entropy(leaf * 1, target, 0.1, weight=None,
+                                            ignore_index=IGNORE, reduction="mean",
+                                            inplace_backward=True)
+    plain = fused_smoothed_cross_entropy(logits, target, 0.1, weight=None,
+                                         ignore_index=IGNORE, reduction="mean")
+    assert seen == [None, None]
+    assert loss.grad_fn is None and plain.grad_fn is None
+    assert_close(loss, want)
+    assert_close(plain, want)
+    assert torch.equal(leaf, logits)  # in place under no_grad writes nothing
+
+
+def test_inplace_writes_the_gradient_into_the_logits_storage():
+    logits, target, _ = _make_case(10, 7, "some", False)
+    leaf = logits.clone().requires_grad_()
+    x = leaf * 2
+    x.retain_grad()
+    loss = fused_smoothed_cross_entropy(x, target, 0.1, weight=None, ignore_index=IGNORE,
+                                        reduction="mean", inplace_backward=True)
+    loss.backward()
+    _, want_grad = _reference(logits * 2, target, 0.1, None, "mean", torch.tensor(1.0))
+    assert_close(x.detach(), want_grad, what="logits after the call")
+    assert_close(x.grad, want_grad, what="gradient of the logits")
+    assert_close(leaf.grad, 2 * want_grad, what="gradient through the producer")
+
+
+def test_inplace_through_a_linear_head_matches_out_of_place():
+    generator = torch.Generator().manual_seed(2)
+    hidden = torch.randn(16, 8, generator=generator, dtype=torch.float64)
+    head = torch.randn(8, 50, generator=generator, dtype=torch.float64)
+    target = torch.randint(0, 50, (16,), generator=generator)
+    grads = []
+    for inplace in (False, True):
+        h = hidden.clone().requires_grad_()
+        w = head.clone().requires_grad_()
+        loss = fused_smoothed_cross_entropy(h @ w, target, 0.1, weight=None, ignore_index=IGNORE,
+                                            reduction="sum", inplace_backward=inplace)
+        (loss * 0.5).backward()
+        grads.append((loss.detach(), h.grad, w.grad))
+    for ours, theirs in zip(grads[0], grads[1], strict=True):
+        assert_close(theirs, ours)
+
+
+def test_inplace_refuses_a_leaf_and_a_view_of_a_leaf():
+    logits, target, _ = _make_case(4, 5, "none", False)
+    leaf = logits.clone().requires_grad_()
+    for x, received in ((leaf, "a leaf tensor that requires grad"),
+                        (leaf[1:], "a view of a leaf tensor that requires grad")):
+        with pytest.raises(ValueError, match=f"inplace_backward: expected .*got {received}"):
+            fused_smoothed_cross_entropy(x, target[: x.shape[0]], 0.1, weight=None,
+                                         ignore_index=IGNORE, reduction="mean",
+                                         inplace_backward=True)
+    assert torch.equal(leaf, logits)
+
+
+def test_inplace_logits_saved_by_another_node_fail_loudly_in_backward():
+    logits, target, _ = _make_case(4, 5, "none", False)
+    scale = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    x = logits.clone().requires_grad_() * 1
+    other = (x * scale).sum()  # saves x to compute the gradient of ``scale``
+    loss = fused_smoothed_cross_entropy(x, target, 0.1, weight=None, ignore_index=IGNORE,
+                                        reduction="mean", inplace_backward=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        (loss + other).backward()
+
+
+def test_second_backward_with_unit_grad_output_accumulates():
+    logits, target, _ = _make_case(6, 5, "some", False)
+    leaf = logits.clone().requires_grad_()
+    loss = fused_smoothed_cross_entropy(leaf, target, 0.1, weight=None, ignore_index=IGNORE,
+                                        reduction="mean")
+    loss.backward(retain_graph=True)
+    loss.backward()
+    _, want = _reference(logits, target, 0.1, None, "mean", torch.tensor(1.0))
+    assert_close(leaf.grad, 2 * want)
+
+
+def test_second_backward_after_scaling_raises():
+    logits, target, _ = _make_case(6, 5, "some", False)
+    loss = fused_smoothed_cross_entropy(logits.clone().requires_grad_(), target, 0.1,
+                                        weight=None, ignore_index=IGNORE, reduction="sum")
+    (3 * loss).backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        (3 * loss).backward()
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_inside_torch_compile(backend):
+    torch._dynamo.reset()
+    generator = torch.Generator().manual_seed(4)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 20), torch.nn.Tanh(), torch.nn.Linear(20, 30))
+    inputs = torch.randn(12, 6, generator=generator)
+    target = torch.randint(0, 30, (12,), generator=generator)
+    target[2] = IGNORE
+
+    def step(inplace):
+        logits = model(inputs)
+        return fused_smoothed_cross_entropy(logits, target, 0.1, weight=None, ignore_index=IGNORE,
+                                            reduction="mean", inplace_backward=inplace)
+
+    results = []
+    for fn in (step, torch.compile(step, backend=backend)):
+        for inplace in (False, True):
+            model.zero_grad()
+            loss = fn(inplace)
+            loss.backward()
+            results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    want_loss = F.cross_entropy(model(inputs), target, ignore_index=IGNORE, label_smoothing=0.1)
+    for loss, grads in results:
+        assert_close(loss, want_loss, what="loss")
+        for got, want in zip(grads, results[0][1], strict=True):
+            assert_close(got, want, what="parameter gradient")
+
+
+@pytest.mark.slow
+def test_inside_torch_compile_inductor():
+    test_inside_torch_compile("inductor")
+
+
+def test_choose_path_by_shape_and_device(monkeypatch):
+    cpu = torch.device("cpu")
+    assert choose_path(8192, 10, torch.float32, cpu) == "chunked-exp"
+    assert choose_path(8192, 1000, torch.float32, cpu) == "chunked-softmax"
+    assert choose_path(1024, 262144, torch.bfloat16, cpu) == "chunked-softmax"
+    monkeypatch.setattr(ce, "_triton_available", lambda: True)
+    assert choose_path(4, 32000, torch.float16, torch.device("cuda")) == "triton"
+    monkeypatch.setattr(ce, "_triton_available", lambda: False)
+    assert choose_path(4, 32000, torch.float16, torch.device("cuda")) == "chunked-softmax"
+
+
+def test_chunk_plan(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert ce._chunk_plan(1024, 262144, 4, cpu) == (2, 2)  # two worker threads, 2 MiB chunks
+    assert ce._chunk_plan(4096, 32000, 4, cpu) == (2, 16)
+    assert ce._chunk_plan(65536, 1000, 4, cpu) == (2, 524)
+    assert ce._chunk_plan(20000, 1000, 4, cpu) == (2, 313)  # scratch within 1/32 of the logits
+    # Small problems: PyTorch's threads inside each chunk, rows a multiple of the thread count.
+    assert ce._chunk_plan(8192, 1000, 4, cpu) == (1, 256)
+    assert ce._chunk_plan(8192, 10, 4, cpu) == (1, 6552)
+    assert ce._chunk_plan(1024, 262144, 4, cuda) == (1, 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert ce._chunk_plan(1024, 2**20, 4, cpu) == (1, 1)
+
+
+def test_worker_threads_match_the_serial_pass_and_restore_the_thread_count(monkeypatch):
+    monkeypatch.setattr(ce, "_CHUNK_BYTES", 3 * 50 * 8)
+    monkeypatch.setattr(ce, "_MIN_CHUNK_BYTES", 0)
+    monkeypatch.setattr(ce, "_WORKER_MIN_BYTES", 0)
+    logits, target, weight = _make_case(41, 50, "some", True, seed=9)
+    results = {}
+    threads = torch.get_num_threads()
+    for workers in (1, 2, 3):
+        plan = ce._chunk_plan
+
+        def forced(*args, workers=workers, plan=plan):
+            return workers, plan(*args)[1]
+
+        monkeypatch.setattr(ce, "_chunk_plan", forced)
+        results[workers] = _ours(logits, target, 0.1, weight, "sum", torch.tensor(2.0))
+        monkeypatch.setattr(ce, "_chunk_plan", plan)
+        assert torch.get_num_threads() == threads
+    for workers in (2, 3):
+        assert_close(results[workers][0], results[1][0], what="loss")
+        assert_close(results[workers][1], results[1][1], what="gradient")

@@ -1,0 +1,106 @@
+"""The Triton kernel against PyTorch: on a CUDA device when there is one, else in Triton's CPU
+interpreter when Triton is installed; skipped cleanly otherwise."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import assert_close
+
+from labelsmooth._ops import choose_path, fused_smoothed_cross_entropy
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+ROOT = Path(__file__).resolve().parents[2]
+IGNORE = -100
+
+
+def _check_against_pytorch(device: str, dtype: torch.dtype, reduction: str, weighted: bool,
+                           inplace: bool, num_rows: int = 9, num_classes: int = 5000) -> None:
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(num_rows, num_classes, generator=generator, dtype=torch.float64) * 3
+    target = torch.randint(0, num_classes, (num_rows,), generator=generator)
+    target[::4] = IGNORE
+    weight = torch.rand(num_classes, generator=generator, dtype=torch.float64) + 0.1 \
+        if weighted else None
+    logits = base.to(dtype)
+    reference_input = logits.double().requires_grad_()
+    want = F.cross_entropy(reference_input, target, weight=weight, ignore_index=IGNORE,
+                           reduction=reduction, label_smoothing=0.2)
+    grad_output = torch.rand(want.shape, generator=generator, dtype=torch.float64) + 0.5
+    want.backward(grad_output)
+
+    leaf = logits.to(device).requires_grad_()
+    x = leaf * 1 if inplace else leaf
+    loss = fused_smoothed_cross_entropy(
+        x, target.to(device), 0.2, weight=None if weight is None else weight.to(device, dtype),
+        ignore_index=IGNORE, reduction=reduction, inplace_backward=inplace)
+    loss.backward(grad_output.to(device, dtype))
+    assert loss.dtype == dtype
+    assert_close(loss, want, dtype, what="loss")
+    assert_close(leaf.grad, reference_input.grad, dtype, what="gradient")
+
+
+def interpreter_check() -> None:
+    """Run in a subprocess with ``TRITON_INTERPRET=1``: the kernel on CPU tensors."""
+    from labelsmooth._ops import cross_entropy as ce
+
+    ce.choose_path = lambda *args: "triton"  # force the kernel for CPU tensors
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for reduction, weighted, inplace in (("mean", False, False), ("sum", True, True),
+                                             ("none", True, False), ("mean", False, True)):
+            _check_against_pytorch("cpu", dtype, reduction, weighted, inplace)
+    _check_against_pytorch("cpu", torch.float32, "mean", False, False, num_rows=3,
+                           num_classes=700)  # one partial block per row
+    with torch.no_grad():
+        logits = torch.randn(4, 300)
+        target = torch.tensor([1, IGNORE, 299, 0])
+        got = fused_smoothed_cross_entropy(logits, target, 0.1, weight=None,
+                                           ignore_index=IGNORE, reduction="none")
+        want = F.cross_entropy(logits, target, reduction="none", label_smoothing=0.1)
+        assert_close(got, want, what="no-grad loss")
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed")
+def test_kernel_in_the_triton_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")]))
+    script = f"import runpy; runpy.run_path({str(Path(__file__))!r})['interpreter_check']()"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+needs_cuda = pytest.mark.skipif(
+    not (HAS_TRITON and torch.cuda.is_available()), reason="needs a CUDA device and Triton")
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+def test_kernel_matches_pytorch_on_cuda(dtype, reduction, weighted, inplace):
+    assert choose_path(9, 5000, dtype, torch.device("cuda")) == "triton"
+    _check_against_pytorch("cuda", dtype, reduction, weighted, inplace)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_kernel_float16_large_vocabulary_is_finite_on_cuda():
+    logits = torch.randn(4, 32000, device="cuda", dtype=torch.float16, requires_grad=True)
+    target = torch.randint(0, 32000, (4,), device="cuda")
+    loss = fused_smoothed_cross_entropy(logits, target, 0.1, weight=None, ignore_index=IGNORE,
+                                        reduction="mean")
+    loss.backward()
+    assert torch.isfinite(loss) and bool(torch.isfinite(logits.grad).all())
+    want = F.cross_entropy(logits.double(), target, label_smoothing=0.1)
+    assert_close(loss, want, torch.float16)
