@@ -49,3 +49,13 @@ def test_modules_move_with_to() -> None:
 def test_bad_configuration(factory, error, message) -> None:
     with pytest.raises(error, match=message):
         factory()
+
+
+def test_smoothed_cross_entropy_loss_inplace_backward_option() -> None:
+    head = torch.nn.Linear(4, 6)
+    x, y = torch.randn(5, 4), torch.randint(6, (5,))
+    SmoothedCrossEntropyLoss(0.1)(head(x), y).backward()
+    expected = head.weight.grad.clone()
+    head.zero_grad()
+    SmoothedCrossEntropyLoss(0.1, inplace_backward=True)(head(x), y).backward()
+    assert_close(head.weight.grad, expected)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from labelsmooth._validation import check_int, check_reduction, check_smoothing
+from labelsmooth._validation import check_int, check_reduction, check_smoothing, fail
 from labelsmooth.functional.cross_entropy import (
     smoothed_binary_cross_entropy_with_logits,
     smoothed_cross_entropy,
@@ -63,7 +63,8 @@ class SmoothedCrossEntropyLoss(_WeightedLoss):
     """Label-smoothed cross-entropy: :func:`labelsmooth.functional.smoothed_cross_entropy`.
 
     A drop-in for ``torch.nn.CrossEntropyLoss(label_smoothing=s)`` that never builds the dense
-    target and accumulates in float32 for half-precision logits.
+    target, computes loss and gradient in one fused pass, and accumulates in float32 for
+    half-precision logits.
 
     Args:
         smoothing: ``s`` in ``[0, 1]`` (default 0.1).
@@ -71,6 +72,8 @@ class SmoothedCrossEntropyLoss(_WeightedLoss):
         ignore_index: index-target value that contributes nothing (default -100).
         reduction: ``"none"``, ``"mean"`` (default) or ``"sum"``.
         class_dim: the class dimension of the input (default 1).
+        inplace_backward: write the gradient into the input's storage, destroying the logits
+            (default ``False``); see :func:`labelsmooth.functional.smoothed_cross_entropy`.
 
     Shape:
         input ``(N, C, *)``; target ``(N, *)`` indices or ``(N, C, *)`` dense; output scalar, or
@@ -78,16 +81,20 @@ class SmoothedCrossEntropyLoss(_WeightedLoss):
     """
 
     def __init__(self, smoothing: float = 0.1, *, weight: torch.Tensor | None = None,
-                 ignore_index: int = -100, reduction: str = "mean", class_dim: int = 1) -> None:
+                 ignore_index: int = -100, reduction: str = "mean", class_dim: int = 1,
+                 inplace_backward: bool = False) -> None:
         super().__init__(weight=weight, reduction=reduction)
         self.smoothing = check_smoothing(smoothing)
         self.ignore_index = check_int(ignore_index, "ignore_index")
         self.class_dim = check_int(class_dim, "class_dim")
+        if not isinstance(inplace_backward, bool):
+            fail("inplace_backward", "a bool", inplace_backward, error=TypeError)
+        self.inplace_backward = inplace_backward
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return smoothed_cross_entropy(input, target, self.smoothing, weight=self.weight,
                                       ignore_index=self.ignore_index, reduction=self.reduction,
-                                      class_dim=self.class_dim)
+                                      class_dim=self.class_dim, inplace_backward=self.inplace_backward)
 
 
 class SmoothedBCEWithLogitsLoss(_WeightedLoss):

@@ -308,3 +308,35 @@ def test_inputs_not_modified() -> None:
     saved = logits.clone(), target.clone()
     smoothed_cross_entropy(logits, target, 0.1)
     assert torch.equal(logits, saved[0]) and torch.equal(target, saved[1])
+
+
+# --- inplace_backward through the public function --------------------------------------------
+
+def test_inplace_backward_through_a_linear_head_matches_pytorch() -> None:
+    hidden = torch.randn(16, 8, dtype=torch.float64)
+    head = torch.nn.Linear(8, 300, dtype=torch.float64)
+    target = torch.randint(300, (16,))
+    target[3] = -100
+    reference_hidden = hidden.clone().requires_grad_()
+    F.cross_entropy(head(reference_hidden), target, label_smoothing=0.1).backward()
+    reference_grads = [p.grad.clone() for p in head.parameters()]
+    head.zero_grad()
+    ours_hidden = hidden.clone().requires_grad_()
+    logits = head(ours_hidden)
+    loss = smoothed_cross_entropy(logits, target, 0.1, inplace_backward=True)
+    assert_close(loss, F.cross_entropy(head(hidden), target, label_smoothing=0.1))
+    loss.backward()
+    assert_close(ours_hidden.grad, reference_hidden.grad)
+    for ours, ref in zip((p.grad for p in head.parameters()), reference_grads, strict=True):
+        assert_close(ours, ref)
+
+
+def test_inplace_backward_refuses_a_leaf() -> None:
+    logits = torch.randn(4, 5, requires_grad=True)
+    with pytest.raises(ValueError, match="inplace_backward: expected logits produced by an operation"):
+        smoothed_cross_entropy(logits, torch.tensor([0, 1, 2, 3]), 0.1, inplace_backward=True)
+
+
+def test_inplace_backward_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="inplace_backward: expected a bool, got 1"):
+        smoothed_cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), inplace_backward=1)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from labelsmooth._ops.cross_entropy import fused_smoothed_cross_entropy
 from labelsmooth._validation import (
     check_floating,
     check_int,
@@ -102,53 +103,6 @@ def soft_cross_entropy(
     return F.cross_entropy(moved, dense, weight=w, reduction=red)
 
 
-def _smoothed_cross_entropy_rows(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    smoothing: float,
-    *,
-    weight: torch.Tensor | None,
-    ignore_index: int,
-    reduction: str,
-) -> torch.Tensor:
-    """Label-smoothed cross-entropy of ``(M, C)`` logits and ``(M,)`` int64 targets.
-
-    With ``lse = logsumexp(x)`` and ``-log p_c = lse - x_c``, the dense smoothed target
-    ``(1 - s) onehot(y) + s / C`` gives, per row,
-
-        loss = (1 - s) * w[y] * (lse - x_y) + (s / C) * sum_c w[c] * (lse - x_c)
-
-    which needs one log-softmax and two row reductions, never the dense target. PyTorch's
-    ``mean`` divides the summed loss by ``sum w[y]`` over non-ignored rows (their count without
-    weights), the same denominator as its plain NLL: 0 / 0 = NaN for an all-ignored batch.
-
-    float16 / bfloat16 logits are upcast to float32 before the softmax: ``sum_c (lse - x_c)``
-    is about ``C * log C`` (332,000 at C = 32000), past float16's 65504, so PyTorch's own
-    float16 loss is ``inf`` there. The loss is cast back to the logits' dtype at the end (a
-    finite ~10 per row), and autograd returns the gradient in the logits' dtype.
-    """
-    compute = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-    num_classes = compute.shape[-1]
-    ignored = target == ignore_index
-    safe_target = target.masked_fill(ignored, 0)
-    neg_logp = -torch.log_softmax(compute, dim=-1)
-    nll = neg_logp.gather(1, safe_target.unsqueeze(1)).squeeze(1)
-    if weight is None:
-        uniform = neg_logp.sum(dim=-1)
-        target_weight = (~ignored).to(compute.dtype)
-    else:
-        w = weight.to(dtype=compute.dtype, device=compute.device)
-        uniform = neg_logp @ w
-        target_weight = w[safe_target].masked_fill(ignored, 0.0)
-        nll = nll * target_weight
-    loss = ((1.0 - smoothing) * nll + (smoothing / num_classes) * uniform).masked_fill(ignored, 0.0)
-    if reduction == "sum":
-        loss = loss.sum()
-    elif reduction == "mean":
-        loss = loss.sum() / target_weight.sum()
-    return loss.to(logits.dtype)
-
-
 def smoothed_cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -158,6 +112,7 @@ def smoothed_cross_entropy(
     ignore_index: int = -100,
     reduction: str = "mean",
     class_dim: int = 1,
+    inplace_backward: bool = False,
     validate_args: bool | None = None,
 ) -> torch.Tensor:
     """Label-smoothed cross-entropy that never builds the dense ``N x C`` target.
@@ -175,6 +130,11 @@ def smoothed_cross_entropy(
     (NaN mean) and empty batches included. For float16 / bfloat16 input the class sums
     accumulate in float32, so the loss stays finite for large ``C`` where PyTorch's overflows.
 
+    Index targets run the fused kernel of :mod:`labelsmooth._ops.cross_entropy`: one pass over
+    the logits computes the loss and the gradient together (derivation beside that code), keeps
+    only the gradient, and does no gradient work under ``torch.no_grad()``. Its only ``N x C``
+    allocation is the gradient it must return, or none with ``inplace_backward=True``.
+
     Dense targets are accepted too: they are smoothed with :func:`smooth_labels` and passed to
     :func:`soft_cross_entropy` (whose ``"mean"`` divides by the number of positions).
 
@@ -187,6 +147,13 @@ def smoothed_cross_entropy(
         ignore_index: index-target value that contributes nothing (default -100).
         reduction: ``"none"`` (shape ``(N, *)``), ``"mean"`` (default) or ``"sum"``.
         class_dim: the class dimension of ``input`` (default 1).
+        inplace_backward: write the gradient into ``input``'s own storage instead of a new
+            buffer (default ``False``; the name flash-attention uses). **The logits' values are
+            destroyed by the call**: read anything you need from them (accuracy, say) before.
+            Refused with a ``ValueError`` for a leaf tensor that requires grad or a view of one;
+            another autograd node that saved the logits raises in backward (the write bumps
+            their version counter). Saves memory only when the logits, moved to ``(M, C)``,
+            are contiguous (the usual ``(N, C)`` head output); otherwise it writes into that copy.
         validate_args: index-range checking, as in :func:`labelsmooth.functional.one_hot`.
 
     Returns:
@@ -213,9 +180,12 @@ def smoothed_cross_entropy(
         dense = smooth_labels(input, target, s, class_dim=dim)
         return soft_cross_entropy(input, dense, weight=w, reduction=red, class_dim=dim)
     check_target_range(target, num_classes, ignore, validate_args=validate_args, targets_name="target")
+    if not isinstance(inplace_backward, bool):
+        fail("inplace_backward", "a bool", inplace_backward, error=TypeError)
     rows = input.movedim(dim, -1).reshape(-1, num_classes)
-    loss = _smoothed_cross_entropy_rows(
+    loss = fused_smoothed_cross_entropy(
         rows, target.reshape(-1).long(), s, weight=w, ignore_index=ignore, reduction=red,
+        inplace_backward=inplace_backward,
     )
     return loss.reshape(target.shape) if red == "none" else loss
 
