@@ -418,3 +418,15 @@ def test_docstring_examples_run_and_exports_exist() -> None:
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
     assert all(hasattr(module, name) for name in module.__all__)
+
+
+def test_results_unpack_as_four_values_and_carry_the_draws() -> None:
+    x, y = torch.randn(6, 3, 4, 4), torch.arange(6) % 3
+    gen = torch.Generator().manual_seed(3)
+    for out in (mixup_batch(x, y, generator=gen), cutmix_batch(x, y, generator=gen)):
+        mixed, targets, permuted, lam = out
+        assert targets is y and torch.equal(permuted, y[out.indices])
+        assert sorted(out.indices.tolist()) == list(range(6))
+        assert lam == out.lam and mixed is out.inputs
+    assert mixup_batch(x, y, generator=gen).bbox is None
+    assert cutmix_batch(x, y, generator=gen).bbox is not None

@@ -26,9 +26,9 @@ torch's global CPU generator is used (``torch.manual_seed`` makes it reproducibl
 Beta and Gamma samplers cannot take a generator, so Beta is built here from two Gamma variates
 drawn by Marsaglia and Tsang's rejection method from the generator's normal and uniform draws.
 
-The results come back as a :class:`MixedBatch` named tuple: the issue's four values
-``(inputs, targets, permuted_targets, lam)`` first, then what was drawn (``indices`` and, for
-CutMix, ``bbox``). Inputs and targets are never modified in place.
+The results come back as a :class:`MixedBatch`: the named 4-tuple ``(inputs, targets,
+permuted_targets, lam)``, which also carries what was drawn as the attributes ``indices`` and
+(CutMix) ``bbox``. Inputs and targets are never modified in place.
 
 References:
     Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018.
@@ -54,8 +54,19 @@ __all__ = ["MixedBatch", "cutmix_batch", "mix_targets", "mixup_batch"]
 Box = tuple[tuple[int, int], ...]
 
 
-class MixedBatch(NamedTuple):
+class _MixedFields(NamedTuple):
+    inputs: Tensor
+    targets: Tensor
+    permuted_targets: Tensor
+    lam: float
+
+
+class MixedBatch(_MixedFields):
     """What :func:`mixup_batch` and :func:`cutmix_batch` return.
+
+    A 4-tuple ``(inputs, targets, permuted_targets, lam)``, so ``x, y, y_perm, lam =
+    mixup_batch(...)`` unpacks as the issue's signature promises, that also carries what was
+    drawn as the attributes ``indices`` and ``bbox``.
 
     Attributes:
         inputs: the mixed inputs, a new tensor of the input's shape and dtype.
@@ -66,14 +77,27 @@ class MixedBatch(NamedTuple):
         bbox: CutMix only (``None`` for MixUp): the pasted box as one half-open
             ``(start, stop)`` pair per spatial dimension, in the tensor's order, e.g.
             ``((top, bottom), (left, right))`` for ``(N, C, H, W)``.
+
+    Example:
+        >>> out = MixedBatch(torch.zeros(2, 1), torch.tensor([0, 1]), torch.tensor([1, 0]), 0.5,
+        ...                  torch.tensor([1, 0]))
+        >>> x, y, y_perm, lam = out
+        >>> lam, out.indices.tolist(), out.bbox
+        (0.5, [1, 0], None)
     """
 
-    inputs: Tensor
-    targets: Tensor
-    permuted_targets: Tensor
-    lam: float
     indices: Tensor
-    bbox: Box | None = None
+    bbox: Box | None
+
+    def __new__(cls, inputs: Tensor, targets: Tensor, permuted_targets: Tensor, lam: float,
+                indices: Tensor, bbox: Box | None = None) -> MixedBatch:
+        self = super().__new__(cls, inputs, targets, permuted_targets, lam)
+        self.indices = indices
+        self.bbox = bbox
+        return self
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, indices={self.indices!r}, bbox={self.bbox!r})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,7 +256,8 @@ def mixup_batch(
             torch's global CPU generator.
 
     Returns:
-        A :class:`MixedBatch` ``(inputs, targets, permuted_targets, lam, indices, bbox=None)``.
+        A :class:`MixedBatch` ``(inputs, targets, permuted_targets, lam)`` with ``.indices``
+        (and ``.bbox`` = ``None``).
         A batch of one example is mixed with itself: a documented no-op that returns the inputs'
         values unchanged (``torch.lerp`` is exact when both ends are equal).
 
@@ -351,7 +376,8 @@ def cutmix_batch(
             torch's global CPU generator.
 
     Returns:
-        A :class:`MixedBatch` ``(inputs, targets, permuted_targets, lam, indices, bbox)``.
+        A :class:`MixedBatch` ``(inputs, targets, permuted_targets, lam)`` with ``.indices``
+        and ``.bbox``.
         A batch of one example pastes from itself: a documented no-op on the values.
 
     Example:
