@@ -138,6 +138,30 @@ def test_after_loss_runs_and_targets_come_back_when_the_loss_raises() -> None:
     assert len(seen) == 1 and not seen[0].is_floating_point()
 
 
+def test_after_forward_runs_and_inputs_come_back_when_the_forward_raises() -> None:
+    from labelsmooth import MixUp
+
+    inputs, targets = torch.randn(8, 4), torch.arange(8) % NUM_CLASSES
+    batch = [inputs, targets]  # a list batch: algorithms set its items in place
+
+    class Exploding(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = make_model()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            assert x is not inputs  # MixUp's mixed inputs reached the model
+            raise RuntimeError("forward exploded")
+
+    mixup = MixUp(alpha=0.4, generator=torch.Generator().manual_seed(0))
+    trainer = _trainer(Exploding(), [batch], algorithms=[mixup])
+    with pytest.raises(RuntimeError, match="forward exploded"):
+        trainer.fit()
+    # The State's batch (what callbacks and a post-mortem see) holds the real inputs again.
+    assert trainer.state.batch[0] is inputs
+    assert batch[0] is inputs and batch[1] is targets
+
+
 def test_grad_accum_gives_the_full_batch_update() -> None:
     data = make_dataset(24, dtype=torch.float64)
     results = []

@@ -605,10 +605,11 @@ class Trainer:
 
     def _train_microbatch(self, share: float) -> None:
         state, engine = self.state, self.engine
-        engine.run_event(Event.BEFORE_FORWARD)
-        with self._autocast():
-            state.outputs = self._forward(state.batch)
-        engine.run_event(Event.AFTER_FORWARD)
+        # AFTER_FORWARD and AFTER_LOSS fire even when the forward or the loss raises, so that
+        # algorithms undo what they changed (MixUp's inputs, every algorithm's targets).
+        with engine.run_around(Event.BEFORE_FORWARD, Event.AFTER_FORWARD):
+            with self._autocast():
+                state.outputs = self._forward(state.batch)
         with engine.run_around(Event.BEFORE_LOSS, Event.AFTER_LOSS):
             with self._autocast():
                 state.loss = self._loss()
