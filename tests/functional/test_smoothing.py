@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -179,3 +181,23 @@ def test_bad_class_dim() -> None:
 def test_empty_batch() -> None:
     out = smooth_labels(torch.randn(0, 3), torch.zeros(0, dtype=torch.long))
     assert out.shape == (0, 3)
+
+
+def test_smoothing_accepts_any_real_number() -> None:
+    # numpy scalars (what a config loaded through numpy or pandas holds) and fractions are real
+    # numbers: they give what the equal Python float gives.
+    np = pytest.importorskip("numpy")
+    logits, targets = torch.randn(3, 4), torch.tensor([0, 3, 1])
+    expected = smooth_labels(logits, targets, 0.25)
+    for smoothing in (np.float64(0.25), np.float32(0.25), Fraction(1, 4)):
+        assert torch.equal(smooth_labels(logits, targets, smoothing), expected)
+    assert torch.equal(smooth_labels(logits, targets, np.int64(1)), smooth_labels(logits, targets, 1.0))
+
+
+def test_integer_options_accept_numpy_integers() -> None:
+    np = pytest.importorskip("numpy")
+    targets = torch.tensor([0, 2, -1])
+    assert torch.equal(one_hot(targets, np.int64(3), ignore_index=np.int32(-1)),
+                       one_hot(targets, 3, ignore_index=-1))
+    assert torch.equal(smooth_labels(torch.randn(3, 4), targets.abs(), class_dim=np.int64(-1)),
+                       smooth_labels(torch.randn(3, 4), targets.abs(), class_dim=-1))

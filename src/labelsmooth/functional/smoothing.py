@@ -93,7 +93,7 @@ def one_hot(
     if not isinstance(targets, torch.Tensor):
         fail("targets", "a torch.Tensor", type(targets).__name__, error=TypeError)
     check_index_dtype(targets, "targets")
-    check_int(num_classes, "num_classes", minimum=1)
+    num_classes = check_int(num_classes, "num_classes", minimum=1)
     ignore = check_ignore_index(ignore_index, optional=True)
     dim = check_class_dim(class_dim, targets.ndim + 1)
     check_target_range(targets, num_classes, ignore, validate_args=validate_args)
