@@ -340,3 +340,22 @@ def test_inplace_backward_refuses_a_leaf() -> None:
 def test_inplace_backward_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="inplace_backward: expected a bool, got 1"):
         smoothed_cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), inplace_backward=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("input_dtype", "weight_dtype"), [(torch.float64, torch.float32),
+                                                           (torch.float32, torch.float64)])
+@pytest.mark.parametrize("dense", [False, True])
+def test_weight_in_another_dtype_is_cast_to_the_input_dtype(input_dtype, weight_dtype, dense) -> None:
+    # smoothed_cross_entropy's index path already accepts any floating weight; every path must
+    # give the loss in the input's dtype, as the loss a weight of the input's dtype gives.
+    logits = torch.randn(6, 4, dtype=input_dtype)
+    target = torch.randint(4, (6,))
+    if dense:
+        target = torch.softmax(torch.randn(6, 4, dtype=input_dtype), 1)
+    weight = torch.rand(4, dtype=torch.float64) + 0.5
+    for loss in (soft_cross_entropy, smoothed_cross_entropy):
+        got = loss(logits, target, weight=weight.to(weight_dtype))
+        assert got.dtype == input_dtype
+        assert_close(got, loss(logits, target, weight=weight.to(weight_dtype).to(input_dtype)))
+    assert_close(soft_cross_entropy(logits, target, weight=weight.to(weight_dtype)),
+                 F.cross_entropy(logits, target, weight=weight.to(weight_dtype).to(input_dtype)))

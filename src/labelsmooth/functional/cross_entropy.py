@@ -72,7 +72,8 @@ def soft_cross_entropy(
     Args:
         input: logits, shape ``(N, C, *)`` with classes on ``class_dim``, or ``(C,)``; floating.
         target: class indices ``(N, *)`` (integer) or dense targets of ``input``'s shape.
-        weight: class weights, shape ``(C,)`` (default ``None``: all 1).
+        weight: class weights, shape ``(C,)``, any floating dtype (cast to ``input``'s)
+            (default ``None``: all 1).
         ignore_index: for index targets, a value that contributes 0 (default -100).
         reduction: ``"none"`` (shape ``(N, *)``), ``"mean"`` (default) or ``"sum"``.
         class_dim: the class dimension of ``input`` (default 1).
@@ -94,6 +95,10 @@ def soft_cross_entropy(
     kind, dim = classify_targets(input, target, class_dim, logits_name="input", targets_name="target")
     num_classes = input.shape[dim]
     w = _check_weight(weight, num_classes)
+    if w is not None:
+        # PyTorch requires the weight in the input's dtype; the fused smoothed path accepts any
+        # floating weight, so this one does too.
+        w = w.to(device=input.device, dtype=input.dtype)
     moved = input.movedim(dim, 1) if input.ndim > 1 else input
     if kind == "index":
         check_target_range(target, num_classes, ignore, validate_args=validate_args,
@@ -143,7 +148,8 @@ def smoothed_cross_entropy(
         target: class indices ``(N, *)`` in ``[0, C)`` or ``ignore_index``, or dense targets of
             ``input``'s shape.
         smoothing: ``s`` in ``[0, 1]`` (default 0.1); 0 gives plain cross-entropy.
-        weight: class weights ``(C,)`` (default ``None``).
+        weight: class weights ``(C,)``, any floating dtype (default ``None``). Index targets
+            use it in float32 (float64 for float64 input); dense ones cast it to ``input``'s.
         ignore_index: index-target value that contributes nothing (default -100).
         reduction: ``"none"`` (shape ``(N, *)``), ``"mean"`` (default) or ``"sum"``.
         class_dim: the class dimension of ``input`` (default 1).
