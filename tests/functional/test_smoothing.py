@@ -7,7 +7,7 @@ from fractions import Fraction
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_close
+from helpers import HostSyncRecorder, assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -201,3 +201,14 @@ def test_integer_options_accept_numpy_integers() -> None:
                        one_hot(targets, 3, ignore_index=-1))
     assert torch.equal(smooth_labels(torch.randn(3, 4), targets.abs(), class_dim=np.int64(-1)),
                        smooth_labels(torch.randn(3, 4), targets.abs(), class_dim=-1))
+
+
+@pytest.mark.parametrize("ignore_index", [None, -1])
+def test_no_host_sync_on_an_accelerator(ignore_index: int | None) -> None:
+    # meta tensors stand in for CUDA ones: any host-to-device copy or value read is recorded.
+    logits = torch.empty(4, 5, device="meta")
+    targets = torch.empty(4, dtype=torch.long, device="meta")
+    with HostSyncRecorder() as recorder:
+        smooth_labels(logits, targets, 0.1, ignore_index=ignore_index)
+        one_hot(targets, 5, ignore_index=ignore_index)
+    assert recorder.syncs == []
