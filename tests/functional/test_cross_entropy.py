@@ -359,3 +359,21 @@ def test_weight_in_another_dtype_is_cast_to_the_input_dtype(input_dtype, weight_
         assert_close(got, loss(logits, target, weight=weight.to(weight_dtype).to(input_dtype)))
     assert_close(soft_cross_entropy(logits, target, weight=weight.to(weight_dtype)),
                  F.cross_entropy(logits, target, weight=weight.to(weight_dtype).to(input_dtype)))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_targets_on_another_device_are_moved_to_the_input(reduction: str) -> None:
+    # meta logits stand in for an accelerator's, with the targets left on the CPU (a common
+    # slip): every loss follows smooth_labels, which moves them, instead of failing inside.
+    logits = torch.empty(4, 5, device="meta")
+    index, dense = torch.tensor([0, 4, -100, 2]), torch.rand(4, 5)
+    for loss in (
+        smoothed_cross_entropy(logits, index, reduction=reduction),
+        smoothed_cross_entropy(logits, dense, reduction=reduction),
+        soft_cross_entropy(logits, index, reduction=reduction),
+        soft_cross_entropy(logits, dense, reduction=reduction),
+    ):
+        assert loss.device.type == "meta"
+        assert loss.shape == ((4,) if reduction == "none" else ())
+    binary = smoothed_binary_cross_entropy_with_logits(logits, torch.ones(4, 5), reduction=reduction)
+    assert binary.device.type == "meta" and binary.shape == ((4, 5) if reduction == "none" else ())

@@ -71,7 +71,9 @@ def soft_cross_entropy(
 
     Args:
         input: logits, shape ``(N, C, *)`` with classes on ``class_dim``, or ``(C,)``; floating.
-        target: class indices ``(N, *)`` (integer) or dense targets of ``input``'s shape.
+        target: class indices ``(N, *)`` (integer) or dense targets of ``input``'s shape; on
+            another device than ``input`` they are copied to ``input``'s (as
+            :func:`labelsmooth.functional.smooth_labels` does).
         weight: class weights, shape ``(C,)``, any floating dtype (cast to ``input``'s)
             (default ``None``: all 1).
         ignore_index: for index targets, a value that contributes 0 (default -100).
@@ -103,8 +105,10 @@ def soft_cross_entropy(
     if kind == "index":
         check_target_range(target, num_classes, ignore, validate_args=validate_args,
                            targets_name="target")
-        return F.cross_entropy(moved, target.long(), weight=w, ignore_index=ignore, reduction=red)
-    dense = target.to(dtype=input.dtype).movedim(dim, 1) if input.ndim > 1 else target.to(input.dtype)
+        index = target.to(device=input.device, dtype=torch.long)
+        return F.cross_entropy(moved, index, weight=w, ignore_index=ignore, reduction=red)
+    dense = target.to(device=input.device, dtype=input.dtype)
+    dense = dense.movedim(dim, 1) if input.ndim > 1 else dense
     return F.cross_entropy(moved, dense, weight=w, reduction=red)
 
 
@@ -146,7 +150,7 @@ def smoothed_cross_entropy(
     Args:
         input: logits ``(N, C, *)`` with classes on ``class_dim``, or ``(C,)``; floating.
         target: class indices ``(N, *)`` in ``[0, C)`` or ``ignore_index``, or dense targets of
-            ``input``'s shape.
+            ``input``'s shape; on another device than ``input`` they are copied to ``input``'s.
         smoothing: ``s`` in ``[0, 1]`` (default 0.1); 0 gives plain cross-entropy.
         weight: class weights ``(C,)``, any floating dtype (default ``None``). Index targets
             use it in float32 (float64 for float64 input); dense ones cast it to ``input``'s.
@@ -190,8 +194,8 @@ def smoothed_cross_entropy(
         fail("inplace_backward", "a bool", inplace_backward, error=TypeError)
     rows = input.movedim(dim, -1).reshape(-1, num_classes)
     loss = fused_smoothed_cross_entropy(
-        rows, target.reshape(-1).long(), s, weight=w, ignore_index=ignore, reduction=red,
-        inplace_backward=inplace_backward,
+        rows, target.reshape(-1).to(device=input.device, dtype=torch.long), s, weight=w,
+        ignore_index=ignore, reduction=red, inplace_backward=inplace_backward,
     )
     return loss.reshape(target.shape) if red == "none" else loss
 
@@ -219,7 +223,8 @@ def smoothed_binary_cross_entropy_with_logits(
 
     Args:
         input: logits of any shape, floating.
-        target: targets in ``[0, 1]`` of ``input``'s shape (bool, integer or floating).
+        target: targets in ``[0, 1]`` of ``input``'s shape (bool, integer or floating); on
+            another device than ``input`` they are copied to ``input``'s.
         smoothing: ``s`` in ``[0, 1]`` (default 0.1).
         weight: a tensor broadcastable to ``input`` (default ``None``).
         pos_weight: weight of positives per class, broadcastable to ``input`` (default ``None``).
@@ -244,7 +249,7 @@ def smoothed_binary_cross_entropy_with_logits(
         if value is not None and not isinstance(value, torch.Tensor):
             fail(name, "None or a torch.Tensor", describe(value), error=TypeError)
     # Smooth in the input's dtype: smoothing a bool target in float32 first would round s / 2.
-    smoothed = smooth_binary_labels(target.to(input.dtype), s)
+    smoothed = smooth_binary_labels(target.to(device=input.device, dtype=input.dtype), s)
     return F.binary_cross_entropy_with_logits(
         input, smoothed, weight=weight, pos_weight=pos_weight, reduction=red,
     )
