@@ -347,3 +347,17 @@ def test_worker_threads_match_the_serial_pass_and_restore_the_thread_count(monke
     for workers in (2, 3):
         assert_close(results[workers][0], results[1][0], what="loss")
         assert_close(results[workers][1], results[1][1], what="gradient")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_zero_weight_on_every_counted_target_matches_pytorch(path, reduction):
+    # The weighted mean divides by sum w_y = 0 although the smoothing term is not 0: PyTorch's
+    # NLL part is 0 / 0 = NaN, so its loss is NaN (not the smoothing term's +inf).
+    logits, _, _ = _make_case(6, 4, "none", False)
+    target = torch.tensor([0, 1, IGNORE, 0, 1, 1])
+    weight = torch.tensor([0.0, 0.0, 1.0, 2.0], dtype=torch.float64)
+    grad_output = torch.ones(6 if reduction == "none" else ())
+    loss, grad = _ours(logits, target, 0.1, weight, reduction, grad_output.double())
+    ref_loss, ref_grad = _reference(logits, target, 0.1, weight, reduction, grad_output)
+    assert_close(loss, ref_loss)
+    assert_close(grad, ref_grad, what="gradient")
