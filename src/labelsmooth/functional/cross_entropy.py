@@ -90,6 +90,9 @@ def soft_cross_entropy(
         >>> soft_cross_entropy(logits, torch.tensor([0])).allclose(
         ...     soft_cross_entropy(logits, torch.tensor([[1.0, 0.0, 0.0]])))
         True
+
+    References:
+        PyTorch, :func:`torch.nn.functional.cross_entropy` (probability targets since 1.10).
     """
     check_floating(input, "input")
     red = check_reduction(reduction)
@@ -237,6 +240,10 @@ def smoothed_binary_cross_entropy_with_logits(
         >>> x = torch.zeros(2, 3)
         >>> smoothed_binary_cross_entropy_with_logits(x, torch.ones(2, 3), 0.1)
         tensor(0.6931)
+
+    References:
+        Keras, ``keras.losses.BinaryCrossentropy(label_smoothing=...)``; Müller, Kornblith and
+        Hinton, "When does label smoothing help?", NeurIPS 2019.
     """
     check_floating(input, "input")
     s = check_smoothing(smoothing)

@@ -188,6 +188,10 @@ def smooth_binary_labels(targets: torch.Tensor, smoothing: float = 0.1) -> torch
     Example:
         >>> smooth_binary_labels(torch.tensor([1.0, 0.0]), smoothing=0.2)
         tensor([0.9000, 0.1000])
+
+    References:
+        Keras, ``keras.losses.BinaryCrossentropy(label_smoothing=...)``; timm,
+        ``timm.loss.BinaryCrossEntropy``.
     """
     if not isinstance(targets, torch.Tensor):
         fail("targets", "a torch.Tensor", type(targets).__name__, error=TypeError)
