@@ -361,3 +361,19 @@ def test_zero_weight_on_every_counted_target_matches_pytorch(path, reduction):
     ref_loss, ref_grad = _reference(logits, target, 0.1, weight, reduction, grad_output)
     assert_close(loss, ref_loss)
     assert_close(grad, ref_grad, what="gradient")
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_masked_logits_match_pytorch(path, smoothing, weighted):
+    # Classes masked out with -inf (a common way to forbid them): plain cross-entropy
+    # (smoothing 0) stays finite; with smoothing the uniform term's -log 0 makes it +inf.
+    logits, target, weight = _make_case(6, 9, "some", weighted)
+    logits[:, :3] = float("-inf")
+    target = torch.where(target == IGNORE, target, 3 + target % 6)
+    for reduction in ("mean", "sum", "none"):
+        grad_output = torch.ones(6 if reduction == "none" else ())
+        loss, grad = _ours(logits, target, smoothing, weight, reduction, grad_output.double())
+        ref_loss, ref_grad = _reference(logits, target, smoothing, weight, reduction, grad_output)
+        assert_close(loss, ref_loss)
+        assert_close(grad, ref_grad, what="gradient")

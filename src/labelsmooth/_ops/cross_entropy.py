@@ -375,8 +375,13 @@ def _forward(
 
     # loss_i = (1 - s) * w_y * (lse - x_y) + (s / C) * (W * lse - sum_c w_c x_c), 0 if ignored.
     target_term = torch.where(valid, (1.0 - smoothing) * target_weight * (lse - target_logit), 0.0)
-    uniform_term = torch.where(
-        valid, (smoothing / num_classes) * (total_weight * lse - weighted_logit_sum), 0.0)
+    if smoothing == 0.0:
+        # Not 0 * (W * lse - sum_c w_c x_c): logits masked with -inf make that 0 * inf = NaN,
+        # where plain cross-entropy (PyTorch's, without smoothing) is finite.
+        uniform_term = torch.zeros_like(target_term)
+    else:
+        uniform_term = torch.where(
+            valid, (smoothing / num_classes) * (total_weight * lse - weighted_logit_sum), 0.0)
     if reduction == "none":
         return (target_term + uniform_term).to(logits.dtype)
     if reduction == "sum":
