@@ -340,6 +340,8 @@ def test_inplace_backward_refuses_a_leaf() -> None:
 def test_inplace_backward_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="inplace_backward: expected a bool, got 1"):
         smoothed_cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), inplace_backward=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="inplace_backward: expected a bool, got 'yes'"):
+        smoothed_cross_entropy(torch.randn(2, 3), torch.rand(2, 3), inplace_backward="yes")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("input_dtype", "weight_dtype"), [(torch.float64, torch.float32),

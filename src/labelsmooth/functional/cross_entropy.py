@@ -189,12 +189,12 @@ def smoothed_cross_entropy(
     kind, dim = classify_targets(input, target, class_dim, logits_name="input", targets_name="target")
     num_classes = input.shape[dim]
     w = _check_weight(weight, num_classes)
+    if not isinstance(inplace_backward, bool):
+        fail("inplace_backward", "a bool", describe(inplace_backward), error=TypeError)
     if kind == "dense":
         dense = smooth_labels(input, target, s, class_dim=dim)
         return soft_cross_entropy(input, dense, weight=w, reduction=red, class_dim=dim)
     check_target_range(target, num_classes, ignore, validate_args=validate_args, targets_name="target")
-    if not isinstance(inplace_backward, bool):
-        fail("inplace_backward", "a bool", inplace_backward, error=TypeError)
     rows = input.movedim(dim, -1).reshape(-1, num_classes)
     loss = fused_smoothed_cross_entropy(
         rows, target.reshape(-1).to(device=input.device, dtype=torch.long), s, weight=w,
