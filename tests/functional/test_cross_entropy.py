@@ -308,6 +308,16 @@ def test_inputs_not_modified() -> None:
     saved = logits.clone(), target.clone()
     smoothed_cross_entropy(logits, target, 0.1)
     assert torch.equal(logits, saved[0]) and torch.equal(target, saved[1])
+    # The gradient path too (it writes an N x C buffer), through a non-leaf, with a weight.
+    leaf, weight = logits.clone().requires_grad_(), torch.rand(3) + 0.5
+    saved_weight = weight.clone()
+    for reduction in ("mean", "none"):
+        head = leaf * 2
+        saved_head = head.detach().clone()
+        smoothed_cross_entropy(head, target, 0.1, weight=weight, reduction=reduction).sum().backward()
+        assert torch.equal(head.detach(), saved_head)
+    assert torch.equal(weight, saved_weight) and torch.equal(leaf.detach(), saved[0])
+    assert torch.equal(target, saved[1])
 
 
 # --- inplace_backward through the public function --------------------------------------------
