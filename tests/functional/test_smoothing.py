@@ -212,3 +212,12 @@ def test_no_host_sync_on_an_accelerator(ignore_index: int | None) -> None:
         smooth_labels(logits, targets, 0.1, ignore_index=ignore_index)
         one_hot(targets, 5, ignore_index=ignore_index)
     assert recorder.syncs == []
+
+
+def test_out_of_range_index_of_a_narrow_dtype_is_not_taken_for_ignore_index() -> None:
+    # In uint8, -6 wraps to 250: the check must compare the values the losses use (int64).
+    targets = torch.tensor([250, 1], dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"targets: expected class indices in \[0, 5\) or ignore_index=-6, got 250"):
+        smooth_labels(torch.randn(2, 5), targets, ignore_index=-6)
+    with pytest.raises(ValueError, match=r"got 250 at position \(0,\)"):
+        one_hot(targets, 5, ignore_index=-6)
