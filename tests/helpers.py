@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # (rtol, atol) per dtype, declared once for the whole suite. float32 and float64 follow the core
 # issue's contract (1e-5 and 1e-10 relative to PyTorch); half precisions are compared after
@@ -69,3 +70,29 @@ def assert_close(
             f"{what}: {int(bad.sum())} of {bad.numel()} elements differ beyond "
             f"rtol={rtol}, atol={atol} ({dtype}); first mismatches:\n" + "\n".join(lines)
         )
+
+
+class HostSyncRecorder(TorchDispatchMode):
+    """Record the operations that would make the host wait for an accelerator.
+
+    Used with ``meta`` tensors standing in for an accelerator's (no GPU needed): a copy between
+    the CPU and another device (a non-pinned host-to-device copy synchronises on CUDA) and a
+    read of a tensor's value (``.item()``, ``bool(tensor)``, ``nonzero``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.syncs: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        name = str(func)
+        if any(op in name for op in ("_local_scalar_dense", "nonzero", "is_nonzero")):
+            self.syncs.append(name)
+        if name.startswith(("aten._to_copy", "aten.copy_")):
+            source = args[1] if name.startswith("aten.copy_") else args[0]
+            destination = args[0].device if name.startswith("aten.copy_") else kwargs.get(
+                "device", source.device)
+            if source.device.type != torch.device(destination).type:
+                self.syncs.append(f"{name} from {source.device} to {destination}")
+        return func(*args, **kwargs)

@@ -8,6 +8,7 @@ rather than as an ``assert``, a silent wrong answer or a device-side crash.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -51,8 +52,12 @@ def describe(value: Any) -> str:
 
 
 def check_smoothing(smoothing: Any, argument: str = "smoothing") -> float:
-    """Return ``smoothing`` as a float in [0, 1]; raise for anything else (NaN, bool, tensor...)."""
-    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)):
+    """Return ``smoothing`` as a float in [0, 1]; raise for anything else (NaN, bool, tensor...).
+
+    Any real number is accepted (``int``, ``float``, numpy scalars, ``Fraction``); a tensor is
+    not, since reading its value would be a host-device synchronisation on an accelerator.
+    """
+    if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real):
         shown = repr(smoothing) if isinstance(smoothing, str) else smoothing
         fail(argument, "a real number in [0, 1]", shown, error=TypeError)
     value = float(smoothing)
@@ -78,9 +83,13 @@ def check_floating(tensor: Any, argument: str) -> torch.Tensor:
 
 
 def check_int(value: Any, argument: str, *, minimum: int | None = None) -> int:
-    """``value`` must be a Python int (not a bool), at least ``minimum`` when given."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """``value`` must be an integer (not a bool), at least ``minimum`` when given.
+
+    Any integral number is accepted (``int``, numpy integers) and returned as a Python ``int``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         fail(argument, "an int", value, error=TypeError)
+    value = int(value)
     if minimum is not None and value < minimum:
         fail(argument, f"an int >= {minimum}", value)
     return value
@@ -98,8 +107,7 @@ def check_class_dim(class_dim: Any, ndim: int, argument: str = "class_dim") -> i
     A 1-d tensor is an unbatched ``(C,)`` input, as in ``torch.nn.functional.cross_entropy``: its
     only dimension is the class dimension, so the default ``class_dim=1`` resolves to 0 there.
     """
-    if isinstance(class_dim, bool) or not isinstance(class_dim, int):
-        fail(argument, "an int", class_dim, error=TypeError)
+    class_dim = check_int(class_dim, argument)
     if ndim == 1 and class_dim == 1:
         return 0
     if not -ndim <= class_dim < ndim:

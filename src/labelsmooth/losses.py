@@ -46,6 +46,13 @@ class SoftCrossEntropyLoss(_WeightedLoss):
     Shape:
         input ``(N, C, *)``; target ``(N, *)`` indices or ``(N, C, *)`` dense; output scalar, or
         ``(N, *)`` for ``reduction="none"``.
+
+    Example:
+        >>> criterion = SoftCrossEntropyLoss()
+        >>> logits = torch.tensor([[2.0, 0.0, 0.0]])
+        >>> torch.allclose(criterion(logits, torch.tensor([0])),
+        ...                criterion(logits, torch.tensor([[1.0, 0.0, 0.0]])))
+        True
     """
 
     def __init__(self, *, weight: torch.Tensor | None = None, ignore_index: int = -100,
@@ -64,7 +71,11 @@ class SmoothedCrossEntropyLoss(_WeightedLoss):
 
     A drop-in for ``torch.nn.CrossEntropyLoss(label_smoothing=s)`` that never builds the dense
     target, computes loss and gradient in one fused pass, and accumulates in float32 for
-    half-precision logits.
+    half-precision logits. Per position, with ``lse`` the log-sum-exp of the logits ``x``:
+
+    .. math::
+
+        \\ell = (1 - s)\\, w_y (\\mathrm{lse} - x_y) + \\frac{s}{C} \\sum_c w_c (\\mathrm{lse} - x_c)
 
     Args:
         smoothing: ``s`` in ``[0, 1]`` (default 0.1).
@@ -78,6 +89,15 @@ class SmoothedCrossEntropyLoss(_WeightedLoss):
     Shape:
         input ``(N, C, *)``; target ``(N, *)`` indices or ``(N, C, *)`` dense; output scalar, or
         ``(N, *)`` for ``reduction="none"``.
+
+    Example:
+        >>> criterion = SmoothedCrossEntropyLoss(0.1, reduction="none")
+        >>> x, y = torch.randn(2, 7, 3), torch.randint(7, (2, 3))
+        >>> criterion(x, y).shape
+        torch.Size([2, 3])
+
+    References:
+        Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016.
     """
 
     def __init__(self, smoothing: float = 0.1, *, weight: torch.Tensor | None = None,
@@ -110,6 +130,11 @@ class SmoothedBCEWithLogitsLoss(_WeightedLoss):
 
     Shape:
         input and target of the same shape; output scalar, or the input's shape for ``"none"``.
+
+    Example:
+        >>> criterion = SmoothedBCEWithLogitsLoss(0.2)
+        >>> criterion(torch.zeros(2, 3), torch.ones(2, 3))
+        tensor(0.6931)
     """
 
     pos_weight: torch.Tensor | None

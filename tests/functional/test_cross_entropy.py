@@ -308,6 +308,16 @@ def test_inputs_not_modified() -> None:
     saved = logits.clone(), target.clone()
     smoothed_cross_entropy(logits, target, 0.1)
     assert torch.equal(logits, saved[0]) and torch.equal(target, saved[1])
+    # The gradient path too (it writes an N x C buffer), through a non-leaf, with a weight.
+    leaf, weight = logits.clone().requires_grad_(), torch.rand(3) + 0.5
+    saved_weight = weight.clone()
+    for reduction in ("mean", "none"):
+        head = leaf * 2
+        saved_head = head.detach().clone()
+        smoothed_cross_entropy(head, target, 0.1, weight=weight, reduction=reduction).sum().backward()
+        assert torch.equal(head.detach(), saved_head)
+    assert torch.equal(weight, saved_weight) and torch.equal(leaf.detach(), saved[0])
+    assert torch.equal(target, saved[1])
 
 
 # --- inplace_backward through the public function --------------------------------------------
@@ -340,3 +350,42 @@ def test_inplace_backward_refuses_a_leaf() -> None:
 def test_inplace_backward_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="inplace_backward: expected a bool, got 1"):
         smoothed_cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), inplace_backward=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="inplace_backward: expected a bool, got 'yes'"):
+        smoothed_cross_entropy(torch.randn(2, 3), torch.rand(2, 3), inplace_backward="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("input_dtype", "weight_dtype"), [(torch.float64, torch.float32),
+                                                           (torch.float32, torch.float64)])
+@pytest.mark.parametrize("dense", [False, True])
+def test_weight_in_another_dtype_is_cast_to_the_input_dtype(input_dtype, weight_dtype, dense) -> None:
+    # smoothed_cross_entropy's index path already accepts any floating weight; every path must
+    # give the loss in the input's dtype, as the loss a weight of the input's dtype gives.
+    logits = torch.randn(6, 4, dtype=input_dtype)
+    target = torch.randint(4, (6,))
+    if dense:
+        target = torch.softmax(torch.randn(6, 4, dtype=input_dtype), 1)
+    weight = torch.rand(4, dtype=torch.float64) + 0.5
+    for loss in (soft_cross_entropy, smoothed_cross_entropy):
+        got = loss(logits, target, weight=weight.to(weight_dtype))
+        assert got.dtype == input_dtype
+        assert_close(got, loss(logits, target, weight=weight.to(weight_dtype).to(input_dtype)))
+    assert_close(soft_cross_entropy(logits, target, weight=weight.to(weight_dtype)),
+                 F.cross_entropy(logits, target, weight=weight.to(weight_dtype).to(input_dtype)))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_targets_on_another_device_are_moved_to_the_input(reduction: str) -> None:
+    # meta logits stand in for an accelerator's, with the targets left on the CPU (a common
+    # slip): every loss follows smooth_labels, which moves them, instead of failing inside.
+    logits = torch.empty(4, 5, device="meta")
+    index, dense = torch.tensor([0, 4, -100, 2]), torch.rand(4, 5)
+    for loss in (
+        smoothed_cross_entropy(logits, index, reduction=reduction),
+        smoothed_cross_entropy(logits, dense, reduction=reduction),
+        soft_cross_entropy(logits, index, reduction=reduction),
+        soft_cross_entropy(logits, dense, reduction=reduction),
+    ):
+        assert loss.device.type == "meta"
+        assert loss.shape == ((4,) if reduction == "none" else ())
+    binary = smoothed_binary_cross_entropy_with_logits(logits, torch.ones(4, 5), reduction=reduction)
+    assert binary.device.type == "meta" and binary.shape == ((4, 5) if reduction == "none" else ())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_close
+from helpers import HostSyncRecorder, assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -179,3 +181,43 @@ def test_bad_class_dim() -> None:
 def test_empty_batch() -> None:
     out = smooth_labels(torch.randn(0, 3), torch.zeros(0, dtype=torch.long))
     assert out.shape == (0, 3)
+
+
+def test_smoothing_accepts_any_real_number() -> None:
+    # numpy scalars (what a config loaded through numpy or pandas holds) and fractions are real
+    # numbers: they give what the equal Python float gives.
+    np = pytest.importorskip("numpy")
+    logits, targets = torch.randn(3, 4), torch.tensor([0, 3, 1])
+    expected = smooth_labels(logits, targets, 0.25)
+    for smoothing in (np.float64(0.25), np.float32(0.25), Fraction(1, 4)):
+        assert torch.equal(smooth_labels(logits, targets, smoothing), expected)
+    assert torch.equal(smooth_labels(logits, targets, np.int64(1)), smooth_labels(logits, targets, 1.0))
+
+
+def test_integer_options_accept_numpy_integers() -> None:
+    np = pytest.importorskip("numpy")
+    targets = torch.tensor([0, 2, -1])
+    assert torch.equal(one_hot(targets, np.int64(3), ignore_index=np.int32(-1)),
+                       one_hot(targets, 3, ignore_index=-1))
+    assert torch.equal(smooth_labels(torch.randn(3, 4), targets.abs(), class_dim=np.int64(-1)),
+                       smooth_labels(torch.randn(3, 4), targets.abs(), class_dim=-1))
+
+
+@pytest.mark.parametrize("ignore_index", [None, -1])
+def test_no_host_sync_on_an_accelerator(ignore_index: int | None) -> None:
+    # meta tensors stand in for CUDA ones: any host-to-device copy or value read is recorded.
+    logits = torch.empty(4, 5, device="meta")
+    targets = torch.empty(4, dtype=torch.long, device="meta")
+    with HostSyncRecorder() as recorder:
+        smooth_labels(logits, targets, 0.1, ignore_index=ignore_index)
+        one_hot(targets, 5, ignore_index=ignore_index)
+    assert recorder.syncs == []
+
+
+def test_out_of_range_index_of_a_narrow_dtype_is_not_taken_for_ignore_index() -> None:
+    # In uint8, -6 wraps to 250: the check must compare the values the losses use (int64).
+    targets = torch.tensor([250, 1], dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"targets: expected class indices in \[0, 5\) or ignore_index=-6, got 250"):
+        smooth_labels(torch.randn(2, 5), targets, ignore_index=-6)
+    with pytest.raises(ValueError, match=r"got 250 at position \(0,\)"):
+        one_hot(targets, 5, ignore_index=-6)

@@ -347,3 +347,33 @@ def test_worker_threads_match_the_serial_pass_and_restore_the_thread_count(monke
     for workers in (2, 3):
         assert_close(results[workers][0], results[1][0], what="loss")
         assert_close(results[workers][1], results[1][1], what="gradient")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_zero_weight_on_every_counted_target_matches_pytorch(path, reduction):
+    # The weighted mean divides by sum w_y = 0 although the smoothing term is not 0: PyTorch's
+    # NLL part is 0 / 0 = NaN, so its loss is NaN (not the smoothing term's +inf).
+    logits, _, _ = _make_case(6, 4, "none", False)
+    target = torch.tensor([0, 1, IGNORE, 0, 1, 1])
+    weight = torch.tensor([0.0, 0.0, 1.0, 2.0], dtype=torch.float64)
+    grad_output = torch.ones(6 if reduction == "none" else ())
+    loss, grad = _ours(logits, target, 0.1, weight, reduction, grad_output.double())
+    ref_loss, ref_grad = _reference(logits, target, 0.1, weight, reduction, grad_output)
+    assert_close(loss, ref_loss)
+    assert_close(grad, ref_grad, what="gradient")
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_masked_logits_match_pytorch(path, smoothing, weighted):
+    # Classes masked out with -inf (a common way to forbid them): plain cross-entropy
+    # (smoothing 0) stays finite; with smoothing the uniform term's -log 0 makes it +inf.
+    logits, target, weight = _make_case(6, 9, "some", weighted)
+    logits[:, :3] = float("-inf")
+    target = torch.where(target == IGNORE, target, 3 + target % 6)
+    for reduction in ("mean", "sum", "none"):
+        grad_output = torch.ones(6 if reduction == "none" else ())
+        loss, grad = _ours(logits, target, smoothing, weight, reduction, grad_output.double())
+        ref_loss, ref_grad = _reference(logits, target, smoothing, weight, reduction, grad_output)
+        assert_close(loss, ref_loss)
+        assert_close(grad, ref_grad, what="gradient")

@@ -65,6 +65,26 @@ def interpreter_check() -> None:
                                            ignore_index=IGNORE, reduction="none")
         want = F.cross_entropy(logits, target, reduction="none", label_smoothing=0.1)
         assert_close(got, want, what="no-grad loss")
+    _check_masked_first_block("cpu")
+
+
+def _check_masked_first_block(device: str) -> None:
+    """Rows whose whole first column block is masked with -inf: the online softmax starts from
+    a running maximum of -inf and must not turn exp(-inf - -inf) into NaN."""
+    for smoothing in (0.0, 0.1):
+        logits = torch.randn(3, 5000, dtype=torch.float64)
+        logits[:, :4500] = float("-inf")
+        target = torch.tensor([4600, IGNORE, 4999])
+        reference_input = logits.clone().requires_grad_()
+        want = F.cross_entropy(reference_input, target, ignore_index=IGNORE,
+                               label_smoothing=smoothing)
+        want.backward()
+        leaf = logits.float().to(device).requires_grad_()
+        loss = fused_smoothed_cross_entropy(leaf, target.to(device), smoothing, weight=None,
+                                            ignore_index=IGNORE, reduction="mean")
+        loss.backward()
+        assert_close(loss, want, torch.float32, what=f"masked loss, smoothing {smoothing}")
+        assert_close(leaf.grad, reference_input.grad, torch.float32, what="masked gradient")
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed")
@@ -91,6 +111,12 @@ needs_cuda = pytest.mark.skipif(
 def test_kernel_matches_pytorch_on_cuda(dtype, reduction, weighted, inplace):
     assert choose_path(9, 5000, dtype, torch.device("cuda")) == "triton"
     _check_against_pytorch("cuda", dtype, reduction, weighted, inplace)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_kernel_masked_first_block_on_cuda():
+    _check_masked_first_block("cuda")
 
 
 @pytest.mark.cuda

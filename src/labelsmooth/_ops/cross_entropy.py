@@ -374,18 +374,22 @@ def _forward(
     lse, target_logit, weighted_logit_sum = stats
 
     # loss_i = (1 - s) * w_y * (lse - x_y) + (s / C) * (W * lse - sum_c w_c x_c), 0 if ignored.
-    row_loss = torch.where(
-        valid,
-        (1.0 - smoothing) * target_weight * (lse - target_logit)
-        + (smoothing / num_classes) * (total_weight * lse - weighted_logit_sum),
-        0.0,
-    )
+    target_term = torch.where(valid, (1.0 - smoothing) * target_weight * (lse - target_logit), 0.0)
+    if smoothing == 0.0:
+        # Not 0 * (W * lse - sum_c w_c x_c): logits masked with -inf make that 0 * inf = NaN,
+        # where plain cross-entropy (PyTorch's, without smoothing) is finite.
+        uniform_term = torch.zeros_like(target_term)
+    else:
+        uniform_term = torch.where(
+            valid, (smoothing / num_classes) * (total_weight * lse - weighted_logit_sum), 0.0)
     if reduction == "none":
-        return row_loss.to(logits.dtype)
-    total = row_loss.sum()
-    if reduction == "mean":
-        total = total / denominator
-    return total.to(logits.dtype)
+        return (target_term + uniform_term).to(logits.dtype)
+    if reduction == "sum":
+        return (target_term.sum() + uniform_term.sum()).to(logits.dtype)
+    # Each term divided by D on its own, as PyTorch does: when every counted target has weight
+    # 0 (D = 0), the target term's 0 / 0 makes the mean NaN, as PyTorch's, not +inf.
+    mean = target_term.sum() / denominator + uniform_term.sum() / denominator
+    return mean.to(logits.dtype)
 
 
 class _GradientCoefficients(NamedTuple):

@@ -72,9 +72,12 @@ def _smoothed_cross_entropy_rows(
         mask = cols < n_cols
         x = tl.load(row_logits + cols, mask=mask, other=float("-inf")).to(tl.float32)
         new_max = tl.maximum(running_max, tl.max(x, axis=0))
-        # exp(-inf - m) = 0 for the masked tail and for the empty sum of the first block.
-        running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(
-            tl.exp(x - new_max), axis=0
+        # While every logit seen is -inf (classes masked out, or the start), new_max is -inf and
+        # exp(-inf - -inf) would be NaN: shift by 0 instead, so those terms are exp(-inf) = 0.
+        # Otherwise exp(-inf - m) = 0 for the masked tail and for the first block's empty sum.
+        shift = tl.where(new_max == float("-inf"), 0.0, new_max)
+        running_sum = running_sum * tl.exp(running_max - shift) + tl.sum(
+            tl.exp(x - shift), axis=0
         )
         running_max = new_max
         x_in = tl.where(mask, x, 0.0)

@@ -73,6 +73,9 @@ def check_target_range(
         return
     if validate_args is None and targets.device.type != "cpu":
         return
+    # Compare as int64, the dtype the losses index with: in a narrower dtype ``ignore_index``
+    # could wrap around (-6 is 250 in uint8) and excuse an out-of-range index.
+    targets = targets.long()
     bad = (targets < 0) | (targets >= num_classes)
     if ignore_index is not None:
         bad &= targets != ignore_index

@@ -71,8 +71,11 @@ def soft_cross_entropy(
 
     Args:
         input: logits, shape ``(N, C, *)`` with classes on ``class_dim``, or ``(C,)``; floating.
-        target: class indices ``(N, *)`` (integer) or dense targets of ``input``'s shape.
-        weight: class weights, shape ``(C,)`` (default ``None``: all 1).
+        target: class indices ``(N, *)`` (integer) or dense targets of ``input``'s shape; on
+            another device than ``input`` they are copied to ``input``'s (as
+            :func:`labelsmooth.functional.smooth_labels` does).
+        weight: class weights, shape ``(C,)``, any floating dtype (cast to ``input``'s)
+            (default ``None``: all 1).
         ignore_index: for index targets, a value that contributes 0 (default -100).
         reduction: ``"none"`` (shape ``(N, *)``), ``"mean"`` (default) or ``"sum"``.
         class_dim: the class dimension of ``input`` (default 1).
@@ -87,6 +90,9 @@ def soft_cross_entropy(
         >>> soft_cross_entropy(logits, torch.tensor([0])).allclose(
         ...     soft_cross_entropy(logits, torch.tensor([[1.0, 0.0, 0.0]])))
         True
+
+    References:
+        PyTorch, :func:`torch.nn.functional.cross_entropy` (probability targets since 1.10).
     """
     check_floating(input, "input")
     red = check_reduction(reduction)
@@ -94,12 +100,18 @@ def soft_cross_entropy(
     kind, dim = classify_targets(input, target, class_dim, logits_name="input", targets_name="target")
     num_classes = input.shape[dim]
     w = _check_weight(weight, num_classes)
+    if w is not None:
+        # PyTorch requires the weight in the input's dtype; the fused smoothed path accepts any
+        # floating weight, so this one does too.
+        w = w.to(device=input.device, dtype=input.dtype)
     moved = input.movedim(dim, 1) if input.ndim > 1 else input
     if kind == "index":
         check_target_range(target, num_classes, ignore, validate_args=validate_args,
                            targets_name="target")
-        return F.cross_entropy(moved, target.long(), weight=w, ignore_index=ignore, reduction=red)
-    dense = target.to(dtype=input.dtype).movedim(dim, 1) if input.ndim > 1 else target.to(input.dtype)
+        index = target.to(device=input.device, dtype=torch.long)
+        return F.cross_entropy(moved, index, weight=w, ignore_index=ignore, reduction=red)
+    dense = target.to(device=input.device, dtype=input.dtype)
+    dense = dense.movedim(dim, 1) if input.ndim > 1 else dense
     return F.cross_entropy(moved, dense, weight=w, reduction=red)
 
 
@@ -141,9 +153,10 @@ def smoothed_cross_entropy(
     Args:
         input: logits ``(N, C, *)`` with classes on ``class_dim``, or ``(C,)``; floating.
         target: class indices ``(N, *)`` in ``[0, C)`` or ``ignore_index``, or dense targets of
-            ``input``'s shape.
+            ``input``'s shape; on another device than ``input`` they are copied to ``input``'s.
         smoothing: ``s`` in ``[0, 1]`` (default 0.1); 0 gives plain cross-entropy.
-        weight: class weights ``(C,)`` (default ``None``).
+        weight: class weights ``(C,)``, any floating dtype (default ``None``). Index targets
+            use it in float32 (float64 for float64 input); dense ones cast it to ``input``'s.
         ignore_index: index-target value that contributes nothing (default -100).
         reduction: ``"none"`` (shape ``(N, *)``), ``"mean"`` (default) or ``"sum"``.
         class_dim: the class dimension of ``input`` (default 1).
@@ -176,16 +189,16 @@ def smoothed_cross_entropy(
     kind, dim = classify_targets(input, target, class_dim, logits_name="input", targets_name="target")
     num_classes = input.shape[dim]
     w = _check_weight(weight, num_classes)
+    if not isinstance(inplace_backward, bool):
+        fail("inplace_backward", "a bool", describe(inplace_backward), error=TypeError)
     if kind == "dense":
         dense = smooth_labels(input, target, s, class_dim=dim)
         return soft_cross_entropy(input, dense, weight=w, reduction=red, class_dim=dim)
     check_target_range(target, num_classes, ignore, validate_args=validate_args, targets_name="target")
-    if not isinstance(inplace_backward, bool):
-        fail("inplace_backward", "a bool", inplace_backward, error=TypeError)
     rows = input.movedim(dim, -1).reshape(-1, num_classes)
     loss = fused_smoothed_cross_entropy(
-        rows, target.reshape(-1).long(), s, weight=w, ignore_index=ignore, reduction=red,
-        inplace_backward=inplace_backward,
+        rows, target.reshape(-1).to(device=input.device, dtype=torch.long), s, weight=w,
+        ignore_index=ignore, reduction=red, inplace_backward=inplace_backward,
     )
     return loss.reshape(target.shape) if red == "none" else loss
 
@@ -213,7 +226,8 @@ def smoothed_binary_cross_entropy_with_logits(
 
     Args:
         input: logits of any shape, floating.
-        target: targets in ``[0, 1]`` of ``input``'s shape (bool, integer or floating).
+        target: targets in ``[0, 1]`` of ``input``'s shape (bool, integer or floating); on
+            another device than ``input`` they are copied to ``input``'s.
         smoothing: ``s`` in ``[0, 1]`` (default 0.1).
         weight: a tensor broadcastable to ``input`` (default ``None``).
         pos_weight: weight of positives per class, broadcastable to ``input`` (default ``None``).
@@ -226,6 +240,10 @@ def smoothed_binary_cross_entropy_with_logits(
         >>> x = torch.zeros(2, 3)
         >>> smoothed_binary_cross_entropy_with_logits(x, torch.ones(2, 3), 0.1)
         tensor(0.6931)
+
+    References:
+        Keras, ``keras.losses.BinaryCrossentropy(label_smoothing=...)``; Müller, Kornblith and
+        Hinton, "When does label smoothing help?", NeurIPS 2019.
     """
     check_floating(input, "input")
     s = check_smoothing(smoothing)
@@ -238,7 +256,7 @@ def smoothed_binary_cross_entropy_with_logits(
         if value is not None and not isinstance(value, torch.Tensor):
             fail(name, "None or a torch.Tensor", describe(value), error=TypeError)
     # Smooth in the input's dtype: smoothing a bool target in float32 first would round s / 2.
-    smoothed = smooth_binary_labels(target.to(input.dtype), s)
+    smoothed = smooth_binary_labels(target.to(device=input.device, dtype=input.dtype), s)
     return F.binary_cross_entropy_with_logits(
         input, smoothed, weight=weight, pos_weight=pos_weight, reduction=red,
     )

@@ -39,7 +39,8 @@ def _scatter_value(
     """A dense tensor holding ``on`` at each target's class and ``off`` elsewhere.
 
     Rows whose target is ``ignore_index`` are all zero. ``class_dim`` is the class dimension of
-    the result (``targets.ndim + 1`` dimensions).
+    the result (``targets.ndim + 1`` dimensions). ``on`` is a 0-d tensor of ``dtype`` on the
+    targets' device: a copy from the host would synchronise with an accelerator.
     """
     shape = list(targets.shape)
     shape.insert(class_dim, num_classes)
@@ -50,7 +51,7 @@ def _scatter_value(
         ignored = index == ignore_index
         index = index.masked_fill(ignored, 0)
     index = index.unsqueeze(class_dim)
-    out.scatter_(class_dim, index, on.to(dtype=dtype, device=targets.device).expand(index.shape))
+    out.scatter_(class_dim, index, on.expand(index.shape))
     if ignored is not None:
         out.masked_fill_(ignored.unsqueeze(class_dim), 0)
     return out
@@ -93,11 +94,11 @@ def one_hot(
     if not isinstance(targets, torch.Tensor):
         fail("targets", "a torch.Tensor", type(targets).__name__, error=TypeError)
     check_index_dtype(targets, "targets")
-    check_int(num_classes, "num_classes", minimum=1)
+    num_classes = check_int(num_classes, "num_classes", minimum=1)
     ignore = check_ignore_index(ignore_index, optional=True)
     dim = check_class_dim(class_dim, targets.ndim + 1)
     check_target_range(targets, num_classes, ignore, validate_args=validate_args)
-    one = torch.ones((), dtype=dtype)
+    one = torch.ones((), dtype=dtype, device=targets.device)
     return _scatter_value(targets, num_classes, dim, off=0.0, on=one, ignore_index=ignore, dtype=dtype)
 
 
@@ -158,7 +159,7 @@ def smooth_labels(
     check_target_range(targets, num_classes, ignore, validate_args=validate_args)
     # The true class gets (1 - s) + s / C with each term rounded to the logits' dtype first and
     # the sum rounded once, as `onehot * (1 - s) + s / C` computes it: bit-identical to the seed.
-    on = torch.tensor(1.0 - s, dtype=logits.dtype) + off
+    on = torch.full((), 1.0 - s, dtype=logits.dtype, device=logits.device) + off
     return _scatter_value(
         targets.to(logits.device), num_classes, dim, off=off, on=on, ignore_index=ignore,
         dtype=logits.dtype,
@@ -187,6 +188,10 @@ def smooth_binary_labels(targets: torch.Tensor, smoothing: float = 0.1) -> torch
     Example:
         >>> smooth_binary_labels(torch.tensor([1.0, 0.0]), smoothing=0.2)
         tensor([0.9000, 0.1000])
+
+    References:
+        Keras, ``keras.losses.BinaryCrossentropy(label_smoothing=...)``; timm,
+        ``timm.loss.BinaryCrossEntropy``.
     """
     if not isinstance(targets, torch.Tensor):
         fail("targets", "a torch.Tensor", type(targets).__name__, error=TypeError)
