@@ -377,3 +377,26 @@ def test_masked_logits_match_pytorch(path, smoothing, weighted):
         ref_loss, ref_grad = _reference(logits, target, smoothing, weight, reduction, grad_output)
         assert_close(loss, ref_loss)
         assert_close(grad, ref_grad, what="gradient")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+def test_underflowing_target_probability_matches_pytorch(path, dtype, inplace):
+    # The softmax path takes lse = x_y - log p_y; where p_y underflows (a target logit far below
+    # the row's maximum: exp(-3000) is 0 even in float64) it falls back to the row maxima. Some
+    # chunks mix such rows with ordinary ones, one holds only such rows, one none.
+    logits, target, weight = _make_case(37, 11, "some", True)
+    far = torch.zeros(37, dtype=torch.bool)
+    far[[0, 5, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 30]] = True
+    counted = far & (target != IGNORE)
+    logits[counted, target[counted]] = -3000.0
+    logits[counted, (target[counted] + 1) % 11] = 10.0
+    logits = logits.to(dtype)
+    weight = weight.to(dtype)
+    for reduction in ("mean", "sum", "none"):
+        grad_output = torch.ones(37 if reduction == "none" else ()).to(dtype)
+        loss, grad = _ours(logits, target, 0.1, weight, reduction, grad_output, inplace=inplace)
+        ref_loss, ref_grad = _reference(logits, target, 0.1, weight, reduction, grad_output)
+        assert torch.isfinite(loss).all()
+        assert_close(loss, ref_loss)
+        assert_close(grad, ref_grad, what="gradient")
