@@ -112,6 +112,7 @@ def _triton_available() -> bool:
     return True
 
 
+@torch.compiler.disable
 def fused_smoothed_cross_entropy(
     logits: Tensor,
     target: Tensor,
@@ -152,31 +153,13 @@ def fused_smoothed_cross_entropy(
         >>> torch.allclose(loss, F.cross_entropy(x, y, label_smoothing=0.1))
         True
     """
+    # torch.compile traces neither the chunk loop (data-dependent Python control flow, ``out=``
+    # writes into a buffer saved for backward) nor a Triton launch it did not generate: the
+    # decorator breaks the graph here and runs this eagerly, which keeps results exact.
     wants_grad = torch.is_grad_enabled() and logits.requires_grad
     if inplace_backward and wants_grad:
         _check_inplace_allowed(logits)
     path = choose_path(logits.shape[0], logits.shape[1], logits.dtype, logits.device)
-    return _run_fused(
-        logits, target, smoothing, weight, ignore_index, reduction,
-        path, inplace_backward and wants_grad, wants_grad,
-    )
-
-
-@torch.compiler.disable
-def _run_fused(
-    logits: Tensor,
-    target: Tensor,
-    smoothing: float,
-    weight: Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    path: Path,
-    inplace: bool,
-    wants_grad: bool,
-) -> Tensor:
-    # torch.compile traces neither the chunk loop (data-dependent Python control flow, ``out=``
-    # writes into a buffer saved for backward) nor a Triton launch it did not generate: it
-    # breaks the graph here and runs this eagerly, which keeps results exact.
     if not logits.is_contiguous():
         logits = logits.contiguous()
     if not wants_grad:
@@ -184,7 +167,7 @@ def _run_fused(
             return _forward(logits, target, smoothing, weight, ignore_index, reduction, None,
                             path)
     result: Tensor = _FusedSmoothedCrossEntropy.apply(
-        logits, target, smoothing, weight, ignore_index, reduction, inplace, path
+        logits, target, smoothing, weight, ignore_index, reduction, inplace_backward, path
     )
     return result
 
