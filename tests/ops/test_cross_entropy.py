@@ -25,6 +25,8 @@ def _make_case(num_rows, num_classes, ignored, weighted, seed=0):
     target = torch.randint(0, num_classes, (num_rows,), generator=generator)
     if ignored == "some":
         target[::3] = IGNORE
+    elif ignored == "tail":  # padding: whole chunks without an ignored row, then mixed ones
+        target[-num_rows // 3:] = IGNORE
     elif ignored == "all":
         target[:] = IGNORE
     weight = None
@@ -69,7 +71,7 @@ def path(request, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
-@pytest.mark.parametrize("ignored", ["none", "some", "all"])
+@pytest.mark.parametrize("ignored", ["none", "some", "tail", "all"])
 @pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
 def test_matches_pytorch(path, dtype, reduction, weighted, ignored, inplace):
     logits, target, weight = _make_case(37, 11, ignored, weighted)

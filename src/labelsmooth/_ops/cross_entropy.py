@@ -357,7 +357,7 @@ def _forward(
         stats = triton_row_statistics(logits, safe_target, class_weight, grad, coefficients)
     else:
         stats = _chunked_row_statistics(logits, safe_target, class_weight, grad, coefficients,
-                                        use_softmax=path == "chunked-softmax")
+                                        use_softmax=path == "chunked-softmax", valid=valid)
     lse, target_logit, weighted_logit_sum = stats
 
     # loss_i = (1 - s) * w_y * (lse - x_y) + (s / C) * (W * lse - sum_c w_c x_c), 0 if ignored.
@@ -395,6 +395,7 @@ def _chunked_row_statistics(
     coefficients: _GradientCoefficients | None,
     *,
     use_softmax: bool,
+    valid: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One pass over row chunks: per-row ``lse``, ``x_y`` and ``sum_c w_c x_c``; the gradient.
 
@@ -410,6 +411,13 @@ def _chunked_row_statistics(
     for ``exp(x - m)``, whose row sum gives ``lse = m + log sum``.) The rows are then scaled to
     ``a * p_c - (s / C) * r * w_c``; the target entries, which also carry ``- b``, are
     overwritten with their full value by one scatter after the loop.
+
+    Without class weights, ``a = r * ((1 - s) + (s / C) * C)`` and the shift ``r * s / C`` are
+    the same for every counted row (``r`` is ``1 / D`` or 1), so a chunk without ignored rows
+    is scaled and shifted by one ``torch.add(shift, p, alpha=a)`` (one pass, in place when the
+    probabilities are already in the gradient rows) instead of a multiply by a column and an
+    add (two passes; measured on a 2 MiB chunk: 22 us against 42 us in place, 42 us against
+    62 us from scratch). Chunks holding an ignored row (``r = 0`` there) take the column path.
     """
     num_rows, num_classes = logits.shape
     compute = _compute_dtype(logits.dtype)
@@ -429,10 +437,19 @@ def _chunked_row_statistics(
     weighted_logit_sum = logits.new_empty((num_rows,), dtype=compute)
     target_logit = logits.new_empty((num_rows, 1), dtype=compute)
     column_target = safe_target.unsqueeze(1)
+    # Chunks scaled by one scalar multiply-add (see above): their index, and the scalar ``a``.
+    scalar_chunks: frozenset[int] = frozenset()
+    scalar_coef = 0.0
     if coefficients is not None:
         prob_coef = coefficients.prob.unsqueeze(1)
         neg_uniform = -coefficients.uniform
         neg_uniform_column = neg_uniform.unsqueeze(1)
+        if use_softmax and class_weight is None and num_rows > 0:
+            ignored_rows = torch.nonzero(~valid).squeeze(1)
+            mixed = set((ignored_rows // rows).tolist())
+            scalar_chunks = frozenset(range(-(-num_rows // rows))) - mixed
+            # Every counted row holds the same ``a``; ignored rows hold 0. (One host sync.)
+            scalar_coef = float(coefficients.prob.max()) if scalar_chunks else 0.0
     # Each chunk start is taken by exactly one worker: ``next`` on a shared range iterator is
     # atomic under the GIL.
     chunk_starts = iter(range(0, num_rows, rows))
@@ -472,12 +489,17 @@ def _chunked_row_statistics(
                     torch.sum(probs, 1, out=normaliser[start:stop])
                 if grad is None:
                     continue
+                rows_grad = grad[start:stop]
+                if start // rows in scalar_chunks:
+                    # a * p - r * s / C in one pass; low precision rounded as it is written.
+                    torch.add(neg_uniform_column[start:stop], probs, alpha=scalar_coef,
+                              out=rows_grad)
+                    continue
                 rows_coef = prob_coef[start:stop]
                 if not use_softmax:
                     rows_coef = rows_coef / normaliser[start:stop].unsqueeze(1)
                 # Row-broadcast multiply and add are vectorised (addcmul with a broadcast
                 # column is not: 6x slower). Low precision: scale in float32, round once.
-                rows_grad = grad[start:stop]
                 scaled = (probs.mul_(rows_coef) if staged
                           else torch.mul(probs, rows_coef, out=rows_grad))
                 if class_weight is None:
