@@ -2,8 +2,8 @@
 
 Run ``python -m benchmarks.plot_cross_entropy [--csv PATH] [--output PATH] [--run-id ID]``.
 Left panel: forward + backward time relative to PyTorch's ``F.cross_entropy`` for each shape
-(lower is better; the dashed line is the copy floor). Right panel: peak extra memory in units
-of the logits' bytes.
+(lower is better; the dashed line is the copy floor, the dotted one PyTorch's softmax alone).
+Right panel: peak extra memory in units of the logits' bytes.
 """
 
 from __future__ import annotations
@@ -64,6 +64,10 @@ def plot(rows: Sequence[dict[str, str]], output: Path) -> Path:
                   width, label=contender)
     copy_floor = [value(s, "copy", "ratio_to_native") for s in shapes]
     left.plot(range(len(shapes)), copy_floor, "k--", marker="_", label="copy floor")
+    softmax_floor = [value(s, "softmax", "ratio_to_native") for s in shapes]
+    if any(v == v for v in softmax_floor):  # runs before the softmax floor have no such rows
+        left.plot(range(len(shapes)), softmax_floor, "k:", marker="_",
+                  label="softmax floor (PyTorch's softmax alone)")
     first = rows[0]
     left.set_title("forward + backward time / PyTorch native (median)")
     right.set_title("peak extra memory / logits bytes")

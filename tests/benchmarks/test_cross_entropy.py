@@ -37,7 +37,7 @@ def test_quick_run_appends_well_formed_rows_and_plots(tmp_path):
         written = list(csv.DictReader(handle))
     assert written == rows
     assert [row["contender"] for row in written] == [
-        "native", "ours", "ours_inplace", "copy", "clone"]
+        "native", "ours", "ours_inplace", "copy", "clone", "softmax"]
     for row in written:
         assert set(row) == set(bench.CSV_FIELDS)
         assert row["quick"] == "True" and row["rows"] == "24" and row["classes"] == "10"
@@ -52,7 +52,8 @@ def test_quick_run_appends_well_formed_rows_and_plots(tmp_path):
     bench.main(["--quick", "--shapes", "8x5", "--repeats", "1", "--csv", str(path),
                 "--no-memory"])
     with path.open(newline="") as handle:
-        assert len(list(csv.DictReader(handle))) == len(rows) + 7
+        # all five contenders and three floors of the second run
+        assert len(list(csv.DictReader(handle))) == len(rows) + 8
     image = plot_cross_entropy.main(["--csv", str(path), "--output", str(tmp_path / "p.png")])
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
