@@ -317,14 +317,14 @@ def test_choose_path_by_shape_and_device(monkeypatch):
 def test_chunk_plan(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert ce._chunk_plan(1024, 262144, 4, cpu) == (2, 2)  # two worker threads, 2 MiB chunks
-    assert ce._chunk_plan(4096, 32000, 4, cpu) == (2, 16)
-    assert ce._chunk_plan(65536, 1000, 4, cpu) == (2, 524)
+    assert ce._chunk_plan(1024, 262144, 4, cpu) == (2, 4)  # two worker threads, 4 MiB chunks
+    assert ce._chunk_plan(4096, 32000, 4, cpu) == (2, 32)  # 4 MiB // 128000 bytes a row
+    assert ce._chunk_plan(65536, 1000, 4, cpu) == (2, 1024)  # scratch within 1/32: 65536 / 64
     assert ce._chunk_plan(20000, 1000, 4, cpu) == (2, 313)  # scratch within 1/32 of the logits
     # Small problems: PyTorch's threads inside each chunk, rows a multiple of the thread count.
     assert ce._chunk_plan(8192, 1000, 4, cpu) == (1, 256)
     assert ce._chunk_plan(8192, 10, 4, cpu) == (1, 6552)
-    assert ce._chunk_plan(1024, 262144, 4, cuda) == (1, 2)
+    assert ce._chunk_plan(1024, 262144, 4, cuda) == (1, 4)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert ce._chunk_plan(1024, 2**20, 4, cpu) == (1, 1)
 
