@@ -34,6 +34,13 @@ RSS mark is reset (``/proc/self/clear_refs``), one forward + backward runs and k
 gradient, and the peak RSS minus the RSS before the call is the peak extra memory, reported in
 units of the logits' bytes (``ru_maxrss`` differences where ``/proc`` is unavailable).
 Rows are appended to ``benchmarks/results/cross_entropy.csv`` with provenance.
+
+On a GPU (``--device cuda``; rows go to ``benchmarks/results/cross_entropy_cuda.csv`` unless
+``--csv`` says otherwise, and the machine column names the GPU) the same contenders run on the
+device, ``ours`` being the Triton kernel where Triton imports: every timed call is bracketed by
+``torch.cuda.synchronize()``, and the peak extra memory is measured in this process from the
+caching allocator's peak (``torch.cuda.max_memory_allocated`` after a reset, minus what was
+allocated before the call), which counts tensors, not the allocator's cached blocks.
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ __all__ = ["CONTENDERS", "Shape", "main", "run_benchmark"]
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_CSV = RESULTS / "cross_entropy.csv"
+DEFAULT_CUDA_CSV = RESULTS / "cross_entropy_cuda.csv"
+CPU = torch.device("cpu")
 SMOOTHING = 0.1
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -148,12 +157,21 @@ class _ModelOutput(torch.autograd.Function):
         return grad
 
 
-def _inputs(shape: Shape, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(shape: Shape, seed: int = 0, device: torch.device | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     logits = torch.empty(shape.rows, shape.classes, dtype=shape.dtype)
     logits.normal_(generator=generator)
     target = torch.randint(0, shape.classes, (shape.rows,), generator=generator)
+    if device is not None and device.type != "cpu":
+        return logits.to(device), target.to(device)
     return logits, target
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a wall-clock interval covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _forward_backward(fn: LossFn, leaf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -163,9 +181,10 @@ def _forward_backward(fn: LossFn, leaf: torch.Tensor, target: torch.Tensor) -> t
     return grad
 
 
-def time_shape(shape: Shape, repeats: int, names: Sequence[str]) -> dict[str, list[float]]:
+def time_shape(shape: Shape, repeats: int, names: Sequence[str],
+               device: torch.device = CPU) -> dict[str, list[float]]:
     """Seconds per call for each contender and floor, interleaved over ``repeats`` rounds."""
-    pristine, target = _inputs(shape)
+    pristine, target = _inputs(shape, device=device)
     leaf = pristine.clone().requires_grad_()
     touched = torch.zeros_like(pristine)
     times: dict[str, list[float]] = {name: [] for name in (*names, *FLOORS)}
@@ -174,24 +193,20 @@ def time_shape(shape: Shape, repeats: int, names: Sequence[str]) -> dict[str, li
     def once(name: str) -> float:
         with torch.no_grad():
             leaf.copy_(pristine)
-        if name == "copy":
-            start = time.perf_counter()
-            touched.copy_(pristine)
-            return time.perf_counter() - start
-        if name == "softmax":
-            start = time.perf_counter()
-            torch.softmax(pristine, 1, out=touched)
-            return time.perf_counter() - start
-        if name == "clone":
-            start = time.perf_counter()
-            fresh = pristine.clone()
-            elapsed = time.perf_counter() - start
-            del fresh
-            return elapsed
+        _synchronize(device)
+        result: torch.Tensor | None = None
         start = time.perf_counter()
-        grad = _forward_backward(CONTENDERS[name], leaf, target)
+        if name == "copy":
+            touched.copy_(pristine)
+        elif name == "softmax":
+            torch.softmax(pristine, 1, out=touched)
+        elif name == "clone":
+            result = pristine.clone()
+        else:
+            result = _forward_backward(CONTENDERS[name], leaf, target)
+        _synchronize(device)
         elapsed = time.perf_counter() - start
-        del grad
+        del result  # freed outside the timed interval
         return elapsed
 
     for name in order:  # warm-up: first-call costs (lazy init, thread pool) are not measured
@@ -250,8 +265,27 @@ def _probe_memory(contender: str, shape: Shape) -> int:
     return (after - before) * (1 if sys.platform == "darwin" else 1024)
 
 
-def measure_memory(contender: str, shape: Shape) -> int:
-    """Peak extra bytes of ``contender`` on ``shape``, measured in a subprocess of its own."""
+def _probe_cuda_memory(contender: str, shape: Shape, device: torch.device) -> int:
+    """Peak bytes allocated on the GPU during one forward + backward beyond those before it."""
+    warm_leaf, warm_target = _inputs(Shape(64, shape.classes, shape.dtype), device=device)
+    _forward_backward(CONTENDERS[contender], warm_leaf.requires_grad_(), warm_target)
+    leaf, target = _inputs(shape, device=device)
+    leaf.requires_grad_()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    grad = _forward_backward(CONTENDERS[contender], leaf, target)
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    del grad, leaf
+    return peak - before
+
+
+def measure_memory(contender: str, shape: Shape,
+                   device: torch.device = CPU) -> int:
+    """Peak extra bytes of ``contender`` on ``shape``: on the CPU in a subprocess of its own."""
+    if device.type == "cuda":
+        return _probe_cuda_memory(contender, shape, device)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     # glibc: every buffer above 64 KiB gets a mapping of its own, returned on free, so the RSS
@@ -266,7 +300,7 @@ def measure_memory(contender: str, shape: Shape) -> int:
     return payload["peak_extra_bytes"]
 
 
-def _provenance() -> dict[str, str]:
+def _provenance(device: torch.device = CPU) -> dict[str, str]:
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
@@ -284,6 +318,8 @@ def _provenance() -> dict[str, str]:
                        if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    if device.type == "cuda":
+        cpu += f"; {torch.cuda.get_device_name(device)}"
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": commit,
@@ -311,21 +347,22 @@ def run_benchmark(
     measure_memory_too: bool = True,
     quick: bool = False,
     report: Callable[[str], None] = print,
+    device: torch.device = CPU,
 ) -> list[dict[str, str]]:
     """Time (and measure) every contender on every shape; return one CSV row per pair."""
-    provenance = _provenance()
+    provenance = _provenance(device)
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     rows: list[dict[str, str]] = []
     for shape in shapes:
-        times = time_shape(shape, repeats, contenders)
+        times = time_shape(shape, repeats, contenders, device)
         median = {name: statistics.median(values) for name, values in times.items()}
         report(f"\n{shape.label()}  (logits {shape.logits_bytes / 2**20:.1f} MiB, "
                f"{repeats} rounds, medians)")
         report(f"  {'contender':16s} {'ms':>10s} {'/native':>8s} {'/copy':>7s} {'/clone':>7s}"
                f" {'/softmax':>8s} {'peak extra / logits':>20s}")
         for name in (*contenders, *FLOORS):
-            peak = measure_memory(name, shape) if measure_memory_too and name in CONTENDERS \
-                else None
+            peak = measure_memory(name, shape, device) \
+                if measure_memory_too and name in CONTENDERS else None
             ratio_native = median[name] / median["native"] if "native" in median else float("nan")
             row = {
                 **provenance, "run_id": run_id, "quick": str(quick), "rows": str(shape.rows),
@@ -359,6 +396,16 @@ def append_csv(rows: Sequence[dict[str, str]], path: Path) -> None:
         writer.writerows(rows)
 
 
+def _parse_device(text: str) -> torch.device:
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected cpu or cuda[:N], got {text!r}")
+    return device
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cross_entropy",
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -372,12 +419,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         default=list(CONTENDERS))
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the per-contender memory subprocesses")
-    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV,
-                        help=f"CSV to append to (default {DEFAULT_CSV.relative_to(ROOT)})")
+    parser.add_argument("--device", type=_parse_device, default=CPU,
+                        help="where the logits live: cpu (default) or cuda[:N]")
+    parser.add_argument("--csv", type=Path, default=None,
+                        help=f"CSV to append to (default {DEFAULT_CSV.relative_to(ROOT)}, "
+                             f"or {DEFAULT_CUDA_CSV.relative_to(ROOT)} with --device cuda)")
     parser.add_argument("--memory-probe", choices=list(CONTENDERS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if "native" not in args.contenders:
         parser.error("--contenders: expected a list that includes native (the ratios' base)")
+    if args.device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device: expected a device this machine has, got {args.device} "
+                     "(torch.cuda.is_available() is False)")
+    if args.csv is None:
+        args.csv = DEFAULT_CUDA_CSV if args.device.type == "cuda" else DEFAULT_CSV
     return args
 
 
@@ -390,7 +445,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, str]]:
     shapes = args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES)
     repeats = args.repeats or (3 if args.quick else 7)
     rows = run_benchmark(shapes, repeats=repeats, contenders=args.contenders,
-                         measure_memory_too=not args.no_memory, quick=args.quick)
+                         measure_memory_too=not args.no_memory, quick=args.quick,
+                         device=args.device)
     append_csv(rows, args.csv)
     print(f"\nappended {len(rows)} rows to {args.csv}")
     return rows

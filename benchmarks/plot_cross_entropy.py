@@ -75,13 +75,15 @@ def plot(rows: Sequence[dict[str, str]], output: Path) -> Path:
         axis.set_xticks(range(len(shapes)), shapes)
         axis.grid(axis="y", alpha=0.3)
     left.set_yscale("log")
-    left.legend(fontsize=8)
+    handles, labels = left.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8,
+                  frameon=False)
     figure.suptitle(
         f"label-smoothed cross-entropy, {first['machine']}, {first['cpu_count']} CPUs, "
         f"torch {first['torch_version']}, {first['date']}, commit {first['git_commit']}",
         fontsize=9,
     )
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.05, 1, 1))  # room for the legend below the panels
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=110)
     plt.close(figure)

@@ -63,3 +63,31 @@ def test_shape_parsing():
     assert bench.Shape.parse("2x3:bfloat16").dtype == torch.bfloat16
     with pytest.raises(ValueError, match="--shapes: expected"):
         bench.Shape.parse("2x3:int64")
+
+
+@pytest.mark.parametrize("device", ["meta", "tpu", "not-a-device"])
+def test_device_option_rejects_what_it_cannot_run(device, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        bench.main(["--quick", "--device", device, "--no-memory"])
+    assert stopped.value.code == 2
+    assert f"argument --device: expected cpu or cuda[:N], got '{device}'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_device_without_cuda_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        bench.main(["--quick", "--device", "cuda", "--no-memory"])
+    assert stopped.value.code == 2
+    assert "--device: expected a device this machine has, got cuda" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_quick_run_on_cuda_writes_rows_with_the_gpu_and_its_memory(tmp_path):
+    path = tmp_path / "cuda.csv"
+    rows = bench.main(["--quick", "--shapes", "64x1000", "--repeats", "2", "--csv", str(path),
+                       "--device", "cuda"])
+    assert torch.cuda.get_device_name() in rows[0]["machine"]
+    ours = next(row for row in rows if row["contender"] == "ours")
+    # the gradient (64 x 1000 float32) plus O(N) row vectors and the caching allocator's rounding
+    assert 256_000 <= int(ours["peak_extra_bytes"]) <= 2 * 256_000
