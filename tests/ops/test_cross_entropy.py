@@ -56,15 +56,18 @@ def _ours(logits, target, smoothing, weight, reduction, grad_output, *, inplace=
     return loss, grad
 
 
-@pytest.fixture(params=["chunked-softmax", "chunked-exp"])
+@pytest.fixture(params=["chunked-softmax", "chunked-softmax-serial", "chunked-exp"])
 def path(request, monkeypatch):
     """Run each test on both CPU strategies, with chunks of a few rows so the loop has a ragged
-    end, on PyTorch's intra-op thread count of worker threads."""
-    monkeypatch.setattr(ce, "_SOFTMAX_MIN_CLASSES", 0 if request.param == "chunked-softmax"
-                        else 1 << 30)
+    end, on PyTorch's intra-op thread count of worker threads; the softmax path also below the
+    worker-thread size (one serial loop; out of place in float32/float64 the probabilities then
+    go straight into the gradient rows instead of a scratch chunk)."""
+    monkeypatch.setattr(ce, "_SOFTMAX_MIN_CLASSES", 1 << 30 if request.param == "chunked-exp"
+                        else 0)
     monkeypatch.setattr(ce, "_CHUNK_BYTES", 4 * 11 * 8)
     monkeypatch.setattr(ce, "_MIN_CHUNK_BYTES", 0)
-    monkeypatch.setattr(ce, "_WORKER_MIN_BYTES", 0)  # the grid runs on the worker threads
+    if request.param != "chunked-softmax-serial":
+        monkeypatch.setattr(ce, "_WORKER_MIN_BYTES", 0)  # the grid runs on the worker threads
     return request.param
 
 
@@ -324,6 +327,9 @@ def test_chunk_plan(monkeypatch):
     # Small problems: PyTorch's threads inside each chunk, rows a multiple of the thread count.
     assert ce._chunk_plan(8192, 1000, 4, cpu) == (1, 256)
     assert ce._chunk_plan(8192, 10, 4, cpu) == (1, 6552)
+    # No scratch chunk (out of place, probabilities in the gradient rows): 4 MiB of rows.
+    assert ce._chunk_plan(8192, 1000, 4, cpu, scratch=False) == (1, 1048)
+    assert ce._chunk_plan(4096, 32000, 4, cpu, scratch=False) == (2, 32)
     assert ce._chunk_plan(1024, 262144, 4, cuda) == (1, 4)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert ce._chunk_plan(1024, 2**20, 4, cpu) == (1, 1)
@@ -339,8 +345,8 @@ def test_worker_threads_match_the_serial_pass_and_restore_the_thread_count(monke
     for workers in (1, 2, 3):
         plan = ce._chunk_plan
 
-        def forced(*args, workers=workers, plan=plan):
-            return workers, plan(*args)[1]
+        def forced(*args, workers=workers, plan=plan, **kwargs):
+            return workers, plan(*args, **kwargs)[1]
 
         monkeypatch.setattr(ce, "_chunk_plan", forced)
         results[workers] = _ours(logits, target, 0.1, weight, "sum", torch.tensor(2.0))

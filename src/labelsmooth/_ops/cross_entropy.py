@@ -251,11 +251,16 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _rows_per_chunk(num_rows: int, num_classes: int, element_size: int, workers: int) -> int:
-    """Rows per chunk: ``_CHUNK_BYTES`` of float32 rows, scratch within the logits' 1/32."""
+def _rows_per_chunk(num_rows: int, num_classes: int, element_size: int, workers: int, *,
+                    scratch: bool = True) -> int:
+    """Rows per chunk: ``_CHUNK_BYTES`` of float32 rows; with a per-worker ``scratch`` chunk,
+    all of them within the logits' 1/32."""
     row_bytes = max(1, num_classes * element_size)
-    scratch_rows = -(-num_rows // (_SCRATCH_FRACTION * workers))
-    rows = max(1, min(_CHUNK_BYTES // row_bytes, max(scratch_rows, _MIN_CHUNK_BYTES // row_bytes)))
+    rows = _CHUNK_BYTES // row_bytes
+    if scratch:
+        scratch_rows = -(-num_rows // (_SCRATCH_FRACTION * workers))
+        rows = min(rows, max(scratch_rows, _MIN_CHUNK_BYTES // row_bytes))
+    rows = max(1, rows)
     if workers > 1:
         return rows
     # One worker runs PyTorch's own multi-threaded operators, and its CPU softmax parallelises
@@ -264,9 +269,12 @@ def _rows_per_chunk(num_rows: int, num_classes: int, element_size: int, workers:
     return max(threads, rows - rows % threads)
 
 
-def _chunk_plan(num_rows: int, num_classes: int, element_size: int, device: torch.device
-                ) -> tuple[int, int]:
+def _chunk_plan(num_rows: int, num_classes: int, element_size: int, device: torch.device, *,
+                scratch: bool = True) -> tuple[int, int]:
     """``(workers, rows per chunk)``: one worker thread per intra-op thread on the CPU.
+
+    ``scratch``: each worker holds a scratch chunk (which bounds the chunk size, see
+    ``_rows_per_chunk``). ``_is_large`` says whether workers are used at all.
 
     Why own threads: PyTorch parallelises each operator with OpenMP, ending every operator in
     a barrier. A chunk of a few MiB takes a few microseconds per operator, and a barrier on a
@@ -279,12 +287,16 @@ def _chunk_plan(num_rows: int, num_classes: int, element_size: int, device: torc
     workers, 5.6 ms without), and PyTorch's own threads run the chunks.
     """
     threads = max(1, torch.get_num_threads())
-    large = num_rows * num_classes * element_size >= _WORKER_MIN_BYTES
-    if device.type == "cpu" and threads > 1 and large:
-        rows = _rows_per_chunk(num_rows, num_classes, element_size, threads)
+    if device.type == "cpu" and threads > 1 and _is_large(num_rows, num_classes, element_size):
+        rows = _rows_per_chunk(num_rows, num_classes, element_size, threads, scratch=scratch)
         if num_rows > rows:
             return min(threads, -(-num_rows // rows)), rows
-    return 1, _rows_per_chunk(num_rows, num_classes, element_size, 1)
+    return 1, _rows_per_chunk(num_rows, num_classes, element_size, 1, scratch=scratch)
+
+
+def _is_large(num_rows: int, num_classes: int, element_size: int) -> bool:
+    """Logits of ``_WORKER_MIN_BYTES`` or more (in the compute dtype): worker threads."""
+    return num_rows * num_classes * element_size >= _WORKER_MIN_BYTES
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -427,13 +439,16 @@ def _chunked_row_statistics(
     num_rows, num_classes = logits.shape
     compute = _compute_dtype(logits.dtype)
     staged = compute != logits.dtype
-    workers, rows = _chunk_plan(num_rows, num_classes, torch.finfo(compute).bits // 8,
-                                logits.device)
+    element_size = torch.finfo(compute).bits // 8
+    # Where the probabilities go (see process_chunks): straight into the gradient rows out of
+    # place in float32/float64, on the exp path and below the worker-thread size; a per-worker
+    # scratch chunk otherwise.
+    probs_in_grad = (grad is not None and not staged and grad.data_ptr() != logits.data_ptr()
+                     and (not use_softmax
+                          or not _is_large(num_rows, num_classes, element_size)))
+    workers, rows = _chunk_plan(num_rows, num_classes, element_size, logits.device,
+                                scratch=not probs_in_grad)
     chunk = min(rows, num_rows)
-    # Where the probabilities go (see process_chunks): the gradient rows only on the exp path
-    # out of place in float32/float64; a per-worker scratch chunk otherwise.
-    probs_in_grad = (not use_softmax and grad is not None and not staged
-                     and grad.data_ptr() != logits.data_ptr())
     row_max = logits.new_empty((num_rows,), dtype=compute)
     normaliser = logits.new_empty((num_rows,), dtype=compute)
     if use_softmax:
@@ -464,12 +479,15 @@ def _chunked_row_statistics(
         # Scratch reused by every chunk of this worker, where the probabilities go: the
         # float32 copy of low-precision logits, which they overwrite (the logits themselves
         # stay intact for the rare maxima below), or else a chunk of its own; the gradient
-        # rows are then written once, by the scale-and-shift. Measured, out of place: on the
-        # softmax path, writing the softmax straight into the gradient rows and scaling them
-        # in place was 1-2% slower (five interleaved comparisons of 11 calls at 4096 x 32000,
-        # 2048 x 128256, 1024 x 262144: the fresh rows' page faults then land inside the
-        # softmax); on the exp path (short rows, small problems) it is 5-15% faster
-        # (8192 x 10: 0.44-0.48 ms against 0.52), so there it stays.
+        # rows are then written once, by the scale-and-shift. Measured, out of place: for
+        # large logits on the softmax path, writing the softmax straight into the gradient
+        # rows and scaling them in place was 1-2% slower (five interleaved comparisons of 11
+        # calls at 4096 x 32000, 2048 x 128256, 1024 x 262144: the fresh rows' page faults then
+        # land inside the softmax); below the worker-thread size it is faster, and without
+        # scratch the chunks need not fit within 1/32 of the logits (8192 x 1000, 40
+        # interleaved calls: 5.7 ms with 1 MiB scratch chunks, 5.0 ms with 4 MiB chunks of
+        # gradient rows); on the exp path (short rows) 5-15% faster (8192 x 10: 0.44-0.48 ms
+        # against 0.52).
         staging = logits.new_empty((chunk, num_classes), dtype=compute) if staged else None
         probs_buffer = (grad if grad is not None and probs_in_grad
                         else staging if staging is not None
