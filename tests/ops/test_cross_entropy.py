@@ -408,3 +408,53 @@ def test_underflowing_target_probability_matches_pytorch(path, dtype, inplace):
         assert torch.isfinite(loss).all()
         assert_close(loss, ref_loss)
         assert_close(grad, ref_grad, what="gradient")
+
+
+@pytest.fixture
+def native_dispatch(monkeypatch):
+    """The real size limit below which PyTorch's own loss runs (the suite sets it to 0)."""
+    monkeypatch.setattr(ce, "_NATIVE_MAX_ELEMENTS", 65536)
+
+
+def test_tiny_float_problems_run_pytorchs_own_loss(native_dispatch, monkeypatch):
+    cpu = torch.device("cpu")
+    assert choose_path(256, 256, torch.float32, cpu) == "native"  # 65536 logits
+    assert choose_path(256, 257, torch.float32, cpu) == "chunked-softmax"
+    assert choose_path(8192, 10, torch.float64, cpu) == "chunked-exp"
+    assert choose_path(16, 10, torch.float64, cpu) == "native"
+    assert choose_path(16, 10, torch.float32, cpu, inplace=True) == "chunked-exp"
+    assert choose_path(16, 10, torch.bfloat16, cpu) == "chunked-exp"
+    assert choose_path(16, 10, torch.float16, cpu) == "chunked-exp"
+    # Dispatched: exactly PyTorch's value and gradient, and our chunk loop never runs.
+    calls = []
+    monkeypatch.setattr(ce, "_chunked_row_statistics",
+                        lambda *args, **kwargs: calls.append(1))
+    logits, target, weight = _make_case(37, 11, "some", True)
+    logits, weight = logits.float(), weight.float()
+    for reduction in ("mean", "sum", "none"):
+        x = logits.clone().requires_grad_()
+        want = F.cross_entropy(x, target, weight=weight, ignore_index=IGNORE,
+                               reduction=reduction, label_smoothing=0.2)
+        (want_grad,) = torch.autograd.grad(want.sum(), x)
+        got = fused_smoothed_cross_entropy(x, target, 0.2, weight=weight, ignore_index=IGNORE,
+                                           reduction=reduction)
+        (got_grad,) = torch.autograd.grad(got.sum(), x)
+        assert torch.equal(got, want) and torch.equal(got_grad, want_grad)
+    assert calls == []
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_tiny_problems_in_place_or_half_precision_stay_fused(native_dispatch, dtype):
+    logits, target, _ = _make_case(37, 11, "none", False)
+    logits = logits.to(dtype)
+    inplace = dtype == torch.float32
+    want_loss, want_grad = _reference(logits, target, 0.1, None, "mean", torch.tensor(1.0))
+    leaf = logits.clone().requires_grad_()
+    x = leaf * 1
+    loss = fused_smoothed_cross_entropy(x, target, 0.1, weight=None, ignore_index=IGNORE,
+                                        reduction="mean", inplace_backward=inplace)
+    (grad,) = torch.autograd.grad(loss, leaf)
+    assert_close(loss, want_loss, dtype, what="loss")
+    assert_close(grad, want_grad, dtype, what="gradient")
+    if inplace:  # the fused kernel ran: the gradient was written into the logits
+        assert_close(x.detach(), want_grad, dtype, what="logits after the call")

@@ -51,7 +51,7 @@ def interpreter_check() -> None:
     """Run in a subprocess with ``TRITON_INTERPRET=1``: the kernel on CPU tensors."""
     from labelsmooth._ops import cross_entropy as ce
 
-    ce.choose_path = lambda *args: "triton"  # force the kernel for CPU tensors
+    ce.choose_path = lambda *args, **kwargs: "triton"  # force the kernel for CPU tensors
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for reduction, weighted, inplace in (("mean", False, False), ("sum", True, True),
                                              ("none", True, False), ("mean", False, True)):
