@@ -91,3 +91,16 @@ def test_quick_run_on_cuda_writes_rows_with_the_gpu_and_its_memory(tmp_path):
     ours = next(row for row in rows if row["contender"] == "ours")
     # the gradient (64 x 1000 float32) plus O(N) row vectors and the caching allocator's rounding
     assert 256_000 <= int(ours["peak_extra_bytes"]) <= 2 * 256_000
+
+
+@pytest.mark.parametrize("text", ["8192x10", "8192x1000", "4096x32000", "16x10", "300x256"])
+def test_memory_warm_up_takes_the_measured_shapes_code_path(text, monkeypatch):
+    from labelsmooth._ops import cross_entropy as fused_ops
+
+    monkeypatch.setattr(fused_ops, "_NATIVE_MAX_ELEMENTS", 65536)  # the real limit
+    shape = bench.Shape.parse(text)
+    warm = bench._warm_up_shape(shape)
+    assert warm.classes == shape.classes and warm.rows <= shape.rows
+    cpu = torch.device("cpu")
+    assert fused_ops.choose_path(warm.rows, warm.classes, warm.dtype, cpu) == \
+        fused_ops.choose_path(shape.rows, shape.classes, shape.dtype, cpu)

@@ -145,7 +145,9 @@ def smoothed_cross_entropy(
     Index targets run the fused kernel of :mod:`labelsmooth._ops.cross_entropy`: one pass over
     the logits computes the loss and the gradient together (derivation beside that code), keeps
     only the gradient, and does no gradient work under ``torch.no_grad()``. Its only ``N x C``
-    allocation is the gradient it must return, or none with ``inplace_backward=True``.
+    allocation is the gradient it must return, or none with ``inplace_backward=True``. (Tiny
+    float32/float64 CPU problems, at most 65536 logits and not in place, run PyTorch's own
+    loss instead: its fixed cost is lower there.)
 
     Dense targets are accepted too: they are smoothed with :func:`smooth_labels` and passed to
     :func:`soft_cross_entropy` (whose ``"mean"`` divides by the number of positions).
