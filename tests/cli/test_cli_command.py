@@ -260,7 +260,10 @@ def test_a_real_ctrl_c_keeps_the_finished_trainings(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("labelsmooth")
     argv = ["run", "--dataset", "digits", "--epochs", "100", "--seeds", "1", "--smoothing", "0", "0.1", "0.2",
             "--out", str(folder)]
-    process = subprocess.Popen([str(script), *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: under a shell's background job (`cmd &`) it is
+    # inherited as ignored, and Python then installs no KeyboardInterrupt handler at all.
+    process = subprocess.Popen([str(script), *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while _finished_runs(folder / "results.json") < 1 and process.poll() is None:
