@@ -4,7 +4,9 @@
 ``F.cross_entropy(logits, target, weight=..., ignore_index=..., reduction=..., label_smoothing=s)``
 returns, in value and gradient, for 2-d ``(M, C)`` logits, but reads the logits once, allocates
 no ``M x C`` buffer other than the gradient it must return (none at all with
-``inplace_backward=True``), and does no gradient work when no gradient is wanted.
+``inplace_backward=True``), and does no gradient work when no gradient is wanted. (Tiny
+float32/float64 CPU problems, where PyTorch's own call is cheaper than this pass's fixed cost,
+are handed to ``F.cross_entropy`` itself: see :func:`choose_path`.)
 
 Derivation (one row; ``x`` its logits, ``y`` its target, ``w`` the class weights, all ones when
 ``weight`` is None, ``W = sum_c w_c``, ``s`` the smoothing, ``C`` the class count)::
