@@ -480,19 +480,19 @@ def _chunked_row_statistics(
     weighted_logit_sum = logits.new_empty((num_rows,), dtype=compute)
     target_logit = logits.new_empty((num_rows, 1), dtype=compute)
     column_target = safe_target.unsqueeze(1)
-    # Chunks scaled by one scalar multiply-add (see above): their index, and the scalar ``a``.
-    scalar_chunks: frozenset[int] = frozenset()
+    # One scalar multiply-add (see above) for every chunk but those holding an ignored row.
+    scalar_path = False
+    mixed_chunks: set[int] = set()
     scalar_coef = 0.0
     if coefficients is not None:
         prob_coef = coefficients.prob.unsqueeze(1)
         neg_uniform = -coefficients.uniform
         neg_uniform_column = neg_uniform.unsqueeze(1)
         if use_softmax and class_weight is None and num_rows > 0:
-            ignored_rows = torch.nonzero(~valid).squeeze(1)
-            mixed = set((ignored_rows // rows).tolist())
-            scalar_chunks = frozenset(range(-(-num_rows // rows))) - mixed
-            # Every counted row holds the same ``a``; ignored rows hold 0. (One host sync.)
-            scalar_coef = float(coefficients.prob.max()) if scalar_chunks else 0.0
+            scalar_path = True
+            mixed_chunks = set((torch.nonzero(~valid).squeeze(1) // rows).tolist())
+            # Every counted row holds the same ``a``; ignored rows hold 0. (A host sync.)
+            scalar_coef = float(coefficients.prob.max())
     # Each chunk start is taken by exactly one worker: ``next`` on a shared range iterator is
     # atomic under the GIL.
     chunk_starts = iter(range(0, num_rows, rows))
@@ -545,7 +545,7 @@ def _chunked_row_statistics(
                 if grad is None:
                     continue
                 rows_grad = grad[start:stop]
-                if start // rows in scalar_chunks:
+                if scalar_path and start // rows not in mixed_chunks:
                     # a * p - r * s / C in one pass; low precision rounded as it is written.
                     torch.add(neg_uniform_column[start:stop], probs, alpha=scalar_coef,
                               out=rows_grad)
