@@ -123,7 +123,7 @@ def test_projection_is_skipped_when_the_templates_span_no_plane() -> None:
     assert _projection(model, features, targets) is None
 
 
-def test_the_default_command_is_the_one_issue_4_describes() -> None:
+def test_the_default_command_is_the_documented_one() -> None:
     # `labelsmooth run`: mnist1d with its CNN, smoothing 0.0 and 0.1, 3 seeds; digits defaults to the MLP.
     from labelsmooth.cli.command import _configs, build_parser
 

@@ -1,9 +1,10 @@
 """``labelsmooth run`` and ``labelsmooth report``: argument parsing, the run loop, one-line errors.
 
 Every failure the user can cause (an unknown data set or model, a smoothing outside [0, 1], an
-output folder that cannot be written, a missing optional package) ends the command with one line
-on stderr and a non-zero status: 2 for a bad command line, 1 for the rest, 130 for Ctrl-C. The
-results of finished trainings are written after each one, so an interrupted run keeps them.
+output folder that cannot be written or already holds a run, a missing optional package) ends the
+command with one line on stderr and a non-zero status: 2 for a bad command line or run folder, 1
+for the rest, 130 for Ctrl-C, 143 for SIGTERM. The results of finished trainings are written
+after each one, so an interrupted run keeps them, and ``--resume`` continues it.
 """
 
 from __future__ import annotations
@@ -12,27 +13,35 @@ import argparse
 import math
 import os
 import platform
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import torch
 
+from _labelsmooth_launcher import TERMINATED, exit_status, handle_sigterm
 from labelsmooth import __version__
 from labelsmooth._validation import check_smoothing
 from labelsmooth.cli import plots
 from labelsmooth.cli.data import DATASETS, load_dataset
 from labelsmooth.cli.errors import CommandError, require
 from labelsmooth.cli.experiment import RunConfig, run_one
+from labelsmooth.cli.folder import DERIVED_FILES, RESULT_FILES, FolderLock, remove_files, run_files
 from labelsmooth.cli.models import DEFAULT_MODEL, MODELS
 from labelsmooth.cli.report import (
+    CONFIG_FIELDS,
+    RunFolderError,
     group_runs,
     load_results,
     metric_sentences,
     metric_table,
+    read_results,
+    temperature_warnings,
     write_results,
     write_summary,
 )
@@ -42,7 +51,8 @@ __all__ = ["build_parser", "main"]
 DEFAULT_EPOCHS = 40
 DEFAULT_BATCH_SIZE = 128
 DEFAULT_LR = 3e-3
-INTERRUPTED = 130
+# More seeds than this is a typo (a run trains seeds x variants models), refused before any work.
+MAX_SEEDS = 1000
 _N = TypeVar("_N", int, float)
 
 
@@ -55,7 +65,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _smoothing(text: str) -> float:
     try:
-        return check_smoothing(float(text))
+        return check_smoothing(float(text)) + 0.0  # + 0.0: "-0" is 0, and is labelled "0"
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a real number in [0, 1], got {text!r}") from None
 
@@ -79,10 +89,18 @@ def _number(convert: Callable[[str], _N], accept: Callable[[_N], bool], expected
 # NaN fails every comparison, so it is rejected by each of these.
 _fraction = _number(float, lambda value: 0.0 <= value <= 1.0, "a fraction in [0, 1]")
 _open_fraction = _number(float, lambda value: 0.0 < value < 1.0, "a fraction strictly between 0 and 1")
-_alpha = _number(float, lambda value: math.isfinite(value) and value >= 0,
+_alpha = _number(lambda text: float(text) + 0.0, lambda value: math.isfinite(value) and value >= 0,
                  "a Beta concentration, a finite number >= 0 (0 = off)")
 _positive_int = _number(int, lambda value: value >= 1, "a positive integer")
-_positive_float = _number(float, lambda value: value > 0, "a positive number")
+_seed_count = _number(int, lambda value: 1 <= value <= MAX_SEEDS, f"an integer from 1 to {MAX_SEEDS}")
+_finite_positive = _number(float, lambda value: 0 < value < math.inf, "a finite positive number")
+
+
+def _folder_name(text: str) -> Path:
+    # Path("") is the current folder: an empty --out (an unset shell variable) must not write there.
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a folder name, got {text!r}")
+    return Path(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,26 +139,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cutmix", type=_alpha, nargs="+", default=[0.0], metavar="ALPHA",
                      help="CutMix Beta(alpha, alpha) concentrations to compare, 0 = off; combined "
                      "with every smoothing and mixup value (default: 0)")
-    run.add_argument("--seeds", type=_positive_int, default=3, metavar="N",
-                     help="number of seeds, 0..N-1 (default: 3)")
+    run.add_argument("--seeds", type=_seed_count, default=3, metavar="N",
+                     help=f"number of seeds, 0..N-1, at most {MAX_SEEDS} (default: 3)")
     run.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS,
                      help=f"epochs per training (default: {DEFAULT_EPOCHS})")
     run.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
                      help=f"examples per step (default: {DEFAULT_BATCH_SIZE})")
-    run.add_argument("--lr", type=_positive_float, default=DEFAULT_LR,
+    run.add_argument("--lr", type=_finite_positive, default=DEFAULT_LR,
                      help=f"AdamW peak learning rate, cosine-decayed (default: {DEFAULT_LR:g})")
     run.add_argument("--label-noise", type=_fraction, default=0.0, metavar="P",
                      help="replace round(P * N) of the N labels trained on by a different class; the "
                      "validation split stays clean (default: 0)")
     run.add_argument("--val-fraction", type=_open_fraction, default=0.1, metavar="F",
                      help="share of the training set held out for temperature scaling (default: 0.1)")
-    run.add_argument("--out", type=Path, default=None,
-                     help="output folder (default: runs/<dataset>-<UTC time>)")
+    run.add_argument("--out", type=_folder_name, default=None,
+                     help="output folder (default: runs/<dataset>-<UTC time>); a folder that already "
+                     "holds a run is refused unless --resume or --overwrite is given")
+    existing = run.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true",
+                          help="continue the run in --out: train only what its results.json lacks "
+                          "(the options must be those of that run)")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace the run in --out (its results, summary and pictures)")
     run.add_argument("--device", default="auto",
                      help="torch device: auto (cuda if available), cpu, cuda, cuda:1 ... (default: auto)")
     run.add_argument("--threads", type=_positive_int, default=1,
                      help="CPU threads for torch (default: 1: these models are so small that more "
-                     "threads mostly add synchronisation)")
+                     "threads mostly add synchronisation); more than the CPU count is warned about")
 
     report = commands.add_parser(
         "report", help="redraw the summary and pictures of a finished run folder",
@@ -162,19 +187,6 @@ def _device(name: str) -> str:
         raise CommandError(f"--device: expected an available device, got {name!r} "
                            "(CUDA is not available here)")
     return str(device)
-
-
-def _prepare_folder(folder: Path) -> Path:
-    """Create ``folder`` and prove it is writable before any training starts."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".labelsmooth-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise CommandError(f"--out: cannot write to {str(folder)!r} ({reason})") from None
-    return folder
 
 
 def _environment(device: str, threads: int) -> dict[str, Any]:
@@ -207,6 +219,8 @@ def _print_summary(payload: dict[str, Any], folder: Path) -> None:
     console.print(table)
     for sentence in metric_sentences(variants):
         console.print(f"- {sentence}", markup=False, highlight=False)
+    for warning in temperature_warnings(variants):
+        print(f"labelsmooth: warning: {warning}", file=sys.stderr)
     console.print(f"Results, summary and pictures in {folder}", markup=False, highlight=False)
 
 
@@ -230,6 +244,91 @@ def _configs(args: argparse.Namespace, device: str) -> list[RunConfig]:
     ]
 
 
+# The options that decide which trainings a run holds and what they compute; --resume checks them.
+_SETTINGS = ("dataset", "model", "smoothing", "mixup", "cutmix", "seeds", "epochs", "batch_size", "lr",
+             "label_noise", "val_fraction", "device")
+
+
+def _settings(args: argparse.Namespace, device: str) -> dict[str, Any]:
+    values = vars(args) | {"model": args.model or DEFAULT_MODEL[args.dataset], "device": device}
+    return {name: list(dict.fromkeys(values[name])) if isinstance(values[name], list) else values[name]
+            for name in _SETTINGS}
+
+
+def _check_same_settings(folder: Path, recorded: Any, settings: dict[str, Any]) -> None:
+    """Refuse to resume a run with options other than its own, naming the first that differs."""
+    if not isinstance(recorded, dict):
+        raise RunFolderError(f"--resume: expected a run that records its options, got {str(folder)!r} "
+                             "(its results.json has none); use --overwrite or another --out")
+    for name, value in settings.items():
+        if recorded.get(name) != value:
+            shown = " ".join(f"{item:g}" for item in value) if isinstance(value, list) else value
+            before = recorded.get(name)
+            before = " ".join(f"{item:g}" for item in before) if isinstance(before, list) else before
+            raise RunFolderError(f"--resume: expected the options of the run in {str(folder)!r}, got "
+                                 f"--{name.replace('_', '-')} {shown} where that run has {before}; "
+                                 "resume with its options, or use --overwrite or another --out")
+
+
+def _start(folder: Path, args: argparse.Namespace, settings: dict[str, Any], argv: Sequence[str],
+           device: str) -> dict[str, Any]:
+    """The payload this run starts from, with the folder made ready for it (the lock is held).
+
+    A fresh run needs a folder without a run in it (or ``--overwrite``, which removes that run);
+    ``--resume`` continues the run there when its options are the same. Either way the summary
+    and pictures are removed until they are drawn again from the new results, so they never
+    describe other trainings than results.json.
+    """
+    present = run_files(folder)
+    session = {"command": ["labelsmooth", *argv], "environment": _environment(device, args.threads)}
+    if args.resume:
+        payload = read_results(folder, "--resume")
+        _check_same_settings(folder, payload.get("settings"), settings)
+        payload.setdefault("resumed", []).append(session)
+        payload["status"] = "running"
+        remove_files(folder, DERIVED_FILES)
+        return payload
+    if present and not args.overwrite:
+        raise RunFolderError(f"--out: expected a folder without a run in it, got {str(folder)!r} (it holds "
+                             f"{', '.join(present)}); add --resume to continue that run, --overwrite to "
+                             "replace it, or choose another --out")
+    remove_files(folder, [*RESULT_FILES, *DERIVED_FILES])
+    return {**session, "settings": settings, "status": "running", "runs": []}
+
+
+def _warn_threads(threads: int) -> None:
+    cores = os.cpu_count()
+    if cores is not None and threads > cores:
+        print(f"labelsmooth: warning: --threads {threads} is more than the {cores} CPU cores here; the "
+              "threads will wait for each other (use at most the core count)", file=sys.stderr)
+
+
+def _progress(progress_module: Any) -> Any:
+    return progress_module.Progress(
+        progress_module.TextColumn("{task.description}"),
+        progress_module.BarColumn(),
+        progress_module.MofNCompleteColumn(),
+        progress_module.TextColumn("epochs"),
+        progress_module.TimeElapsedColumn(),
+        progress_module.TimeRemainingColumn(),
+        transient=False,
+    )
+
+
+def _stopped(payload: dict[str, Any], folder: Path, interrupt: KeyboardInterrupt) -> int:
+    """Save what finished, draw its summary and pictures, and say how to continue."""
+    payload["status"] = "interrupted"
+    write_results(folder, payload)
+    finished = len(payload["runs"])
+    if finished:
+        _render(payload, folder)
+    word = "terminated" if exit_status(interrupt) == TERMINATED else "interrupted"
+    drawn = ", with their summary and pictures" if finished else ""
+    print(f"labelsmooth: {word}; the {finished} finished training(s) are saved in {folder}{drawn}; "
+          "the same command with --resume continues the run", file=sys.stderr)
+    return exit_status(interrupt)
+
+
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     # Check every optional dependency before any work, so a missing one fails in a second
     # (torchmetrics would otherwise fail inside the first training). numpy comes before
@@ -239,50 +338,44 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     progress_module = require("rich.progress", "rich")
     require("matplotlib.figure", "matplotlib")
     device = _device(args.device)
+    _warn_threads(args.threads)
     torch.set_num_threads(args.threads)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    folder = _prepare_folder(args.out or Path("runs") / f"{args.dataset}-{stamp}")
+    folder = args.out or Path("runs") / f"{args.dataset}-{stamp}"
     configs = _configs(args, device)
-    payload: dict[str, Any] = {
-        "command": ["labelsmooth", *argv],
-        "status": "running",
-        "environment": _environment(device, args.threads),
-        "runs": [],
-    }
-    data = load_dataset(args.dataset)
-    started = time.perf_counter()
-    progress = progress_module.Progress(
-        progress_module.TextColumn("{task.description}"),
-        progress_module.BarColumn(),
-        progress_module.MofNCompleteColumn(),
-        progress_module.TextColumn("epochs"),
-        progress_module.TimeElapsedColumn(),
-        progress_module.TimeRemainingColumn(),
-        transient=False,
-    )
-    try:
-        with progress:
-            task = progress.add_task("training", total=len(configs) * args.epochs)
-            for number, config in enumerate(configs, start=1):
-                progress.update(task, description=f"[{number}/{len(configs)}] {config.label()} "
-                                f"seed {config.seed}")
-                payload["runs"].append(run_one(config, data, on_epoch=lambda: progress.advance(task)))
-                write_results(folder, payload)
-    except KeyboardInterrupt:
-        payload["status"] = "interrupted"
+    if args.resume:
+        read_results(folder, "--resume")  # refuses a folder without a run before the lock would create one
+    with FolderLock(folder, "--out"):
+        payload = _start(folder, args, _settings(args, device), argv, device)
         write_results(folder, payload)
-        finished = len(payload["runs"])
-        hint = f"; `labelsmooth report {folder}` draws them" if finished else ""
-        print(f"labelsmooth: interrupted; the {finished} finished training(s) are saved in "
-              f"{folder}{hint}", file=sys.stderr)
-        return INTERRUPTED
-    payload["status"] = "complete"
-    payload["wall_time_s"] = time.perf_counter() - started
-    write_results(folder, payload)
-    _render(payload, folder)
+        done = [{name: run[name] for name in CONFIG_FIELDS} for run in payload["runs"]]
+        todo = [config for config in configs if asdict(config) not in done]
+        started = time.perf_counter()
+        try:
+            _train_all(todo, args.dataset, payload, folder, _progress(progress_module))
+        except KeyboardInterrupt as interrupt:
+            return _stopped(payload, folder, interrupt)
+        payload["status"] = "complete"
+        payload["wall_time_s"] = payload.get("wall_time_s", 0.0) + time.perf_counter() - started
+        write_results(folder, payload)
+        _render(payload, folder)
     _print_summary(payload, folder)
-    print(f"{len(configs)} trainings in {payload['wall_time_s']:.1f} s (data set-up excluded)")
+    print(f"{len(todo)} trainings in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _train_all(todo: list[RunConfig], dataset: str, payload: dict[str, Any], folder: Path,
+               progress: Any) -> None:
+    """Train ``todo`` in order, appending each result to the payload and writing it at once."""
+    if not todo:
+        return
+    data = load_dataset(dataset)
+    with progress:
+        task = progress.add_task("training", total=sum(config.epochs for config in todo))
+        for number, config in enumerate(todo, start=1):
+            progress.update(task, description=f"[{number}/{len(todo)}] {config.label()} seed {config.seed}")
+            payload["runs"].append(run_one(config, data, on_epoch=lambda: progress.advance(task)))
+            write_results(folder, payload)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -290,12 +383,14 @@ def _report(args: argparse.Namespace) -> int:
     # the old pictures.
     require("rich.console", "rich")
     require("matplotlib.figure", "matplotlib")
-    payload = load_results(args.run_dir)
-    try:
-        _render(payload, args.run_dir)
-    except OSError as error:
-        raise CommandError(f"RUN_DIR: cannot write to {str(args.run_dir)!r} "
-                           f"({error.strerror or error})") from None
+    load_results(args.run_dir)  # refuses a folder without a run before the lock would create one
+    with FolderLock(args.run_dir, "RUN_DIR"):
+        payload = load_results(args.run_dir)
+        try:
+            _render(payload, args.run_dir)
+        except OSError as error:
+            raise CommandError(f"RUN_DIR: cannot write to {str(args.run_dir)!r} "
+                               f"({error.strerror or error})") from None
     _print_summary(payload, args.run_dir)
     return 0
 
@@ -308,14 +403,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         0 on success, 1 for an error the user can fix (one line on stderr), 2 for a bad command
-        line, 130 after Ctrl-C.
+        line or run folder, 130 after Ctrl-C, 143 after SIGTERM.
 
     Example:
         >>> main(["run", "--dataset", "digits", "--epochs", "1", "--seeds", "1",
         ...       "--out", "runs/quick"])  # doctest: +SKIP
         0
     """
-    arguments = list(sys.argv[1:] if argv is None else argv)
+    previous = handle_sigterm()
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt as interrupt:
+        word = "terminated" if exit_status(interrupt) == TERMINATED else "interrupted"
+        print(f"labelsmooth: {word}", file=sys.stderr)
+        return exit_status(interrupt)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(arguments: list[str]) -> int:
     args = build_parser().parse_args(arguments)
     try:
         if args.command == "run":
@@ -324,9 +431,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as error:
         print(f"labelsmooth: error: {error}", file=sys.stderr)
         return error.exit_status
-    except KeyboardInterrupt:
-        print("labelsmooth: interrupted", file=sys.stderr)
-        return INTERRUPTED
     except Exception as error:
         # Never a traceback for the user; LABELSMOOTH_DEBUG=1 shows it for a bug report.
         if os.environ.get("LABELSMOOTH_DEBUG"):

@@ -33,6 +33,7 @@ __all__ = [
     "METRICS",
     "NUM_BINS",
     "PROJECTED_CLASSES",
+    "TEMPERATURE_RANGE",
     "TREATMENTS",
     "RunConfig",
     "build_algorithms",
@@ -58,6 +59,8 @@ METRICS = (
     "samples_per_s",
 )
 NUM_BINS = 15
+# Where the temperature is searched; a fit that ends on either end did not find a minimum.
+TEMPERATURE_RANGE = (0.01, 100.0)
 # The three classes of the penultimate-layer picture (Mueller et al. also use three).
 PROJECTED_CLASSES = (0, 1, 2)
 # Cap on the points per class kept for the picture, so results.json stays small.
@@ -187,7 +190,8 @@ def score(
         (1.0, 2.885)
     """
     probs = logits.softmax(dim=1)
-    temperature = fit_temperature(val_logits, val_targets)
+    temperature = fit_temperature(val_logits, val_targets, min_temperature=TEMPERATURE_RANGE[0],
+                                  max_temperature=TEMPERATURE_RANGE[1])
     scaled = logits / temperature
     return {
         "accuracy": float((logits.argmax(dim=1) == targets).float().mean()),

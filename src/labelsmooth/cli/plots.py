@@ -10,11 +10,13 @@ matplotlib is imported lazily, through its object-oriented ``Figure`` (no pyplot
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from labelsmooth.cli.errors import require
+from labelsmooth.cli.folder import atomic_write
 from labelsmooth.cli.report import Variant
 
 __all__ = ["draw_all", "draw_curves", "draw_penultimate", "draw_reliability"]
@@ -27,6 +29,13 @@ def _figure(panels: int, *, width: float = 3.6, height: float = 3.4) -> tuple[An
     figure = figure_module.Figure(figsize=(width * panels, height), layout="constrained")
     axes = figure.subplots(1, panels, squeeze=False)[0]
     return figure, list(axes)
+
+
+def _save(figure: Any, path: Path) -> None:
+    # Rendered in memory, then written atomically: never half a picture on disk.
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=80)
+    atomic_write(path, image.getvalue())
 
 
 def _pooled_bins(variant: Variant) -> tuple[list[float], list[float], list[float]]:
@@ -71,7 +80,7 @@ def draw_reliability(variants: Sequence[Variant], path: Path) -> None:
         ax.set_aspect("equal")
     axes[0].set_ylabel("accuracy")
     axes[0].legend(loc="upper left", fontsize=8)
-    figure.savefig(path, dpi=80)
+    _save(figure, path)
 
 
 def draw_penultimate(variants: Sequence[Variant], path: Path) -> None:
@@ -104,7 +113,7 @@ def draw_penultimate(variants: Sequence[Variant], path: Path) -> None:
     axes[0].legend(loc="best", fontsize=8, markerscale=2)
     figure.suptitle("Penultimate activations projected onto the plane of three class templates "
                     "(X = template)", fontsize=10)
-    figure.savefig(path, dpi=80)
+    _save(figure, path)
 
 
 def draw_curves(variants: Sequence[Variant], path: Path) -> None:
@@ -133,7 +142,7 @@ def draw_curves(variants: Sequence[Variant], path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    figure.savefig(path, dpi=80)
+    _save(figure, path)
 
 
 def draw_all(variants: Sequence[Variant], folder: Path) -> list[Path]:

@@ -8,27 +8,40 @@ same summary from disk.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import os
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from labelsmooth.cli.errors import CommandError
-from labelsmooth.cli.experiment import METRICS, TREATMENTS, RunConfig
+from labelsmooth.cli.experiment import (
+    METRICS,
+    NUM_BINS,
+    PROJECTED_CLASSES,
+    TEMPERATURE_RANGE,
+    TREATMENTS,
+    RunConfig,
+)
+from labelsmooth.cli.folder import atomic_write
 
 __all__ = [
+    "METRIC_RANGES",
     "MetricInfo",
+    "RunFolderError",
     "Variant",
     "group_runs",
     "load_results",
     "metric_sentences",
     "metric_table",
+    "read_results",
     "summary_markdown",
     "summary_table",
+    "temperature_problem",
+    "temperature_warnings",
     "write_results",
     "write_summary",
 ]
@@ -76,18 +89,11 @@ TABLE_HEADERS = {
 }
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    # Write beside the target and rename, so an interrupted write never leaves half a file.
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def write_results(folder: Path, payload: dict[str, Any]) -> None:
     """Write ``results.json`` (everything) and ``results.csv`` (one row per run: config, metrics).
 
-    Each file is written beside its target and renamed over it, so an interruption never leaves
-    half a file.
+    Each file is written under a unique temporary name beside its target and renamed over it,
+    so an interruption never leaves half a file.
 
     Args:
         folder: the run folder (must exist).
@@ -100,46 +106,134 @@ def write_results(folder: Path, payload: dict[str, Any]) -> None:
         ...     sorted(path.name for path in Path(name).iterdir())
         ['results.csv', 'results.json']
     """
-    _atomic_write(folder / RESULTS_JSON, json.dumps(payload, indent=1) + "\n")
-    columns = [*CONFIG_FIELDS, *METRICS]
-    temporary = folder / (RESULTS_CSV + ".tmp")
-    with temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(payload["runs"])
-    os.replace(temporary, folder / RESULTS_CSV)
+    atomic_write(folder / RESULTS_JSON, json.dumps(payload, indent=1) + "\n")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=[*CONFIG_FIELDS, *METRICS], extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(payload["runs"])
+    atomic_write(folder / RESULTS_CSV, table.getvalue())
+
+
+class RunFolderError(CommandError):
+    """A run folder whose ``results.json`` is missing or does not hold what the command wrote."""
+
+    exit_status = 2
+
+
+# Ranges of the metrics a run reports (every one of them is also finite).
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "accuracy": (0.0, 1.0), "nll": (0.0, math.inf), "ece": (0.0, 1.0), "brier": (0.0, 2.0),
+    "confidence": (0.0, 1.0), "temperature": (0.0, math.inf), "ece_ts": (0.0, 1.0),
+    "nll_ts": (0.0, math.inf), "train_time_s": (0.0, math.inf), "samples_per_s": (0.0, math.inf),
+}
+_FIELD_TYPES = {field.name: field.type for field in fields(RunConfig)}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers(value: Any, length: int | None = None) -> bool:
+    """A non-empty list of finite numbers (of ``length`` items when given)."""
+    return (isinstance(value, list) and bool(value) and all(_is_number(item) for item in value)
+            and (length is None or len(value) == length))
+
+
+def _field_problem(run: dict[str, Any], key: str) -> str | None:
+    """What is wrong with ``run[key]`` (the expectation), or ``None``."""
+    value = run[key]
+    if key in _FIELD_TYPES:
+        kind = _FIELD_TYPES[key]
+        if kind == "str":
+            return None if isinstance(value, str) else "a string"
+        if kind == "int":
+            return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+        return None if _is_number(value) else "a finite number"
+    if key in METRIC_RANGES:
+        low, high = METRIC_RANGES[key]
+        inside = _is_number(value) and low <= value <= high
+        return None if inside else f"a finite number in [{low:g}, {high:g}]"
+    if key == "history":
+        keys = ("train_loss", "test_accuracy", "test_nll")
+        good = isinstance(value, dict) and all(_numbers(value.get(name)) for name in keys)
+        return None if good else f"an object of lists of finite numbers: {', '.join(keys)}"
+    if key == "reliability":
+        keys = ("count", "accuracy", "confidence")
+        good = isinstance(value, dict) and all(_numbers(value.get(name), NUM_BINS) for name in keys)
+        return None if good else f"an object of {NUM_BINS} finite numbers each: {', '.join(keys)}"
+    if key == "projection" and value is not None:
+        pairs = ("points", "templates")
+        good = (isinstance(value, dict) and _numbers(value.get("classes"), len(PROJECTED_CLASSES))
+                and isinstance(value.get("labels"), list) and isinstance(value.get("points"), list)
+                and len(value["labels"]) == len(value["points"])
+                and all(_numbers(pair, 2) for name in pairs
+                        for pair in (value[name] if isinstance(value.get(name), list) else [None])))
+        return None if good else "null or an object of classes, labels, points and templates"
+    return None
+
+
+def read_results(folder: Path, argument: str = "RUN_DIR") -> dict[str, Any]:
+    """Read a run folder's ``results.json`` and check every value the report uses.
+
+    Args:
+        folder: a folder written by ``labelsmooth run``.
+        argument: how the folder was named on the command line, for the messages.
+
+    Returns:
+        The payload: ``{"runs": [...], "status": ..., ...}``, possibly with no runs yet.
+
+    Raises:
+        RunFolderError: the file is missing, not JSON, or a run lacks a field or holds a value the
+            command could not have written (NaN, a wrong type, a value out of range), named in
+            the message (exit status 2).
+        CommandError: the file cannot be read (exit status 1).
+    """
+    path = folder / RESULTS_JSON
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunFolderError(f"{argument}: expected a folder written by `labelsmooth run`, "
+                             f"got {str(folder)!r} (no {RESULTS_JSON})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CommandError(f"{argument}: cannot read {path}: {error}") from None
+    try:
+        payload = json.loads(text)
+    except ValueError as error:
+        raise RunFolderError(f"{argument}: cannot read {path}: {error}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("runs"), list):
+        raise RunFolderError(f"{argument}: expected {path} to hold a list of runs, got none")
+    required = (*CONFIG_FIELDS, *METRICS, "history", "reliability", "projection")
+    for number, run in enumerate(payload["runs"], start=1):
+        missing = [key for key in required if not isinstance(run, dict) or key not in run]
+        if missing:
+            raise RunFolderError(f"{argument}: expected every run in {path} to have {', '.join(required)}; "
+                                 f"run {number} lacks {', '.join(missing)}")
+        for key in required:
+            problem = _field_problem(run, key)
+            if problem is not None:
+                shown = json.dumps(run[key])
+                shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                raise RunFolderError(f"{argument}: expected '{key}' of run {number} in {path} to be "
+                                     f"{problem}, got {shown}")
+    return payload
 
 
 def load_results(folder: Path) -> dict[str, Any]:
-    """Read a run folder's ``results.json`` and check that every run has what the report draws.
+    """:func:`read_results`, and at least one finished training (what the report draws).
 
     Args:
         folder: a folder written by ``labelsmooth run``.
 
     Returns:
-        The payload: ``{"runs": [...], "status": ..., ...}`` with at least one complete run.
+        The payload, with at least one run.
 
     Raises:
-        CommandError: the file is missing, unreadable, not JSON, has no runs, or a run lacks a field.
+        RunFolderError: as :func:`read_results`, or no training has finished yet.
+        CommandError: the file cannot be read.
     """
-    path = folder / RESULTS_JSON
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CommandError(f"RUN_DIR: expected a folder written by `labelsmooth run`, "
-                           f"got {str(folder)!r} (no {RESULTS_JSON})") from None
-    except (OSError, ValueError) as error:
-        raise CommandError(f"RUN_DIR: cannot read {path}: {error}") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("runs"), list):
-        raise CommandError(f"RUN_DIR: {path} has no list of runs")
+    payload = read_results(folder)
     if not payload["runs"]:
-        raise CommandError(f"RUN_DIR: {path} holds no finished training yet")
-    required = (*CONFIG_FIELDS, *METRICS, "history", "reliability", "projection")
-    for number, run in enumerate(payload["runs"], start=1):
-        missing = [key for key in required if not isinstance(run, dict) or key not in run]
-        if missing:
-            raise CommandError(f"RUN_DIR: expected every run in {path} to have {', '.join(required)}; "
-                               f"run {number} lacks {', '.join(missing)}")
+        raise RunFolderError(f"RUN_DIR: {folder / RESULTS_JSON} holds no finished training yet")
     return payload
 
 
@@ -193,7 +287,8 @@ def group_runs(runs: Sequence[dict[str, Any]]) -> list[Variant]:
              if name == TREATMENTS[0] or any(float(run.get(name, 0.0)) for run in runs)]
     groups: dict[tuple[float, ...], list[dict[str, Any]]] = {}
     for run in runs:
-        key = tuple(float(run.get(name, 0.0)) for name in names)
+        # + 0.0 turns -0.0 into 0.0, so "--smoothing -0" is labelled "0".
+        key = tuple(float(run.get(name, 0.0)) + 0.0 for name in names)
         groups.setdefault(key, []).append(run)
     return [Variant(dict(zip(names, key, strict=True)), groups[key]) for key in sorted(groups)]
 
@@ -202,11 +297,60 @@ def _fmt(value: float, info: MetricInfo) -> str:
     return f"{value * info.scale:.{info.digits}f}"
 
 
+# The columns that come from the fitted temperature, marked when the fit failed.
+TS_METRICS = ("temperature", "ece_ts", "nll_ts")
+FAILED_FIT = "⚠"
+
+
+def temperature_problem(run: dict[str, Any]) -> str | None:
+    """Why the run's temperature scaling is not a calibration result, or ``None`` if it is.
+
+    The fit failed when the temperature ends on an end of its search range (the validation NLL
+    kept falling: a tiny or separable validation split, or predictions unrelated to the labels)
+    or when the test NLL after scaling is worse than before it.
+
+    Example:
+        >>> temperature_problem({"temperature": 100.0, "nll": 2.0, "nll_ts": 2.3})
+        'the fitted temperature 100 is the end of its search range [0.01, 100]'
+        >>> temperature_problem({"temperature": 1.5, "nll": 0.3, "nll_ts": 0.28}) is None
+        True
+    """
+    low, high = TEMPERATURE_RANGE
+    temperature = float(run["temperature"])
+    if not low * (1 + 1e-6) < temperature < high * (1 - 1e-6):
+        return (f"the fitted temperature {temperature:.4g} is the end of its search range "
+                f"[{low:g}, {high:g}]")
+    if float(run["nll_ts"]) > float(run["nll"]):
+        return (f"the test NLL after temperature scaling, {float(run['nll_ts']):.3f}, is worse than "
+                f"before it, {float(run['nll']):.3f}")
+    return None
+
+
+def temperature_warnings(variants: Sequence[Variant]) -> list[str]:
+    """One warning per training whose temperature scaling failed (see :func:`temperature_problem`)."""
+    lines = []
+    for variant in variants:
+        for run in variant.runs:
+            problem = temperature_problem(run)
+            if problem is not None:
+                lines.append(
+                    f"temperature scaling failed at {variant.label}, seed {run.get('seed')}: {problem}; "
+                    f"the validation split ({float(run['val_fraction']):g} of the training set) is too "
+                    "small or its predictions too poor to fit a temperature, so T, ECE after TS and NLL "
+                    f"after TS of {variant.label} (marked {FAILED_FIT}) are not calibration results.")
+    return lines
+
+
+def _fit_failed(variant: Variant) -> bool:
+    return any(temperature_problem(run) is not None for run in variant.runs)
+
+
 def _cell(variant: Variant, metric: str) -> str:
     info = METRIC_INFO[metric]
+    mark = f" {FAILED_FIT}" if metric in TS_METRICS and _fit_failed(variant) else ""
     if len(variant.runs) < 2:
-        return _fmt(variant.mean(metric), info)
-    return f"{_fmt(variant.mean(metric), info)} ± {_fmt(variant.std(metric), info)}"
+        return _fmt(variant.mean(metric), info) + mark
+    return f"{_fmt(variant.mean(metric), info)} ± {_fmt(variant.std(metric), info)}{mark}"
 
 
 def summary_table(variants: Sequence[Variant]) -> tuple[list[str], list[list[str]]]:
@@ -309,6 +453,8 @@ def _confidence_sentence(variant: Variant) -> str:
         scaling = f"the fitted temperature T = {temperature:.2f} > 1 softens its predictions"
     else:
         scaling = "the fitted temperature is 1"
+    if _fit_failed(variant):
+        scaling = f"its fitted temperature is not meaningful ({FAILED_FIT}, see the warning)"
     if gap > 1:
         return (f"At {variant.label} the model is **under-confident** on the test set ({state}): "
                 f"its ECE measures under-confidence; {scaling}.")
@@ -354,7 +500,10 @@ def metric_sentences(variants: Sequence[Variant]) -> list[str]:
             continue
         for metric in TABLE_METRICS:
             info = METRIC_INFO[metric]
-            lines.append(f"**{info.title[0].upper() + info.title[1:]}**: {_change(base, other, metric)}.")
+            failed = metric in TS_METRICS and (_fit_failed(base) or _fit_failed(other))
+            mark = f" {FAILED_FIT} Temperature scaling failed, see the warning." if failed else ""
+            title = info.title[0].upper() + info.title[1:]
+            lines.append(f"**{title}**: {_change(base, other, metric)}.{mark}")
     lines.extend(_confidence_sentence(v) for v in variants)
     return lines
 
@@ -385,6 +534,7 @@ def summary_markdown(payload: dict[str, Any]) -> str:
         f"samples/s counts training steps only (no evaluation) and leaves out the first epoch "
         f"(warm-up).",
         "",
+        *(f"> **Warning**: {warning}\n" for warning in temperature_warnings(variants)),
         "| " + " | ".join(headers) + " |",
         "|" + "|".join("---" for _ in headers) + "|",
         *("| " + " | ".join(row) + " |" for row in rows),
@@ -412,5 +562,5 @@ def write_summary(folder: Path, payload: dict[str, Any]) -> str:
         The text written.
     """
     text = summary_markdown(payload)
-    _atomic_write(folder / SUMMARY_MD, text)
+    atomic_write(folder / SUMMARY_MD, text)
     return text
