@@ -173,7 +173,8 @@ def test_resume_trains_only_what_results_json_lacks(
     third = Trainings()
     monkeypatch.setattr(cli_main, "run_one", third)
     summary = (folder / "summary.md").read_text()
-    assert invoke([*argv, "--resume"], capsys)[0] == 0
+    status, out, _ = invoke([*argv, "--resume"], capsys)
+    assert status == 0 and out.endswith("Nothing left to train: every training of the run is in results.json\n")
     assert third.configs == [] and (folder / "summary.md").read_text() == summary
 
 

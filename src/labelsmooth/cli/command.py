@@ -360,7 +360,10 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         write_results(folder, payload)
         _render(payload, folder)
     _print_summary(payload, folder)
-    print(f"{len(todo)} trainings in {time.perf_counter() - started:.1f} s")
+    if todo:
+        print(f"{len(todo)} trainings in {time.perf_counter() - started:.1f} s")
+    else:
+        print("Nothing left to train: every training of the run is in results.json")
     return 0
 
 
