@@ -1,0 +1,105 @@
+"""Resume after a real interruption: bit-identical weights with a DataLoader that has its own
+generator, and a log without the records of the steps that were repeated."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tiny_task import make_dataset, make_loader, make_model
+
+from labelsmooth import Trainer
+from labelsmooth.trainer import Callback, State
+
+WORKER = Path(__file__).with_name("resume_worker.py")
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_resume_after_sigkill_with_a_dataloader_generator_is_bit_identical(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run([sys.executable, str(WORKER), "kill", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    checkpoints = tmp_path / "checkpoints"
+    # Killed after batch 30, before its checkpoint: the latest is batch 27, mid-epoch 2.
+    assert (checkpoints / "latest.pt").read_bytes() == (checkpoints / "ep2-ba27.pt").read_bytes()
+    assert not (checkpoints / "ep3-ba30.pt").exists()
+
+    resumed = subprocess.run([sys.executable, str(WORKER), "resume", str(tmp_path)],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    weights = torch.load(tmp_path / "weights.pt", weights_only=True)
+    for actual, expected in zip(weights["resumed"], weights["reference"], strict=True):
+        assert torch.equal(actual, expected), (actual - expected).abs().max()
+
+    # Every epoch and evaluation is logged once, in order, as in the uninterrupted run.
+    log, reference = _records(tmp_path / "log.jsonl"), _records(tmp_path / "reference" / "log.jsonl")
+    assert [(r["epoch"], r["batch"], r["split"]) for r in log] == [
+        (r["epoch"], r["batch"], r["split"]) for r in reference]
+    # The resumed epoch's training metrics cover only the batches after the resume; the others
+    # are the uninterrupted run's, exactly.
+    for mine, theirs in zip(log, reference, strict=True):
+        if (mine["epoch"], mine["split"]) != (3, "train"):
+            assert mine == theirs
+
+
+def _crash_at(batch: int) -> Callback:
+    """A callback interrupting training at the end of ``batch``, as Ctrl-C would."""
+
+    class CrashAt(Callback):
+        def batch_end(self, state: State, logger: Any) -> None:
+            if state.timestamp.batch == batch:
+                raise KeyboardInterrupt
+
+    return CrashAt()
+
+
+def _logged_run(folder: Path, *, crash_at: int | None = None, load_path: Path | None = None) -> None:
+    trainer = Trainer(make_model(), make_loader(make_dataset(40), 4, shuffle=True),
+                      max_duration="3ep", eval_dataloader=make_loader(make_dataset(8, seed=1), 8),
+                      callbacks=None if crash_at is None else _crash_at(crash_at), device="cpu",
+                      progress_bar=False, seed=0, save_folder=folder, save_interval="4ba",
+                      log_file=folder / "log.jsonl", load_path=load_path)
+    if crash_at is None:
+        trainer.fit()
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+
+
+def test_resume_drops_the_log_records_written_after_the_checkpoint(tmp_path: Path) -> None:
+    _logged_run(tmp_path / "reference")
+    reference = _records(tmp_path / "reference" / "log.jsonl")
+    run = tmp_path / "run"
+    run.mkdir()
+    earlier = '{"epoch": 9, "batch": 90, "sample": 360, "split": "train", "loss": 0.5}\n'
+    (run / "log.jsonl").write_text(earlier)  # an earlier run appended to the same file
+    # Batch 20 ends epoch 1: checkpoint ep1-ba20, then that epoch's train and eval records
+    # (stamped epoch 2, batch 20); the crash at batch 22 comes before the next checkpoint.
+    _logged_run(run, crash_at=22)
+    with (run / "log.jsonl").open("a") as handle:
+        handle.write('{"epoch": 2, "batch": 2')  # a record cut short by the interruption
+    before = _records_lines(run / "log.jsonl")
+    assert [(r["epoch"], r["batch"]) for r in before[-2:]] == [(2, 20), (2, 20)]
+
+    _logged_run(run, load_path=run / "ep1-ba20.pt")
+    log = (run / "log.jsonl").read_text()
+    assert log.startswith(earlier)
+    records = _records(run / "log.jsonl")[1:]
+    assert [(r["epoch"], r["batch"], r["split"]) for r in records] == [
+        (r["epoch"], r["batch"], r["split"]) for r in reference]
+    assert [r for r in records if r["split"] == "eval"] == [r for r in reference if r["split"] == "eval"]
+
+
+def _records_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
