@@ -65,18 +65,26 @@ def _create(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
 
 
+def _os_error(number: int | None, message: str) -> OSError:
+    # The message alone (no "[Errno N]" prefix), with the errno kept for code that checks it.
+    error = OSError(message)
+    error.errno = number
+    return error
+
+
 def _raise_write_error(error: BaseException, path: Path) -> NoReturn:
     """One line for a failed write: disk full, or the operating system's reason."""
     cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, OSError) and cause.errno in _DISK_FULL:
-            raise OSError(cause.errno, f"checkpoint: expected room to write {str(path)!r}, got a "
-                          "full disk (no space left on the device); the previous checkpoint "
-                          "is unchanged") from error
+            raise _os_error(cause.errno, f"checkpoint: expected room to write {str(path)!r}, got "
+                            "a full disk (no space left on the device); the previous checkpoint "
+                            "is unchanged") from error
         cause = cause.__cause__ or cause.__context__
     if isinstance(error, OSError):
-        raise OSError(error.errno, f"checkpoint: expected to write {str(path)!r}, got "
-                      f"{error.strerror or error}; the previous checkpoint is unchanged") from error
+        message = (f"checkpoint: expected to write {str(path)!r}, got {error.strerror or error}; "
+                   "the previous checkpoint is unchanged")
+        raise _os_error(error.errno, message) from error
     raise error
 
 
@@ -170,10 +178,10 @@ def _describe_unreadable(path: Path, error: BaseException) -> str:
         return "an empty file (0 bytes)"
     with path.open("rb") as handle:
         head = handle.read(4)
-    if isinstance(error, pickle.UnpicklingError) and "weights_only" in str(error).lower().replace(
-            " ", "_"):
-        return "a file that holds objects other than tensors and plain containers"
     if head == b"PK\x03\x04":
+        # A whole archive whose pickle the weights-only unpickler refuses holds other objects.
+        if isinstance(error, pickle.UnpicklingError):
+            return "a file that holds objects other than tensors and plain containers"
         return f"a truncated or corrupted file ({size} bytes of an incomplete zip archive)"
     return f"a file that is not a PyTorch checkpoint ({size} bytes, starting with {head!r})"
 

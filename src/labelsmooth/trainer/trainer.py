@@ -533,7 +533,8 @@ class Trainer:
         for position, (optimizer, name) in enumerate(zip(
                 state.optimizers, checkpoint.get("optimizer_classes", []), strict=False)):
             if type(optimizer).__name__ != name:
-                fail(f"optimizers[{position}]", f"a {name}, as in the checkpoint",
+                fail(f"optimizers[{position}]",
+                     f"{'an' if name[:1] in 'AEIOU' else 'a'} {name}, as in the checkpoint",
                      type(optimizer).__name__, error=TypeError)
         saved_algorithms = zip(state.algorithms, checkpoint["algorithms"], strict=True)
         for position, (algorithm, (name, _)) in enumerate(saved_algorithms):
