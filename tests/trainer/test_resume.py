@@ -1,22 +1,27 @@
 """Resume after a real interruption: bit-identical weights with a DataLoader that has its own
-generator, and a log without the records of the steps that were repeated."""
+generator, a log without the records of the steps that were repeated, a warning for random
+state a checkpoint cannot hold."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from tiny_task import make_dataset, make_loader, make_model
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
 
 from labelsmooth import Trainer
 from labelsmooth.trainer import Callback, State
+from labelsmooth.trainer.checkpoint import dataloader_generators
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 
@@ -103,3 +108,65 @@ def test_resume_drops_the_log_records_written_after_the_checkpoint(tmp_path: Pat
 
 def _records_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def test_dataloader_generators_are_found_once_and_other_random_state_is_named() -> None:
+    first, second = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    data = make_dataset(8)
+    shuffled = DataLoader(data, batch_size=2, shuffle=True, generator=first)
+    assert dataloader_generators(shuffled) == ([first], [])  # the loader's and its sampler's
+    own_sampler = DataLoader(data, batch_size=2, sampler=RandomSampler(data, generator=second),
+                             generator=first)
+    assert dataloader_generators(own_sampler) == ([first, second], [])
+    batched = DataLoader(data, batch_sampler=BatchSampler(RandomSampler(data, generator=second), 2, False))
+    assert dataloader_generators(batched) == ([second], [])
+    assert dataloader_generators(make_loader(data, 2, shuffle=True)) == ([], [])
+
+    class PythonRandomSampler(Sampler[int]):
+        def __init__(self) -> None:
+            self.generator = random.Random(0)
+
+        def __iter__(self) -> Iterator[int]:
+            return iter(self.generator.sample(range(8), 8))
+
+        def __len__(self) -> int:
+            return 8
+
+    workers = DataLoader(data, batch_size=2, sampler=PythonRandomSampler(), num_workers=1,
+                         persistent_workers=True)
+    assert dataloader_generators(workers) == ([], [
+        "train_dataloader.sampler.generator (a Random)",
+        "train_dataloader's persistent worker processes"])
+
+
+def test_saving_warns_about_random_state_a_checkpoint_cannot_hold(tmp_path: Path) -> None:
+    class PythonRandomSampler(Sampler[int]):
+        def __init__(self) -> None:
+            self.generator = random.Random(0)
+
+        def __iter__(self) -> Iterator[int]:
+            return iter(self.generator.sample(range(16), 16))
+
+        def __len__(self) -> int:
+            return 16
+
+    data = make_dataset(16)
+    trainer = Trainer(make_model(), DataLoader(data, batch_size=8, sampler=PythonRandomSampler()),
+                      max_duration="1ep", device="cpu", progress_bar=False, save_folder=tmp_path)
+    with pytest.warns(UserWarning, match=r"^save_checkpoint: train_dataloader.sampler.generator "
+                      r"\(a Random\) holds random state that a checkpoint cannot hold; a run "
+                      r"resumed from it draws different random numbers there than an "
+                      r"uninterrupted run$") as warned:
+        trainer.fit()
+    assert len(warned) == 1  # once per Trainer, not at every save
+
+
+def test_resuming_with_other_dataloader_generators_is_refused(tmp_path: Path) -> None:
+    data = make_dataset(16)
+    loader = DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    Trainer(make_model(), loader, max_duration="1ep", device="cpu", progress_bar=False,
+            save_folder=tmp_path).fit()
+    with pytest.raises(ValueError, match=r"^train_dataloader: expected 1 torch.Generator\(s\) in "
+                       r"its sampler or dataset, as when the checkpoint was written, got 0$"):
+        Trainer(make_model(), make_loader(data, 8, shuffle=True), max_duration="2ep",
+                device="cpu", progress_bar=False, load_path=tmp_path / "latest.pt")

@@ -246,11 +246,14 @@ def dataloader_generators(dataloader: Any, argument: str = "train_dataloader"
     """
     generators: list[torch.Generator] = []
     uncaptured: list[str] = []
+    seen: list[Any] = []
     for name, generator in _generator_places(dataloader):
+        if generator is None or any(generator is known for known in seen):
+            continue
+        seen.append(generator)
         if isinstance(generator, torch.Generator):
-            if not any(generator is known for known in generators):
-                generators.append(generator)
-        elif generator is not None:
+            generators.append(generator)
+        else:
             uncaptured.append(f"{argument}.{name} (a {type(generator).__name__})")
     if getattr(dataloader, "num_workers", 0) > 0 and getattr(dataloader, "persistent_workers", False):
         uncaptured.append(f"{argument}'s persistent worker processes")

@@ -460,7 +460,8 @@ class Trainer:
         if self._uncaptured_rng and not self._warned_uncaptured:
             self._warned_uncaptured = True
             warnings.warn(
-                f"save_checkpoint: {', '.join(self._uncaptured_rng)} holds random state that a "
+                f"save_checkpoint: {', '.join(self._uncaptured_rng)} "
+                f"{'holds' if len(self._uncaptured_rng) == 1 else 'hold'} random state that a "
                 "checkpoint cannot hold; a run resumed from it draws different random numbers "
                 "there than an uninterrupted run", stacklevel=2)
         rng = dist_utils.all_gather_object({"now": get_rng_state(self._loader_generators),
@@ -536,6 +537,10 @@ class Trainer:
                 fail(f"optimizers[{position}]",
                      f"{'an' if name[:1] in 'AEIOU' else 'a'} {name}, as in the checkpoint",
                      type(optimizer).__name__, error=TypeError)
+        saved_generators = len(checkpoint["rng"][0]["now"].get("generators", []))
+        if saved_generators != len(self._loader_generators):
+            fail("train_dataloader", f"{saved_generators} torch.Generator(s) in its sampler or "
+                 "dataset, as when the checkpoint was written", f"{len(self._loader_generators)}")
         saved_algorithms = zip(state.algorithms, checkpoint["algorithms"], strict=True)
         for position, (algorithm, (name, _)) in enumerate(saved_algorithms):
             if type(algorithm).__name__ != name:
