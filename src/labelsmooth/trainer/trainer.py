@@ -117,6 +117,14 @@ def _uses_batch_protocol(model: torch.nn.Module) -> bool:
     return callable(loss) and not isinstance(loss, torch.nn.Module)
 
 
+def _logits_or_none(outputs: Any) -> torch.Tensor | None:
+    # Outputs without logits are reported where the metrics read them, after the loss.
+    try:
+        return get_logits(outputs)
+    except TypeError:
+        return None
+
+
 def _check_iterable(value: Any, argument: str, *, optional: bool) -> Any:
     if value is None and optional:
         return None
@@ -739,9 +747,10 @@ class Trainer:
                 state.outputs = self._forward(state.batch)
         # A loss may write its gradient into the logits (inplace_backward=True); the metrics
         # read a copy taken before it runs, and any other loss that does is refused.
-        logits = get_logits(state.outputs)
-        metric_logits = logits.detach().clone() if self._loss_writes_logits else logits
-        version = logits._version
+        before = _logits_or_none(state.outputs)
+        snapshot = (before.detach().clone() if before is not None and self._loss_writes_logits
+                    else None)
+        version = None if before is None else before._version
         with engine.run_around(Event.BEFORE_LOSS, Event.AFTER_LOSS):
             with self._autocast():
                 state.loss = self._loss()
@@ -751,11 +760,13 @@ class Trainer:
                 "target transforms still registered after AFTER_LOSS by "
                 f"{state.target_transform_owners}: an algorithm that calls add_target_transform "
                 "at BEFORE_LOSS must call remove_target_transform at AFTER_LOSS")
-        if metric_logits is logits and logits._version != version:
+        logits = get_logits(state.outputs)
+        if snapshot is None and logits is before and logits._version != version:
             fail("loss_fn", "a loss that leaves the logits unchanged (the training metrics read "
                  "them after the loss), or one with an inplace_backward=True attribute",
                  "one that wrote into the logits")
-        self._train_metrics.update(metric_logits, self._targets(), loss=state.loss)
+        self._train_metrics.update(logits if snapshot is None else snapshot, self._targets(),
+                                   loss=state.loss)
         engine.run_event(Event.BEFORE_BACKWARD)
         loss = state.loss * share
         (self._scaler.scale(loss) if self._scaler is not None else loss).backward()
