@@ -1,9 +1,7 @@
-"""One process of the SIGKILL resume test (run from test_resume.py).
-
-``kill FOLDER``: train with checkpoints every 3 batches and SIGKILL this process at the end of
-batch 30, before that batch's checkpoint is written. ``resume FOLDER``: resume from the latest
-checkpoint, train to the end, then train the same run uninterrupted from scratch, and save both
-final weights and logs.
+"""The run of the SIGKILL resume test. Run as a script (from test_resume.py) with a folder, it
+trains with checkpoints every 3 batches and SIGKILLs itself at the end of batch 30, before that
+batch's checkpoint is written; the test then resumes it, and trains it uninterrupted, with
+:func:`build`.
 """
 
 from __future__ import annotations
@@ -45,18 +43,6 @@ def build(folder: Path, *, kill: bool = False, load_path: Path | None = None) ->
         save_interval="3ba", log_file=folder / "log.jsonl", load_path=load_path)
 
 
-def main(mode: str, folder: Path) -> None:
-    if mode == "kill":
-        build(folder, kill=True).fit()
-        raise SystemExit("not killed")
-    resumed = build(folder, load_path=folder / "checkpoints" / "latest.pt")
-    resumed.fit()
-    reference = build(folder / "reference")
-    reference.fit()
-    torch.save({name: [p.detach().clone() for p in trainer.state.model.parameters()]
-                for name, trainer in (("resumed", resumed), ("reference", reference))},
-               folder / "weights.pt")
-
-
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    build(Path(sys.argv[1]), kill=True).fit()
+    raise SystemExit("not killed")
