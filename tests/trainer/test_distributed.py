@@ -1,19 +1,25 @@
 """DDP with 2 gloo processes on CPU, started by torchrun: parameters end identical on both ranks
 and equal to one process trained on the same global batches; metrics are reduced across ranks;
-rank 0 alone writes checkpoints and the log."""
+rank 0 alone writes checkpoints and the log; ``dist_timeout`` bounds the wait for a stopped
+rank."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
-from tiny_task import make_dataset, make_loader
+from tiny_task import make_dataset, make_loader, make_model
 
+from labelsmooth import Trainer
 from labelsmooth.trainer.checkpoint import load_checkpoint
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -88,3 +94,36 @@ def test_two_gloo_processes_match_one_process_on_the_global_batches(tmp_path: Pa
     assert len(checkpoint["rng"]) == WORLD_SIZE
     for saved, trained in zip(checkpoint["model"].values(), ranks[0]["params"], strict=True):
         assert torch.equal(saved, trained)
+
+
+def test_dist_timeout_reaches_init_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[Any, dict[str, Any]]] = []
+
+    class Started(Exception):
+        pass
+
+    def record(backend: Any, **kwargs: Any) -> None:
+        calls.append((backend, kwargs))
+        raise Started
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.distributed, "init_process_group", record)
+    for dist_timeout in (7.5, None):
+        with pytest.raises(Started):
+            Trainer(make_model(), make_loader(make_dataset(16), 8), max_duration="1ep",
+                    device="cpu", progress_bar=False, dist_timeout=dist_timeout)
+    assert calls == [("gloo", {"timeout": datetime.timedelta(seconds=7.5)}), ("gloo", {})]
+
+
+def test_a_rank_that_never_joins_fails_the_others_after_dist_timeout(tmp_path: Path) -> None:
+    # Rank 0 of a world of 2 whose rank 1 never starts: it waits for it in init_process_group.
+    worker = WORKER.with_name("ddp_timeout_worker.py")
+    env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    done = subprocess.run([sys.executable, str(worker), str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "rank0.json").read_text())
+    # PyTorch's default would wait 30 minutes; with dist_timeout=3 rank 0 gives up after 3 s.
+    assert 3.0 <= report["waited"] < 30.0, report
+    assert "timed out" in report["error"].lower() or "timeout" in report["error"].lower(), report

@@ -412,7 +412,17 @@ def test_empty_dataloader_raises() -> None:
     empty = make_loader(make_dataset(0))
     with pytest.raises(ValueError, match="train_dataloader: expected a dataloader that yields at least one batch"):
         _trainer(loader=empty).fit()
-    trainer = _trainer(eval_dataloader=empty)
+    # An eval dataloader of length 0 is refused before any training; an iterable without a
+    # length when it is first evaluated.
+    with pytest.raises(ValueError, match="eval_dataloader: expected a dataloader that yields at "
+                       "least one batch, got one of length 0"):
+        _trainer(eval_dataloader=empty)
+
+    class NoBatches:
+        def __iter__(self) -> Any:
+            return iter(())
+
+    trainer = _trainer(eval_dataloader=NoBatches())
     with pytest.raises(ValueError, match="eval_dataloader: expected a dataloader that yields at least one batch"):
         trainer.eval()
 

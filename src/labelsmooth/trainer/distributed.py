@@ -11,6 +11,7 @@ examples; DDP averages the gradients, so the update equals one process's on that
 
 from __future__ import annotations
 
+import datetime
 import os
 from typing import Any
 
@@ -52,19 +53,41 @@ def _launched_world_size() -> int:
 
 
 def resolve_device(device: Any) -> torch.device:
-    """``"auto"``: this rank's CUDA device if there is one, else the CPU; else ``device`` itself."""
+    """``"auto"``: this rank's CUDA device if there is one, else the CPU; else ``device`` itself.
+
+    Raises:
+        ValueError: for a device this machine does not have (CUDA on a CPU-only build or
+            machine, a CUDA index past the last GPU) or one that holds no data to train on
+            (``"meta"``).
+    """
     if isinstance(device, str) and device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError):
         fail("device", "'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device", device)
+    if resolved.type == "meta":
+        fail("device", "a device that holds data ('auto', 'cpu', 'cuda'...; a meta tensor has "
+             "no values to train on)", repr(str(device)))
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            fail("device", "'auto' or 'cpu' (CUDA is not available here: no GPU, or a CPU-only "
+                 f"build of torch {torch.__version__})", repr(str(device)))
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            fail("device", f"a CUDA index below {torch.cuda.device_count()} (the GPUs here)",
+                 repr(str(device)))
+    return resolved
 
 
-def init_distributed(device: torch.device) -> bool:
+def init_distributed(device: torch.device, *, timeout: float | None = None) -> bool:
     """Start the default process group if torchrun launched several processes and none exists.
+
+    Args:
+        device: this rank's device (``nccl`` for CUDA, else ``gloo``).
+        timeout: seconds a collective waits for the other ranks before failing; ``None`` keeps
+            PyTorch's default (30 minutes).
 
     Returns:
         Whether this call started it (then the caller should destroy it when done).
@@ -75,7 +98,11 @@ def init_distributed(device: torch.device) -> bool:
         fail("WORLD_SIZE", "1 (this torch build has no torch.distributed)", _launched_world_size())
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if timeout is None:
+        dist.init_process_group(backend)
+    else:
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
     return True
 
 

@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
+import numbers
 import os
 import random
 import sys
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -52,7 +55,15 @@ from labelsmooth.trainer.batch import (
     split_batch,
 )
 from labelsmooth.trainer.callback import Callback
-from labelsmooth.trainer.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from labelsmooth.trainer.checkpoint import (
+    check_writable_folder,
+    dataloader_generators,
+    get_rng_state,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+    set_rng_state,
+)
 from labelsmooth.trainer.engine import Engine
 from labelsmooth.trainer.events import Event
 from labelsmooth.trainer.logger import Logger
@@ -106,6 +117,14 @@ def _uses_batch_protocol(model: torch.nn.Module) -> bool:
     return callable(loss) and not isinstance(loss, torch.nn.Module)
 
 
+def _logits_or_none(outputs: Any) -> torch.Tensor | None:
+    # Outputs without logits are reported where the metrics read them, after the loss.
+    try:
+        return get_logits(outputs)
+    except TypeError:
+        return None
+
+
 def _check_iterable(value: Any, argument: str, *, optional: bool) -> Any:
     if value is None and optional:
         return None
@@ -113,6 +132,50 @@ def _check_iterable(value: Any, argument: str, *, optional: bool) -> Any:
         fail(argument, "an iterable of batches (e.g. a torch DataLoader)", type(value).__name__,
              error=TypeError)
     return value
+
+
+def _as_list(value: Any, argument: str, kind: type) -> list[Any]:
+    """One ``kind`` object, ``None`` or an iterable of them, as a new list (as Composer accepts)."""
+    name = ("an " if kind.__name__[0] in "AEIOU" else "a ") + kind.__name__
+    if value is None:
+        return []
+    if isinstance(value, kind):
+        return [value]
+    if not hasattr(value, "__iter__") or isinstance(value, (str, bytes)):
+        fail(argument, f"{name}, a sequence of them, or None", type(value).__name__,
+             error=TypeError)
+    items = list(value)
+    for position, item in enumerate(items):
+        if not isinstance(item, kind):
+            fail(f"{argument}[{position}]", name, type(item).__name__, error=TypeError)
+    return items
+
+
+def _check_keep(value: Any) -> int:
+    keep = check_int(value, "save_num_checkpoints_to_keep")
+    if keep == 0 or keep < -1:
+        fail("save_num_checkpoints_to_keep", "-1 (keep every checkpoint) or an int >= 1", keep)
+    return keep
+
+
+def _check_timeout(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fail("dist_timeout", "a number of seconds > 0, or None", value, error=TypeError)
+    seconds = float(value)
+    if not (math.isfinite(seconds) and seconds > 0):
+        fail("dist_timeout", "a finite number of seconds > 0, or None", value)
+    return seconds
+
+
+def _check_not_empty(dataloader: Any, argument: str) -> None:
+    try:
+        length = len(dataloader)
+    except TypeError:  # an iterable without a length is checked when it is first iterated
+        return
+    if length == 0:
+        fail(argument, "a dataloader that yields at least one batch", "one of length 0")
 
 
 class Trainer:
@@ -128,12 +191,14 @@ class Trainer:
         schedulers: learning-rate schedulers, stepped after every optimizer step. Default: none.
         loss_fn: ``loss_fn(outputs, targets)`` for index or dense targets. Default:
             :func:`~labelsmooth.functional.soft_cross_entropy`.
-        algorithms: :class:`~labelsmooth.trainer.algorithm.Algorithm` objects, run in order
-            (reversed on ``after`` events).
-        callbacks: :class:`~labelsmooth.trainer.callback.Callback` objects.
-        eval_dataloader: batches to evaluate on, or ``None``. Default: ``None``.
+        algorithms: an :class:`~labelsmooth.trainer.algorithm.Algorithm` or a sequence of
+            them, run in order (reversed on ``after`` events).
+        callbacks: a :class:`~labelsmooth.trainer.callback.Callback` or a sequence of them.
+        eval_dataloader: batches to evaluate on, or ``None``; one of length 0 is refused.
+            Default: ``None``.
         eval_interval: evaluate every ``"Nep"`` / ``"Nba"`` (or int of epochs). Default: ``"1ep"``.
-        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:0"``... Default: ``"auto"``.
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:0"``...; a device this
+            machine lacks is refused. Default: ``"auto"``.
         precision: ``"fp32"``, ``"bf16"`` (autocast) or ``"fp16"`` (autocast and a grad scaler;
             CUDA only). Composer's ``"amp_bf16"`` / ``"amp_fp16"`` are accepted. Default: fp32.
         grad_accum: split every batch into this many microbatches, running the forward, loss and
@@ -141,14 +206,24 @@ class Trainer:
         seed: seeds Python, torch and (if imported) numpy once the arguments are checked, and
             seeds the DistributedSampler's shuffle. Default: none (the shuffle seed is then 0).
         save_folder: where checkpoints go (``ep{E}-ba{B}.pt`` and ``latest.pt``), or ``None``.
+            Created, and checked to be writable, on construction; temporary files left there
+            by a killed save are removed.
         save_interval: checkpoint every ``"Nep"`` / ``"Nba"``; ``None`` means ``"1ep"``. A final
             checkpoint is written when ``fit`` ends.
+        save_num_checkpoints_to_keep: keep only the newest ``N`` checkpoints this Trainer wrote
+            (older ones are deleted after each save; ``latest.pt`` always names the newest), or
+            ``-1`` to keep all. Default: ``-1``.
         load_path: a checkpoint to resume from; training continues where it stopped, and ends
-            with bit-identical weights to an uninterrupted run on the same hardware.
+            with bit-identical weights to an uninterrupted run on the same hardware. Records
+            of ``log_file`` written after that checkpoint are dropped.
         progress_bar: show a rich progress bar on rank 0. Default: ``True``.
-        log_file: a JSON-lines file that gets one record per epoch and per evaluation.
+        log_file: a JSON-lines file that gets one record per epoch and per evaluation; checked
+            to be writable on construction.
         target_key: where the loss (for ``model(inputs)`` models) and the metrics find the
             targets in a batch: an int index, a str key or attribute. Default: ``1``.
+        dist_timeout: seconds a rank waits for the others in a collective operation before
+            failing, when this Trainer starts the process group; ``None`` keeps PyTorch's
+            default (30 minutes for gloo and nccl). Default: ``None``.
 
     Example:
         >>> from torch.utils.data import DataLoader, TensorDataset
@@ -171,8 +246,8 @@ class Trainer:
         optimizers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
         schedulers: Any = None,
         loss_fn: Callable[[Any, Any], torch.Tensor] = soft_cross_entropy,
-        algorithms: Sequence[Algorithm] = (),
-        callbacks: Sequence[Callback] = (),
+        algorithms: Algorithm | Sequence[Algorithm] | None = (),
+        callbacks: Callback | Sequence[Callback] | None = (),
         eval_dataloader: Any = None,
         eval_interval: str | int = "1ep",
         device: str | torch.device = "auto",
@@ -181,10 +256,12 @@ class Trainer:
         seed: int | None = None,
         save_folder: str | os.PathLike[str] | None = None,
         save_interval: str | int | None = None,
+        save_num_checkpoints_to_keep: int = -1,
         load_path: str | os.PathLike[str] | None = None,
         progress_bar: bool = True,
         log_file: str | os.PathLike[str] | None = None,
         target_key: BatchKey = 1,
+        dist_timeout: float | None = None,
     ) -> None:
         if seed is not None:
             check_int(seed, "seed", minimum=0)
@@ -192,6 +269,8 @@ class Trainer:
             fail("model", "a torch.nn.Module", type(model).__name__, error=TypeError)
         _check_iterable(train_dataloader, "train_dataloader", optional=False)
         _check_iterable(eval_dataloader, "eval_dataloader", optional=True)
+        if eval_dataloader is not None:
+            _check_not_empty(eval_dataloader, "eval_dataloader")
         duration = Duration.parse(max_duration, "max_duration")
         self.eval_interval = Duration.parse(eval_interval, "eval_interval")
         self.save_interval = Duration.parse("1ep" if save_interval is None else save_interval,
@@ -202,15 +281,12 @@ class Trainer:
             fail("precision", f"one of {sorted(PRECISIONS)}", precision)
         self.grad_accum = check_int(grad_accum, "grad_accum", minimum=1)
         self.target_key = check_batch_key(target_key, "target_key")
-        for position, algorithm in enumerate(algorithms):
-            if not isinstance(algorithm, Algorithm):
-                fail(f"algorithms[{position}]", "an Algorithm", type(algorithm).__name__,
-                     error=TypeError)
-        for position, callback in enumerate(callbacks):
-            if not isinstance(callback, Callback):
-                fail(f"callbacks[{position}]", "a Callback", type(callback).__name__, error=TypeError)
+        algorithms = _as_list(algorithms, "algorithms", Algorithm)
+        callbacks = _as_list(callbacks, "callbacks", Callback)
         if not isinstance(progress_bar, bool):
             fail("progress_bar", "a bool", progress_bar, error=TypeError)
+        self.save_num_checkpoints_to_keep = _check_keep(save_num_checkpoints_to_keep)
+        dist_timeout = _check_timeout(dist_timeout)
 
         if seed is not None:
             _seed_everything(seed)
@@ -219,7 +295,7 @@ class Trainer:
         if self.autocast_dtype is torch.float16 and self.device.type != "cuda":
             fail("precision", "'fp32' or 'bf16' on a CPU ('fp16' needs CUDA for its grad scaler)",
                  precision)
-        self._owns_process_group = dist_utils.init_distributed(self.device)
+        self._owns_process_group = dist_utils.init_distributed(self.device, timeout=dist_timeout)
         if self._owns_process_group:
             # A process group still alive at interpreter exit aborts the process; close for the
             # user who did not.
@@ -240,9 +316,19 @@ class Trainer:
             device=self.device, rank=rank, world_size=world_size,
         )
         self.loss_fn = loss_fn
+        used_loss = model.loss if _uses_batch_protocol(model) else loss_fn
+        self._loss_writes_logits = getattr(used_loss, "inplace_backward", False) is True
         self.logger = Logger(self.state, log_file=log_file)
         self.engine = Engine(self.state, self.logger)
         self.save_folder = None if save_folder is None else Path(save_folder)
+        if self.save_folder is not None and rank == 0:
+            check_writable_folder(self.save_folder, "save_folder")
+            remove_stale_temporaries(self.save_folder)
+        self._saved_paths: list[Path] = []
+        self._warned_uncaptured = False
+        # The dataloader's own generators are checkpointed with the global ones.
+        self._loader_generators, self._uncaptured_rng = dataloader_generators(
+            self.state.train_dataloader)
         self.progress_bar = progress_bar and rank == 0
         self._batch_protocol = _uses_batch_protocol(model)
         self._model_loss: Callable[[Any, Any], torch.Tensor] | None = (
@@ -364,13 +450,30 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the current state (rank 0 writes; every rank must call).
 
+        With ``save_num_checkpoints_to_keep=N`` the oldest checkpoints this Trainer wrote are
+        then deleted, so that ``N`` remain. A random generator the dataloader holds that a
+        checkpoint cannot hold (see :func:`~labelsmooth.trainer.checkpoint.dataloader_generators`)
+        is named in a warning: a run resumed from the file draws other numbers from it.
+
         Returns:
             The file written on rank 0, ``None`` on other ranks.
+
+        Raises:
+            OSError: one line naming the file if the disk is full or the write fails; the
+                previous checkpoint is unchanged.
         """
         if self.save_folder is None:
             fail("save_folder", "a folder to save checkpoints in", None)
         state = self.state
-        rng = dist_utils.all_gather_object({"now": get_rng_state(), "epoch": self._epoch_rng})
+        if self._uncaptured_rng and not self._warned_uncaptured:
+            self._warned_uncaptured = True
+            warnings.warn(
+                f"save_checkpoint: {', '.join(self._uncaptured_rng)} "
+                f"{'holds' if len(self._uncaptured_rng) == 1 else 'hold'} random state that a "
+                "checkpoint cannot hold; a run resumed from it draws different random numbers "
+                "there than an uninterrupted run", stacklevel=2)
+        rng = dist_utils.all_gather_object({"now": get_rng_state(self._loader_generators),
+                                            "epoch": self._epoch_rng})
         path = None
         if state.rank == 0:
             checkpoint = {
@@ -378,6 +481,7 @@ class Trainer:
                 "timestamp": state.timestamp.state_dict(),
                 "model": state.model.state_dict(),
                 "optimizers": [optimizer.state_dict() for optimizer in state.optimizers],
+                "optimizer_classes": [type(optimizer).__name__ for optimizer in state.optimizers],
                 "schedulers": [scheduler.state_dict() for scheduler in state.schedulers],
                 "algorithms": [(type(a).__name__, a.state_dict()) for a in state.algorithms],
                 "callbacks": [(type(c).__name__, c.state_dict()) for c in state.callbacks],
@@ -387,28 +491,44 @@ class Trainer:
             stamp = state.timestamp
             path = save_checkpoint(checkpoint, self.save_folder / f"ep{stamp.epoch}-ba{stamp.batch}.pt",
                                    also=self.save_folder / "latest.pt")
+            self._remove_old_checkpoints(path)
         dist_utils.barrier()
         self._last_saved = state.timestamp
         return path
 
+    def _remove_old_checkpoints(self, newest: Path) -> None:
+        if newest in self._saved_paths:
+            self._saved_paths.remove(newest)
+        self._saved_paths.append(newest)
+        if self.save_num_checkpoints_to_keep == -1:
+            return
+        while len(self._saved_paths) > self.save_num_checkpoints_to_keep:
+            with contextlib.suppress(FileNotFoundError):
+                self._saved_paths.pop(0).unlink()
+
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint`, to continue training.
 
-        Restores the model, optimizers, schedulers, algorithms (checked by class and count),
+        Restores the model, optimizers and algorithms (checked by class and count), schedulers,
         callbacks (matched by class), the grad scaler, the timestamp and this rank's random
-        states; the next :meth:`fit` continues where the checkpoint was written.
+        states, including those of the training dataloader's generators; the next :meth:`fit`
+        continues where the checkpoint was written. Records of ``log_file`` written after the
+        checkpoint are dropped (see :meth:`Logger.drop_records_after
+        <labelsmooth.trainer.logger.Logger.drop_records_after>`).
 
         Args:
             path: a file written by :meth:`save_checkpoint` (``load_path`` in the constructor).
 
         Raises:
-            ValueError: if ``path`` is not a labelsmooth checkpoint, or holds a different
-                number of optimizers, schedulers or algorithms than this Trainer.
-            TypeError: if an algorithm's class differs from the checkpoint's at its position.
+            ValueError: if ``path`` is missing, empty, truncated, corrupted or not a labelsmooth
+                checkpoint, or holds a different number of optimizers, schedulers or
+                algorithms than this Trainer.
+            TypeError: if an optimizer's or algorithm's class differs from the checkpoint's at
+                its position.
         """
         if not Path(path).is_file():
             fail("load_path", "an existing checkpoint file", str(path))
-        checkpoint = load_checkpoint(path, map_location=self.device)
+        checkpoint = load_checkpoint(path, map_location=self.device, argument="load_path")
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
             fail("load_path", f"a labelsmooth checkpoint (format {CHECKPOINT_FORMAT})", str(path))
         state = self.state
@@ -418,6 +538,17 @@ class Trainer:
             if len(mine) != len(saved):
                 fail("load_path", f"a checkpoint with {len(mine)} {name}, as this Trainer has",
                      f"one with {len(saved)}")
+        # Checkpoints written before optimizer classes were recorded are not checked.
+        for position, (optimizer, name) in enumerate(zip(
+                state.optimizers, checkpoint.get("optimizer_classes", []), strict=False)):
+            if type(optimizer).__name__ != name:
+                fail(f"optimizers[{position}]",
+                     f"{'an' if name[:1] in 'AEIOU' else 'a'} {name}, as in the checkpoint",
+                     type(optimizer).__name__, error=TypeError)
+        saved_generators = len(checkpoint["rng"][0]["now"].get("generators", []))
+        if saved_generators != len(self._loader_generators):
+            fail("train_dataloader", f"{saved_generators} torch.Generator(s) in its sampler or "
+                 "dataset, as when the checkpoint was written", f"{len(self._loader_generators)}")
         saved_algorithms = zip(state.algorithms, checkpoint["algorithms"], strict=True)
         for position, (algorithm, (name, _)) in enumerate(saved_algorithms):
             if type(algorithm).__name__ != name:
@@ -446,6 +577,7 @@ class Trainer:
         saved_rng = checkpoint["rng"][state.rank % len(checkpoint["rng"])]
         self._pending_rng, self._epoch_rng = saved_rng["now"], saved_rng["epoch"]
         self._last_saved = state.timestamp
+        self.logger.drop_records_after(state.timestamp)
 
     def close(self) -> None:
         """Destroy the process group if this Trainer started it (also done at interpreter exit)."""
@@ -492,11 +624,11 @@ class Trainer:
                 set_epoch(state.timestamp.epoch)
         skip = state.timestamp.batch_in_epoch
         if skip == 0:
-            self._epoch_rng = get_rng_state()
+            self._epoch_rng = get_rng_state(self._loader_generators)
             return iter(dataloader)
         if self._epoch_rng is None or self._pending_rng is None:
             fail("load_path", "a checkpoint with the random state of its epoch", "none")
-        set_rng_state(self._epoch_rng)
+        self._restore_rng(self._epoch_rng)
         iterator = iter(dataloader)
         for skipped in range(skip):
             try:
@@ -504,9 +636,12 @@ class Trainer:
             except StopIteration:
                 fail("train_dataloader", f"at least {skip} batches per epoch, as when the "
                      "checkpoint was written", f"{skipped}")
-        set_rng_state(self._pending_rng)
+        self._restore_rng(self._pending_rng)
         self._pending_rng = None
         return iterator
+
+    def _restore_rng(self, saved: dict[str, Any]) -> None:
+        set_rng_state(saved, self._loader_generators, argument="train_dataloader")
 
     def _train_epoch(self, progress: Any) -> None:
         state, engine = self.state, self.engine
@@ -516,7 +651,7 @@ class Trainer:
             if self._pending_rng is not None:
                 # Resumed at an epoch boundary: continue the random streams from the checkpoint,
                 # before anything at EPOCH_START can draw from them.
-                set_rng_state(self._pending_rng)
+                self._restore_rng(self._pending_rng)
                 self._pending_rng = None
             self._train_metrics.reset()
             engine.run_event(Event.EPOCH_START)
@@ -610,6 +745,12 @@ class Trainer:
         with engine.run_around(Event.BEFORE_FORWARD, Event.AFTER_FORWARD):
             with self._autocast():
                 state.outputs = self._forward(state.batch)
+        # A loss may write its gradient into the logits (inplace_backward=True); the metrics
+        # read a copy taken before it runs, and any other loss that does is refused.
+        before = _logits_or_none(state.outputs)
+        snapshot = (before.detach().clone() if before is not None and self._loss_writes_logits
+                    else None)
+        version = None if before is None else before._version
         with engine.run_around(Event.BEFORE_LOSS, Event.AFTER_LOSS):
             with self._autocast():
                 state.loss = self._loss()
@@ -619,7 +760,13 @@ class Trainer:
                 "target transforms still registered after AFTER_LOSS by "
                 f"{state.target_transform_owners}: an algorithm that calls add_target_transform "
                 "at BEFORE_LOSS must call remove_target_transform at AFTER_LOSS")
-        self._train_metrics.update(get_logits(state.outputs), self._targets(), loss=state.loss)
+        logits = get_logits(state.outputs)
+        if snapshot is None and logits is before and logits._version != version:
+            fail("loss_fn", "a loss that leaves the logits unchanged (the training metrics read "
+                 "them after the loss), or one with an inplace_backward=True attribute",
+                 "one that wrote into the logits")
+        self._train_metrics.update(logits if snapshot is None else snapshot, self._targets(),
+                                   loss=state.loss)
         engine.run_event(Event.BEFORE_BACKWARD)
         loss = state.loss * share
         (self._scaler.scale(loss) if self._scaler is not None else loss).backward()
