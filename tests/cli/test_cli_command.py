@@ -160,6 +160,7 @@ def test_console_script_and_module_run(tmp_path: Path) -> None:
         (["run", "--out", ""], 2, "argument --out: expected a folder name, got ''"),
         (["run", "--resume", "--overwrite"], 2, "argument --overwrite: not allowed with argument --resume"),
         (["run", "--device", "tpu9"], 1, "--device: expected auto, cpu, cuda or cuda:N, got 'tpu9'"),
+        (["run", "--device", "meta"], 1, "--device: expected a device that holds data (auto, cpu, cuda or cuda:N), got 'meta'"),
         (["report", "/nonexistent/run"], 2,
          "RUN_DIR: expected a folder written by `labelsmooth run`, got '/nonexistent/run'"),
         ([], 2, "the following arguments are required: command"),

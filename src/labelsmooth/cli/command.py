@@ -183,6 +183,9 @@ def _device(name: str) -> str:
         device = torch.device(name)
     except (RuntimeError, ValueError):
         raise CommandError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "meta":
+        raise CommandError(f"--device: expected a device that holds data (auto, cpu, cuda or "
+                           f"cuda:N), got {name!r} (meta tensors have no values to train on)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CommandError(f"--device: expected an available device, got {name!r} "
                            "(CUDA is not available here)")
