@@ -22,7 +22,7 @@ from mixing_steps import (
 import labelsmooth.algorithms.cutmix
 import labelsmooth.algorithms.mixup
 from labelsmooth import LabelSmoothing, MixUp, Trainer
-from labelsmooth.trainer import Callback, Event, State
+from labelsmooth.trainer import Callback, Event, State, TrainingTargets
 
 NUM_CLASSES = 5
 
@@ -90,7 +90,9 @@ def test_interpolate_loss_without_smoothing_keeps_index_targets() -> None:
     step = train_step([mixup], model, (x, y))
     assert mixup.indices is not None
     [(_, t_own), (_, t_partner)] = step.components
-    assert torch.equal(t_own, y) and torch.equal(t_partner, y[mixup.indices])
+    assert isinstance(t_own, TrainingTargets) and isinstance(t_partner, TrainingTargets)
+    assert t_own.targets is y and torch.equal(t_partner.targets, y[mixup.indices])
+    assert t_own.smoothing == t_partner.smoothing == 0.0
 
 
 def test_without_smoothing_the_target_is_plain_mixup() -> None:
@@ -119,7 +121,6 @@ def test_batch_restored_after_every_step(container: str) -> None:
         assert step.state.batch_get_item(target_key) is y
         if container != "tuple":  # the user's own container, changed in place and put back
             assert step.state.batch is batch
-        assert step.state.target_components is None
         assert torch.equal(x, x_before) and torch.equal(y, y_before)
     assert len({lam for lam, _ in draws}) == 3  # a fresh draw every step
 
