@@ -296,3 +296,29 @@ def test_trainer_resume_draws_what_an_uninterrupted_run_draws(tmp_path: Path,
     for expected, actual in zip(reference.state.model.state_dict().values(),
                                 resumed.state.model.state_dict().values(), strict=True):
         assert torch.equal(actual, expected)
+
+
+@pytest.mark.parametrize("lam_at_most_half", [True, False])
+def test_a_model_that_is_always_right_logs_training_accuracy_one(lam_at_most_half: bool) -> None:
+    """Inputs are scaled one-hot labels and the model is the identity, so on a mixed input it
+    predicts the label with the larger share. With lam folded to at most 1/2 (Composer's rule)
+    that is always the original label; with the raw Beta draw it is the partner's about half
+    of the time."""
+    num_classes = 4
+    y = torch.arange(64) % num_classes
+    x = 10.0 * F.one_hot(y, num_classes).float()
+    model = torch.nn.Linear(num_classes, num_classes, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(num_classes))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8,
+                                         shuffle=True, generator=seeded(0))
+    mixup = MixUp(alpha=0.2, lam_at_most_half=lam_at_most_half, generator=seeded(1))
+    trainer = Trainer(model, loader, max_duration="1ep", algorithms=[mixup, LabelSmoothing(0.1)],
+                      optimizers=torch.optim.SGD(model.parameters(), lr=0.0), device="cpu",
+                      progress_bar=False)
+    trainer.fit()
+    [record] = [r for r in trainer.history if r["split"] == "train"]
+    if lam_at_most_half:
+        assert record["accuracy"] == 1.0
+    else:
+        assert record["accuracy"] < 0.9
