@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from labelsmooth.functional import soft_cross_entropy
-from labelsmooth.trainer import Algorithm, Callback, Engine, Event, State, Trainer
+from labelsmooth.trainer import Algorithm, Callback, Engine, Event, State, Trainer, TrainingTargets
 
 
 class Step:
-    """What one step saw: the model's inputs, the target components, the loss, the state."""
+    """What one step saw: the model's inputs, the loss terms, the batch's target, the loss."""
 
     def __init__(self, state: State, inputs: torch.Tensor, components: list[tuple[Any, torch.Tensor]],
                  batch_target: torch.Tensor, loss: torch.Tensor) -> None:
@@ -24,8 +24,12 @@ class Step:
 
 def train_step(algorithms: Sequence[Algorithm], model: torch.nn.Module, batch: Any, *,
                input_key: Any = 0, target_key: Any = 1) -> Step:
-    """Fire the events of one training step as the Trainer does; the loss is
-    ``sum_k w_k * soft_cross_entropy(outputs, t_k)`` over the State's target components."""
+    """Fire the events of one training step as the Trainer does, with its default loss.
+
+    ``components`` are the loss terms: ``[(1.0, the batch's target)]``, or with an interpolated
+    loss one unmixed training target per mixed component, with its weight. ``batch_target`` is
+    the dense target the batch held (a plain tensor).
+    """
     state = State(model, algorithms=list(algorithms), batch=batch)
     engine = Engine(state)
     seen: dict[str, Any] = {}
@@ -33,12 +37,14 @@ def train_step(algorithms: Sequence[Algorithm], model: torch.nn.Module, batch: A
         seen["inputs"] = state.batch_get_item(input_key)
         state.outputs = model(seen["inputs"])
     with engine.run_around(Event.BEFORE_LOSS, Event.AFTER_LOSS):
-        components = state.target_components
-        if components is None:
-            components = ((1.0, state.batch_get_item(target_key)),)
-        seen["components"] = [(w, t.clone()) for w, t in components]
-        seen["batch_target"] = state.batch_get_item(target_key).clone()
-        state.loss = sum(w * soft_cross_entropy(state.outputs, t) for w, t in components)
+        target = state.batch_get_item(target_key)
+        seen["batch_target"] = target.clone()
+        if isinstance(target, TrainingTargets):
+            seen["components"] = target.terms() if target.interpolate else [(1.0, target)]
+            state.loss = target.cross_entropy(state.outputs)
+        else:
+            seen["components"] = [(1.0, target)]
+            state.loss = soft_cross_entropy(state.outputs, target)
     return Step(state, seen["inputs"], seen["components"], seen["batch_target"], state.loss)
 
 
@@ -49,7 +55,7 @@ def hand_smooth(targets: torch.Tensor, num_classes: int, smoothing: float) -> to
 
 def hand_mixed_target(targets: torch.Tensor, indices: torch.Tensor, lam: float, num_classes: int,
                       smoothing: float) -> torch.Tensor:
-    """The issue's rule: ``(1 - lam) smooth(y) + lam smooth(y[indices])``."""
+    """``(1 - lam) smooth(y) + lam smooth(y[indices])`` in float64."""
     return ((1 - lam) * hand_smooth(targets, num_classes, smoothing)
             + lam * hand_smooth(targets[indices], num_classes, smoothing))
 

@@ -21,7 +21,7 @@ from labelsmooth.losses import (
     SmoothedCrossEntropyLoss,
     SoftCrossEntropyLoss,
 )
-from labelsmooth.trainer import Algorithm, Callback, Engine, Event, State, TargetStage, Trainer
+from labelsmooth.trainer import Algorithm, Callback, Engine, Event, State, Trainer
 
 __version__ = "0.1.0"
 
@@ -37,7 +37,6 @@ __all__ = [
     "SmoothedCrossEntropyLoss",
     "SoftCrossEntropyLoss",
     "State",
-    "TargetStage",
     "Trainer",
     "__version__",
     "functional",

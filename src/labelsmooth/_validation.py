@@ -21,6 +21,7 @@ __all__ = [
     "check_int",
     "check_reduction",
     "check_smoothing",
+    "check_unit_interval",
     "describe",
     "fail",
     "shape_str",
@@ -51,19 +52,24 @@ def describe(value: Any) -> str:
     return _describe(value)
 
 
-def check_smoothing(smoothing: Any, argument: str = "smoothing") -> float:
-    """Return ``smoothing`` as a float in [0, 1]; raise for anything else (NaN, bool, tensor...).
+def check_unit_interval(value: Any, argument: str) -> float:
+    """Return ``value`` as a float in [0, 1]; raise for anything else (NaN, bool, tensor...).
 
     Any real number is accepted (``int``, ``float``, numpy scalars, ``Fraction``); a tensor is
     not, since reading its value would be a host-device synchronisation on an accelerator.
     """
-    if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real):
-        shown = repr(smoothing) if isinstance(smoothing, str) else smoothing
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        shown = repr(value) if isinstance(value, str) else value
         fail(argument, "a real number in [0, 1]", shown, error=TypeError)
-    value = float(smoothing)
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        fail(argument, "a real number in [0, 1]", smoothing)
-    return value
+    number = float(value)
+    if math.isnan(number) or not 0.0 <= number <= 1.0:
+        fail(argument, "a real number in [0, 1]", value)
+    return number
+
+
+def check_smoothing(smoothing: Any, argument: str = "smoothing") -> float:
+    """A label smoothing ``s``: a real number in [0, 1] (see :func:`check_unit_interval`)."""
+    return check_unit_interval(smoothing, argument)
 
 
 def check_reduction(reduction: Any) -> str:

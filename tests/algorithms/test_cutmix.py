@@ -19,6 +19,7 @@ from mixing_steps import (
 )
 
 from labelsmooth import CutMix, LabelSmoothing, MixUp
+from labelsmooth.functional import cutmix_batch
 from labelsmooth.trainer import Event, State
 
 NUM_CLASSES = 4
@@ -194,3 +195,41 @@ def test_mixup_then_cutmix_stack_consistently() -> None:
     dense = (1 - mixup.lam) * dense + mixup.lam * dense[mixup.indices]
     dense = (1 - cutmix.lam) * dense + cutmix.lam * dense[cutmix.indices]
     assert_close(step.components[0][1], 0.9 * dense + 0.1 / NUM_CLASSES)
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+def test_per_pixel_targets_get_the_partners_labels_inside_the_box(order: str) -> None:
+    """Segmentation: (N, H, W) labels and (N, C, H, W) logits. The training labels are the
+    example's own outside the box and its partner's inside, smoothed; the user's labels are not
+    changed, and come back at AFTER_LOSS."""
+    torch.manual_seed(0)
+    x = torch.randn(5, 2, 6, 7, dtype=torch.float64)
+    labels = torch.randint(0, NUM_CLASSES, (5, 6, 7))
+    before = labels.clone()
+    model = torch.nn.Conv2d(2, NUM_CLASSES, 1).double()
+    cutmix = CutMix(alpha=1.0, generator=seeded(5))
+    step = train_step(ORDERS[order](cutmix, LabelSmoothing(0.2)), model, (x, labels))
+    indices, bbox = cutmix.indices, cutmix.bbox
+    assert indices is not None and bbox is not None
+    (top, bottom), (left, right) = bbox
+    assert 0 < (bottom - top) * (right - left) < 42
+    pasted = labels.clone()
+    for i, j in enumerate(indices.tolist()):
+        pasted[i, top:bottom, left:right] = labels[j, top:bottom, left:right]
+    dense = F.one_hot(pasted, NUM_CLASSES).permute(0, 3, 1, 2).double() * 0.8 + 0.2 / NUM_CLASSES
+    assert_close(step.batch_target, dense)
+    outputs = model(hand_paste(x, indices, bbox))
+    assert_close(step.loss, F.cross_entropy(outputs, pasted, label_smoothing=0.2))
+    assert step.state.batch[1] is labels and torch.equal(labels, before)
+
+
+def test_uniform_sampling_is_passed_to_the_functional() -> None:
+    model, x, y = image_model_and_batch()
+    for uniform in (False, True):
+        cutmix = CutMix(uniform_sampling=uniform, generator=seeded(3))
+        train_step([cutmix], model, (x, y))
+        expected = cutmix_batch(x, y, alpha=1.0, generator=seeded(3), uniform_sampling=uniform)
+        assert cutmix.bbox == expected.bbox and cutmix.lam == expected.lam
+    assert "uniform_sampling=True" in repr(CutMix(uniform_sampling=True))
+    with pytest.raises(TypeError, match="uniform_sampling: expected a bool"):
+        CutMix(uniform_sampling=1)  # type: ignore[arg-type]

@@ -12,21 +12,24 @@ import torch
 import torch.nn.functional as F
 
 from labelsmooth import LabelSmoothing
-from labelsmooth.trainer import Event, State
+from labelsmooth.trainer import Event, State, TrainingTargets
 
 
 def _reference(logits: torch.Tensor, targets: torch.Tensor, s: float) -> torch.Tensor:
-    """The seed's formula in float64: (1 - s) * onehot + s / C."""
+    """The label smoothing formula in float64: (1 - s) * onehot + s / C."""
     num_classes = logits.shape[1]
     return F.one_hot(targets, num_classes).double() * (1 - s) + s / num_classes
 
 
-def test_functional_result_matches_the_seed_formula() -> None:
+def test_the_batch_holds_index_targets_that_read_as_the_smoothed_formula() -> None:
     logits, targets = torch.randn(6, 5), torch.tensor([0, 4, 2, 2, 1, 3])
     state = State(torch.nn.Identity(), batch=(torch.randn(6, 3), targets), outputs=logits)
     LabelSmoothing(smoothing=0.3).apply(Event.BEFORE_LOSS, state, None)
-    torch.testing.assert_close(state.batch[1].double(), _reference(logits, targets, 0.3))
-    assert state.batch[1].dtype == logits.dtype
+    held = state.batch[1]
+    assert isinstance(held, TrainingTargets) and held.targets is targets and held.smoothing == 0.3
+    assert held._dense is None  # nothing dense until an operation asks for it
+    torch.testing.assert_close(held.double(), _reference(logits, targets, 0.3))
+    assert held.dtype == logits.dtype and held.shape == logits.shape
 
 
 def test_match_only_before_and_after_loss() -> None:
@@ -73,17 +76,16 @@ def test_class_dim_and_ignore_index() -> None:
     torch.testing.assert_close(smoothed[~ignored], expected[~ignored])
 
 
-def test_ignored_positions_still_count_in_the_dense_mean_as_documented() -> None:
-    """The documented caveat, against PyTorch: with ignored positions the dense mean is
-    ``valid / total`` times PyTorch's per-valid-position smoothed cross-entropy."""
-    from labelsmooth.functional import soft_cross_entropy
-
+def test_ignore_index_gives_pytorchs_mean_and_zero_dense_rows() -> None:
+    """The loss from the index targets is PyTorch's per-valid-position smoothed mean; the dense
+    view has all-zero rows at the ignored positions."""
     logits = torch.randn(6, 4, dtype=torch.float64)
     targets = torch.tensor([0, 1, -100, 3, -100, 2])
     state = State(torch.nn.Identity(), batch=(None, targets), outputs=logits)
     LabelSmoothing(0.1, ignore_index=-100).apply(Event.BEFORE_LOSS, state, None)
     torch_loss = F.cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.1)
-    torch.testing.assert_close(soft_cross_entropy(logits, state.batch[1]), 4 / 6 * torch_loss)
+    torch.testing.assert_close(state.batch[1].cross_entropy(logits), torch_loss)
+    assert torch.all(state.batch[1][targets == -100] == 0)
 
 
 def test_smoothing_is_validated_and_can_change_between_steps() -> None:
@@ -127,7 +129,7 @@ def test_outputs_with_no_logits_raise() -> None:
     state = State(torch.nn.Identity(), batch=(None, torch.tensor([0])), outputs={"scores": torch.zeros(1, 2)})
     with pytest.raises(TypeError, match=r"state\.outputs: expected a logits tensor"):
         LabelSmoothing().apply(Event.BEFORE_LOSS, state, None)
-    assert state.target_components is None
+    assert not isinstance(state.batch[1], TrainingTargets)
 
 
 def test_end_to_end_smoothing_caps_the_models_confidence() -> None:

@@ -22,7 +22,7 @@ from mixing_steps import (
 import labelsmooth.algorithms.cutmix
 import labelsmooth.algorithms.mixup
 from labelsmooth import LabelSmoothing, MixUp, Trainer
-from labelsmooth.trainer import Callback, Event, State
+from labelsmooth.trainer import Callback, Event, State, TrainingTargets
 
 NUM_CLASSES = 5
 
@@ -90,7 +90,9 @@ def test_interpolate_loss_without_smoothing_keeps_index_targets() -> None:
     step = train_step([mixup], model, (x, y))
     assert mixup.indices is not None
     [(_, t_own), (_, t_partner)] = step.components
-    assert torch.equal(t_own, y) and torch.equal(t_partner, y[mixup.indices])
+    assert isinstance(t_own, TrainingTargets) and isinstance(t_partner, TrainingTargets)
+    assert t_own.targets is y and torch.equal(t_partner.targets, y[mixup.indices])
+    assert t_own.smoothing == t_partner.smoothing == 0.0
 
 
 def test_without_smoothing_the_target_is_plain_mixup() -> None:
@@ -119,7 +121,6 @@ def test_batch_restored_after_every_step(container: str) -> None:
         assert step.state.batch_get_item(target_key) is y
         if container != "tuple":  # the user's own container, changed in place and put back
             assert step.state.batch is batch
-        assert step.state.target_components is None
         assert torch.equal(x, x_before) and torch.equal(y, y_before)
     assert len({lam for lam, _ in draws}) == 3  # a fresh draw every step
 
@@ -295,3 +296,29 @@ def test_trainer_resume_draws_what_an_uninterrupted_run_draws(tmp_path: Path,
     for expected, actual in zip(reference.state.model.state_dict().values(),
                                 resumed.state.model.state_dict().values(), strict=True):
         assert torch.equal(actual, expected)
+
+
+@pytest.mark.parametrize("lam_at_most_half", [True, False])
+def test_a_model_that_is_always_right_logs_training_accuracy_one(lam_at_most_half: bool) -> None:
+    """Inputs are scaled one-hot labels and the model is the identity, so on a mixed input it
+    predicts the label with the larger share. With lam folded to at most 1/2 (Composer's rule)
+    that is always the original label; with the raw Beta draw it is the partner's about half
+    of the time."""
+    num_classes = 4
+    y = torch.arange(64) % num_classes
+    x = 10.0 * F.one_hot(y, num_classes).float()
+    model = torch.nn.Linear(num_classes, num_classes, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(num_classes))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8,
+                                         shuffle=True, generator=seeded(0))
+    mixup = MixUp(alpha=0.2, lam_at_most_half=lam_at_most_half, generator=seeded(1))
+    trainer = Trainer(model, loader, max_duration="1ep", algorithms=[mixup, LabelSmoothing(0.1)],
+                      optimizers=torch.optim.SGD(model.parameters(), lr=0.0), device="cpu",
+                      progress_bar=False)
+    trainer.fit()
+    [record] = [r for r in trainer.history if r["split"] == "train"]
+    if lam_at_most_half:
+        assert record["accuracy"] == 1.0
+    else:
+        assert record["accuracy"] < 0.9

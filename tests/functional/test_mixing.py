@@ -15,6 +15,7 @@ from labelsmooth.functional import (
     mix_targets,
     mixup_batch,
     one_hot,
+    paste_box,
     smooth_labels,
 )
 from labelsmooth.functional.mixing import _sample_beta
@@ -98,12 +99,61 @@ def test_mixup_returns_what_it_drew() -> None:
 
 
 def test_mixup_draws_lam_from_beta_alpha_alpha() -> None:
-    """The lam of successive batches follows Beta(alpha, alpha)."""
+    """Unfolded, the lam of successive batches follows Beta(alpha, alpha)."""
     stats = pytest.importorskip("scipy.stats")
     generator = seeded(11)
     x, y = torch.zeros(2, 1), torch.zeros(2, dtype=torch.long)
-    lams = [mixup_batch(x, y, alpha=0.2, generator=generator).lam for _ in range(2_000)]
+    lams = [mixup_batch(x, y, alpha=0.2, generator=generator, lam_at_most_half=False).lam
+            for _ in range(2_000)]
     assert stats.kstest(lams, "beta", args=(0.2, 0.2)).pvalue > 1e-3
+
+
+def test_mixup_folds_the_draw_to_at_most_one_half_by_default() -> None:
+    """Composer's rule: lam = min(z, 1 - z) for the same draw z; a given lam is kept."""
+    x, y = torch.zeros(2, 1), torch.zeros(2, dtype=torch.long)
+    raw = [mixup_batch(x, y, alpha=0.2, generator=seeded(s), lam_at_most_half=False).lam
+           for s in range(40)]
+    folded = [mixup_batch(x, y, alpha=0.2, generator=seeded(s)).lam for s in range(40)]
+    assert folded == [min(z, 1 - z) for z in raw]
+    assert any(z > 0.5 for z in raw) and all(lam <= 0.5 for lam in folded)
+    assert mixup_batch(x, y, lam=0.9).lam == 0.9
+    with pytest.raises(TypeError, match="lam_at_most_half: expected a bool, got 1"):
+        mixup_batch(x, y, lam_at_most_half=1)  # type: ignore[arg-type]
+
+
+def test_cutmix_uniform_sampling_pastes_every_pixel_equally_often() -> None:
+    """A side of 6 on a length of 10: with uniform sampling each position is inside the box
+    with probability 6 / 15 = 0.4; centring the box uniformly pastes the middle more often
+    (0.6) than the last position (0.3)."""
+    x, y = torch.zeros(2, 1, 10), torch.arange(2)
+
+    def coverage(uniform: bool) -> torch.Tensor:
+        generator, hits = seeded(0), torch.zeros(10)
+        for _ in range(3_000):
+            ((start, stop),) = cutmix_batch(x, y, lam=0.6, generator=generator,
+                                            uniform_sampling=uniform).bbox
+            hits[start:stop] += 1
+        return hits / 3_000
+
+    uniform = coverage(True)
+    assert torch.all((uniform - 0.4).abs() < 0.05), uniform
+    centred = coverage(False)
+    assert abs(centred[5] - 0.6) < 0.05 and abs(centred[9] - 0.3) < 0.05, centred
+    with pytest.raises(TypeError, match="uniform_sampling: expected a bool"):
+        cutmix_batch(x, y, uniform_sampling="yes")  # type: ignore[arg-type]
+
+
+def test_paste_box_copies_the_partner_inside_the_box_only() -> None:
+    labels = torch.arange(2 * 3 * 4).reshape(2, 3, 4)
+    before = labels.clone()
+    pasted = paste_box(labels, labels.flip(0), ((1, 3), (0, 2)))
+    expected = labels.clone()
+    for i in range(2):
+        for row in range(3):
+            for col in range(4):
+                if 1 <= row < 3 and 0 <= col < 2:
+                    expected[i, row, col] = labels[1 - i, row, col]
+    assert torch.equal(pasted, expected) and torch.equal(labels, before)
 
 
 def test_mixup_fixed_generator_reproduces_draws_and_leaves_global_rng_alone() -> None:

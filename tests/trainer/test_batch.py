@@ -34,10 +34,18 @@ def test_list_and_dict_are_set_in_place() -> None:
     assert batch_set_item(as_dict, "labels", "z") is as_dict and as_dict["labels"] == "z"
 
 
-def test_attribute_batch() -> None:
+def test_attribute_batch_is_copied_not_changed() -> None:
     batch = SimpleNamespace(inputs="x", labels="y")
     assert batch_get_item(batch, "labels") == "y"
-    assert batch_set_item(batch, "labels", "z") is batch and batch.labels == "z"
+    updated = batch_set_item(batch, "labels", "z")
+    assert updated is not batch and updated.labels == "z" and updated.inputs == "x"
+    assert batch.labels == "y"
+
+
+def test_batch_size_of_an_object_with_tensor_attributes() -> None:
+    assert batch_size(SimpleNamespace(name="b", inputs=torch.zeros(3, 2), labels=torch.zeros(3))) == 3
+    with pytest.raises(TypeError, match="batch: expected a tensor, or a tuple, list, mapping or object"):
+        batch_size(SimpleNamespace(name="b"))
 
 
 def test_getter_setter_pair() -> None:
@@ -88,5 +96,5 @@ def test_split_batch_into_microbatches() -> None:
 
 
 def test_batch_size_of_a_batch_without_tensors_raises() -> None:
-    with pytest.raises(TypeError, match="batch: expected a tensor, or a tuple, list or mapping"):
+    with pytest.raises(TypeError, match="batch: expected a tensor, or a tuple, list, mapping or object"):
         batch_size(("a", "b"))

@@ -1,4 +1,5 @@
-"""docs/trainer.md and the README: the seed's Trainer example runs as written, as does the algorithm example."""
+"""docs/trainer.md and the README: the Composer-style Trainer example runs as written, as does the
+custom training loop."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from typing import Any
 import pytest
 import torch
 from tiny_task import make_dataset, make_loader, make_model
-
-from labelsmooth.trainer import Event, State
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "trainer.md"
@@ -42,14 +41,18 @@ def test_seed_trainer_example_runs_as_written(page: Path, capsys: Any) -> None:
     capsys.readouterr()  # the progress bar's output
 
 
-def test_algorithm_example_registers_and_removes_a_transform() -> None:
-    code = next(block for block in _python_blocks() if "class Negate" in block)
-    namespace: dict[str, Any] = {}
-    exec(compile(code, str(DOC), "exec"), namespace)
-    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    state = State(torch.nn.Identity(), batch=(torch.zeros(2, 1), targets))
-    algorithm = namespace["Negate"]()
-    algorithm.apply(Event.BEFORE_LOSS, state, None)
-    assert torch.equal(state.batch[1], 1 - targets)
-    algorithm.apply(Event.AFTER_LOSS, state, None)
-    assert state.batch[1] is targets
+def test_custom_loop_example_trains_and_gives_the_targets_back() -> None:
+    text = DOC.read_text()
+    marker = text.index("<!-- custom-loop-example -->")
+    block = re.search(r"```python\n(.*?)```", text[marker:], flags=re.DOTALL)
+    assert block is not None
+    model = make_model()
+    before = [p.clone() for p in model.parameters()]
+    loader = make_loader(make_dataset(32), 16)
+    namespace: dict[str, Any] = {"model": model, "train_dataloader": loader,
+                                 "optimizer": torch.optim.SGD(model.parameters(), lr=0.1)}
+    exec(compile(block.group(1), str(DOC), "exec"), namespace)
+    state, (_, last_targets) = namespace["state"], list(loader)[-1]
+    assert torch.isfinite(namespace["loss"])
+    assert torch.equal(state.batch[1], last_targets) and type(state.batch[1]) is torch.Tensor
+    assert any(not torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))

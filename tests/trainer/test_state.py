@@ -57,12 +57,21 @@ def test_batch_set_item_rebuilds_a_tuple_and_leaves_the_users_tuple_alone() -> N
     assert state.batch_get_item(-1) is z
 
 
+def test_batch_set_item_on_an_object_sets_the_attribute_of_a_copy() -> None:
+    batch = SimpleNamespace(inputs=torch.zeros(2), labels=torch.ones(2))
+    labels = batch.labels
+    state = State(torch.nn.Identity(), batch=batch)
+    new = torch.full((2,), 5.0)
+    state.batch_set_item("labels", new)
+    assert state.batch is not batch and state.batch_get_item("labels") is new
+    assert batch.labels is labels and state.batch.inputs is batch.inputs
+
+
 @pytest.mark.parametrize(("batch", "key"), [
     ([torch.zeros(2), torch.ones(2)], 1),
     ({"inputs": torch.zeros(2), "labels": torch.ones(2)}, "labels"),
-    (SimpleNamespace(inputs=torch.zeros(2), labels=torch.ones(2)), "labels"),
 ])
-def test_batch_set_item_sets_lists_dicts_and_attributes_in_place(batch: Any, key: Any) -> None:
+def test_batch_set_item_sets_lists_and_dicts_in_place(batch: Any, key: Any) -> None:
     state = State(torch.nn.Identity(), batch=batch)
     original = state.batch_get_item(key)
     new = torch.full((2,), 5.0)

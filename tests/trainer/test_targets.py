@@ -1,141 +1,281 @@
-"""The target-transform stage: transforms apply from the originals in stage order, whatever the
-order of registration, and the original target object comes back when the last one leaves."""
+"""TrainingTargets: the dense view equals the smoothed, mixed formula in any order; the loss from
+the index targets equals PyTorch's; the Trainer never builds a dense target for its
+cross-entropies, refuses double smoothing, and takes batches given as objects."""
 
 from __future__ import annotations
 
-import itertools
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
+from helpers import assert_close
+from mixing_steps import hand_smooth, seeded
 
-from labelsmooth.trainer import State, TargetComponent, TargetStage, map_targets
+from labelsmooth import (
+    LabelSmoothing,
+    MixUp,
+    SmoothedBCEWithLogitsLoss,
+    SmoothedCrossEntropyLoss,
+    SoftCrossEntropyLoss,
+    Trainer,
+    smoothed_cross_entropy,
+    soft_cross_entropy,
+)
+from labelsmooth.trainer import Callback, State, TrainingTargets
+from labelsmooth.trainer.targets import Mix
 
-
-def _mix(permutation: torch.Tensor, lam: float):  # type: ignore[no-untyped-def]
-    """A dense mixing transform, written out by hand for the test."""
-    def transform(components):  # type: ignore[no-untyped-def]
-        return [TargetComponent(w, (1 - lam) * t + lam * t[permutation]) for w, t in components]
-    return transform
-
-
-def _split(permutation: torch.Tensor, lam: float):  # type: ignore[no-untyped-def]
-    """An interpolated-loss mixing transform: two components."""
-    def transform(components):  # type: ignore[no-untyped-def]
-        return [c for w, t in components
-                for c in (TargetComponent(w * (1 - lam), t), TargetComponent(w * lam, t[permutation]))]
-    return transform
-
-
-def _one_hot_state(targets: torch.Tensor, num_classes: int) -> State:
-    dense = torch.nn.functional.one_hot(targets, num_classes).double()
-    return State(torch.nn.Identity(), batch=[torch.zeros(len(targets), 2), dense])
+C = 5
+Y = torch.tensor([0, 1, 4, 2, 1, 3])
+PERMUTATION = torch.tensor([2, 0, 5, 1, 3, 4])
 
 
-def _smooth(s: float, num_classes: int):  # type: ignore[no-untyped-def]
-    return map_targets(lambda t: (1 - s) * t + s / num_classes)
+def _logits(dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return torch.randn(len(Y), C, generator=seeded(0), dtype=dtype)
 
 
-PERMUTATION = torch.tensor([2, 0, 3, 1])
-TARGETS = torch.tensor([0, 1, 2, 1])
+def test_the_dense_view_is_the_formula_whatever_the_order() -> None:
+    logits, mix = _logits(), Mix(PERMUTATION, 0.3)
+    smooth_then_mix = TrainingTargets.of(Y, logits).replace(smoothing=0.2).with_mix(mix)
+    mix_then_smooth = TrainingTargets.of(Y, logits).with_mix(mix).replace(smoothing=0.2)
+    expected = 0.7 * hand_smooth(Y, C, 0.2) + 0.3 * hand_smooth(Y[PERMUTATION], C, 0.2)
+    assert_close(smooth_then_mix.dense(), expected)
+    assert_close(mix_then_smooth.dense(), expected)
+    assert type(smooth_then_mix.dense()) is torch.Tensor
+    assert isinstance(smooth_then_mix, torch.Tensor) and smooth_then_mix.shape == logits.shape
 
 
-@pytest.mark.parametrize("order", list(itertools.permutations(["mix", "smooth"])))
-def test_result_does_not_depend_on_registration_order(order: tuple[str, ...]) -> None:
-    state = _one_hot_state(TARGETS, 3)
-    original = state.batch[1]
-    transforms = {"mix": (TargetStage.MIX, _mix(PERMUTATION, 0.3)),
-                  "smooth": (TargetStage.SMOOTH, _smooth(0.1, 3))}
-    for name in order:
-        stage, fn = transforms[name]
-        state.add_target_transform(name, stage, fn)
-    y = original
-    expected = (1 - 0.3) * ((1 - 0.1) * y + 0.1 / 3) + 0.3 * ((1 - 0.1) * y[PERMUTATION] + 0.1 / 3)
-    torch.testing.assert_close(state.batch[1], expected, rtol=1e-12, atol=1e-12)
-    assert state.target_transform_owners == ["mix", "smooth"]
-    for name in order:
-        state.remove_target_transform(name)
-    assert state.batch[1] is original
-    assert state.target_components is None and state.target_key is None
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_the_loss_from_index_targets_is_pytorchs_interpolated_loss(reduction: str) -> None:
+    """Value and gradient against F.cross_entropy(label_smoothing=s), weighted by lam."""
+    weight = torch.rand(C, generator=seeded(1), dtype=torch.float64) + 0.5
+    logits = _logits().requires_grad_()
+    target = TrainingTargets.of(Y, logits).replace(smoothing=0.1).with_mix(Mix(PERMUTATION, 0.25))
+    loss = target.cross_entropy(logits, weight=weight, reduction=reduction)
+    reference = logits.detach().clone().requires_grad_()
+    expected = (0.75 * F.cross_entropy(reference, Y, weight, label_smoothing=0.1, reduction=reduction)
+                + 0.25 * F.cross_entropy(reference, Y[PERMUTATION], weight, label_smoothing=0.1,
+                                         reduction=reduction))
+    assert_close(loss, expected)
+    (grad,) = torch.autograd.grad(loss.sum(), logits)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), reference)
+    assert_close(grad, expected_grad)
 
 
-@pytest.mark.parametrize("order", [("mix", "smooth"), ("smooth", "mix")])
-def test_two_components_are_each_smoothed_and_batch_holds_the_first(order: tuple[str, ...]) -> None:
-    state = _one_hot_state(TARGETS, 3)
-    y = state.batch[1]
-    transforms = {"mix": (TargetStage.MIX, _split(PERMUTATION, 0.25)),
-                  "smooth": (TargetStage.SMOOTH, _smooth(0.2, 3))}
-    for name in order:
-        state.add_target_transform(name, *transforms[name])
-    components = state.target_components
-    assert components is not None and len(components) == 2
-    assert [w for w, _ in components] == [0.75, 0.25]
-    torch.testing.assert_close(components[0].target, 0.8 * y + 0.2 / 3)
-    torch.testing.assert_close(components[1].target, 0.8 * y[PERMUTATION] + 0.2 / 3)
-    assert state.batch[1] is components[0].target
+def test_the_loss_equals_the_dense_loss_and_torch_ops_see_the_dense_target() -> None:
+    logits = _logits()
+    target = TrainingTargets.of(Y, logits).replace(smoothing=0.3).with_mix(Mix(PERMUTATION, 0.4))
+    dense = 0.6 * hand_smooth(Y, C, 0.3) + 0.4 * hand_smooth(Y[PERMUTATION], C, 0.3)
+    assert_close(target.cross_entropy(logits), F.cross_entropy(logits, dense))
+    # A loss written for probabilities gets them: F.cross_entropy, soft_cross_entropy, by hand.
+    assert_close(F.cross_entropy(logits, target), F.cross_entropy(logits, dense))
+    assert_close(soft_cross_entropy(logits, target), F.cross_entropy(logits, dense))
+    assert_close(-(target * logits.log_softmax(1)).sum(1).mean(), F.cross_entropy(logits, dense))
+    assert_close(target.sum(1), torch.ones(len(Y), dtype=torch.float64))
 
 
-def test_removing_one_rematerialises_the_rest_from_the_originals() -> None:
-    state = _one_hot_state(TARGETS, 3)
-    y = state.batch[1]
-    state.add_target_transform("smooth", TargetStage.SMOOTH, _smooth(0.5, 3))
-    state.add_target_transform("mix", TargetStage.MIX, _mix(PERMUTATION, 0.5))
-    state.remove_target_transform("mix")
-    torch.testing.assert_close(state.batch[1], 0.5 * y + 0.5 / 3)
-    state.remove_target_transform("smooth")
-    assert state.batch[1] is y
+def test_two_mixes_split_every_component() -> None:
+    logits, second = _logits(), torch.tensor([1, 2, 3, 4, 5, 0])
+    target = (TrainingTargets.of(Y, logits).with_mix(Mix(PERMUTATION, 0.25))
+              .with_mix(Mix(second, 0.5)).replace(smoothing=0.1))
+    onehot = F.one_hot(Y, C).double()
+    once = 0.75 * onehot + 0.25 * onehot[PERMUTATION]
+    twice = 0.5 * once + 0.5 * once[second]
+    assert_close(target.dense(), 0.9 * twice + 0.1 / C)
+    assert [weight for weight, _ in target.components()] == [0.375, 0.375, 0.125, 0.125]
 
 
-def test_registering_again_replaces_and_unknown_owner_removal_is_a_no_op() -> None:
-    state = _one_hot_state(TARGETS, 3)
-    y = state.batch[1]
-    state.remove_target_transform("nobody")
-    assert state.batch[1] is y
-    state.add_target_transform("a", TargetStage.SMOOTH, _smooth(0.9, 3))
-    state.add_target_transform("a", TargetStage.SMOOTH, _smooth(0.3, 3))
-    torch.testing.assert_close(state.batch[1], 0.7 * y + 0.1)
-    state.remove_target_transform("a")
-    assert state.batch[1] is y
+def test_a_box_pastes_per_pixel_labels_instead_of_mixing() -> None:
+    labels = torch.randint(C, (3, 4, 6), generator=seeded(2))
+    logits = torch.randn(3, C, 4, 6, dtype=torch.float64)
+    indices, box = torch.tensor([2, 0, 1]), ((1, 3), (2, 5))
+    target = TrainingTargets.of(labels, logits).with_mix(Mix(indices, 0.25, box)).replace(smoothing=0.1)
+    pasted = labels.clone()
+    pasted[:, 1:3, 2:5] = labels[indices][:, 1:3, 2:5]
+    [(weight, part)] = target.components()
+    assert weight == 1.0 and torch.equal(part, pasted)
+    assert_close(target.cross_entropy(logits), F.cross_entropy(logits, pasted, label_smoothing=0.1))
 
 
-def test_tuple_batches_are_rebuilt_and_the_users_tuple_is_untouched() -> None:
-    inputs, y = torch.zeros(4, 2), torch.nn.functional.one_hot(TARGETS, 3).float()
-    batch = (inputs, y)
-    state = State(torch.nn.Identity(), batch=batch)
-    state.add_target_transform("s", 1, _smooth(0.1, 3))
-    assert state.batch is not batch and batch[1] is y and state.batch[0] is inputs
-    state.remove_target_transform("s")
-    assert state.batch[1] is y
+def test_taking_the_parts_out_gives_back_the_original_object() -> None:
+    logits, mix = _logits(), Mix(PERMUTATION, 0.3)
+    target = TrainingTargets.of(Y, logits).replace(smoothing=0.2).with_mix(mix)
+    assert TrainingTargets.of(target, logits) is target
+    assert target.without_mix(mix).replace(smoothing=0.0).simplified() is Y
+    assert target.replace(smoothing=0.0).simplified().mixes == (mix,)
+    assert target.without_mix(mix).simplified().smoothing == 0.2
+    assert target.without_mix(Mix(PERMUTATION, 0.3)).mixes == (mix,)  # another mix, equal values
 
 
-def test_bad_registrations_raise() -> None:
-    state = _one_hot_state(TARGETS, 3)
-    with pytest.raises(ValueError, match="target_key: expected an index, key or attribute"):
-        state.add_target_transform("a", TargetStage.SMOOTH, _smooth(0.1, 3), target_key=5)
-    with pytest.raises(ValueError, match="stage: expected a TargetStage"):
-        state.add_target_transform("a", 7, _smooth(0.1, 3))
-    with pytest.raises(TypeError, match="transform: expected a callable"):
-        state.add_target_transform("a", TargetStage.MIX, "not callable")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="owner: expected"):
-        state.add_target_transform(None, TargetStage.MIX, _smooth(0.1, 3))
-    state.add_target_transform("a", TargetStage.SMOOTH, _smooth(0.1, 3))
-    with pytest.raises(ValueError, match=r"target_key: expected the key already being transformed \(1\), got 0"):
-        state.add_target_transform("b", TargetStage.MIX, _smooth(0.1, 3), target_key=0)
+def test_targets_that_do_not_fit_the_logits_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"targets: expected class indices of shape \(6,\)"):
+        TrainingTargets.of(torch.zeros(6, 2, 2, dtype=torch.long), _logits())
+    with pytest.raises(ValueError, match="smoothing: expected a real number in"):
+        TrainingTargets.of(Y, _logits()).replace(smoothing=2.0)
 
 
-@pytest.mark.parametrize("result", [[], None, [torch.zeros(1)], [(1.0, "y")]])
-def test_a_transform_returning_no_components_raises(result: object) -> None:
-    state = _one_hot_state(TARGETS, 3)
-    with pytest.raises(TypeError, match="target transform of 'bad': expected"):
-        state.add_target_transform("bad", TargetStage.MIX, lambda components: result)  # type: ignore[arg-type, return-value]
+# -- in the Trainer ------------------------------------------------------------------------------
+
+def _data(n: int = 16) -> torch.utils.data.DataLoader:
+    generator = seeded(3)
+    dataset = torch.utils.data.TensorDataset(torch.randn(n, 4, generator=generator),
+                                             torch.randint(C, (n,), generator=generator))
+    return torch.utils.data.DataLoader(dataset, batch_size=8)
 
 
-def test_expand_targets_multiplies_weights_like_the_hand_written_split() -> None:
-    from labelsmooth.trainer import expand_targets
+class _CheckLoss(Callback):
+    """At AFTER_LOSS: the original targets are back and the loss is the hand one."""
 
-    y = torch.nn.functional.one_hot(TARGETS, 3).double()
-    start = [TargetComponent(0.5, y), TargetComponent(0.5, 2 * y)]
-    helper = expand_targets(lambda t: [(0.75, t), (0.25, t[PERMUTATION])])(start)
-    by_hand = _split(PERMUTATION, 0.25)(start)
-    assert [w for w, _ in helper] == [0.375, 0.125, 0.375, 0.125]
-    for (w1, t1), (w2, t2) in zip(helper, by_hand, strict=True):
-        assert w1 == w2 and torch.equal(t1, t2)
+    def __init__(self, smoothing: float, mixup: MixUp | None = None) -> None:
+        self.smoothing, self.mixup, self.checked = smoothing, mixup, 0
+
+    def after_dataloader(self, state: State, logger: Any) -> None:
+        self.targets = state.batch[1]
+
+    def after_loss(self, state: State, logger: Any) -> None:
+        y, out, s = state.batch[1], state.outputs, self.smoothing
+        assert y is self.targets
+        expected = F.cross_entropy(out, y, label_smoothing=s)
+        if self.mixup is not None:
+            lam, indices = self.mixup.lam, self.mixup.indices
+            expected = (1 - lam) * expected + lam * F.cross_entropy(out, y[indices], label_smoothing=s)
+        assert_close(state.loss, expected)
+        self.checked += 1
+
+
+LOSSES = {
+    "default": {},
+    "F.cross_entropy": {"loss_fn": F.cross_entropy},
+    "SoftCrossEntropyLoss": {"loss_fn": SoftCrossEntropyLoss()},
+    "SmoothedCrossEntropyLoss(0)": {"loss_fn": SmoothedCrossEntropyLoss(0.0)},
+    "nn.CrossEntropyLoss": {"loss_fn": torch.nn.CrossEntropyLoss()},
+}
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+@pytest.mark.parametrize("with_mixup", [False, True])
+def test_the_trainer_never_builds_a_dense_target_for_a_cross_entropy(
+        loss: str, with_mixup: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: TrainingTargets) -> torch.Tensor:
+        raise AssertionError("a dense target was built")
+
+    monkeypatch.setattr(TrainingTargets, "dense", refuse)
+    mixup = MixUp(alpha=1.0, generator=seeded(4)) if with_mixup else None
+    check = _CheckLoss(0.1, mixup)
+    algorithms: list[Any] = [mixup, LabelSmoothing(0.1)] if mixup is not None else [LabelSmoothing(0.1)]
+    Trainer(torch.nn.Linear(4, C), _data(), max_duration="1ep", algorithms=algorithms,
+            callbacks=[check], device="cpu", progress_bar=False, **LOSSES[loss]).fit()
+    assert check.checked == 2
+
+
+def test_a_loss_of_its_own_gets_the_dense_smoothed_mixed_target() -> None:
+    seen = []
+
+    def loss_fn(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        seen.append(targets.clone())
+        return -(targets * outputs.log_softmax(1)).sum(1).mean()
+
+    mixup = MixUp(alpha=1.0, generator=seeded(5))
+    check = _CheckLoss(0.2, mixup)
+    Trainer(torch.nn.Linear(4, C), _data(), max_duration="1ep", loss_fn=loss_fn,
+            algorithms=[LabelSmoothing(0.2), mixup], callbacks=[check], device="cpu",
+            progress_bar=False).fit()
+    assert check.checked == 2 and all(t.shape == (8, C) for t in seen)
+    assert all(type(t) is torch.Tensor for t in seen)
+
+
+def test_interpolate_loss_calls_a_loss_of_its_own_once_per_component() -> None:
+    """A loss that is not linear in the target (squared cross-entropy): interpolated, it is
+    ``(1 - lam) L(out, smooth(y)) + lam L(out, smooth(y[indices]))``."""
+    def squared(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return soft_cross_entropy(outputs, targets) ** 2
+
+    mixup = MixUp(alpha=1.0, interpolate_loss=True, generator=seeded(6))
+
+    class Check(Callback):
+        checked = 0
+
+        def after_loss(self, state: State, logger: Any) -> None:
+            y, out = state.batch[1], state.outputs
+            lam, indices = mixup.lam, mixup.indices
+            expected = ((1 - lam) * F.cross_entropy(out, y, label_smoothing=0.1) ** 2
+                        + lam * F.cross_entropy(out, y[indices], label_smoothing=0.1) ** 2)
+            assert_close(state.loss, expected)
+            assert state.batch[1] is y and not isinstance(y, TrainingTargets)
+            Check.checked += 1
+
+    Trainer(torch.nn.Linear(4, C), _data(), max_duration="1ep", loss_fn=squared,
+            algorithms=[mixup, LabelSmoothing(0.1)], callbacks=[Check()], device="cpu",
+            progress_bar=False).fit()
+    assert Check.checked == 2
+
+
+@pytest.mark.parametrize("loss_fn", [SmoothedCrossEntropyLoss(0.1), torch.nn.CrossEntropyLoss(label_smoothing=0.1),
+                                     smoothed_cross_entropy, SmoothedBCEWithLogitsLoss(0.1)])
+def test_label_smoothing_with_a_loss_that_smooths_by_itself_is_refused(loss_fn: Any) -> None:
+    model = torch.nn.Linear(4, C)
+    before = [p.clone() for p in model.parameters()]
+    trainer = Trainer(model, _data(), max_duration="1ep", loss_fn=loss_fn,
+                      algorithms=[LabelSmoothing(0.1)], device="cpu", progress_bar=False)
+    with pytest.raises(ValueError, match=r"^loss_fn: expected a loss that does not smooth by itself "
+                                         r"when LabelSmoothing is among the algorithms .*, got .*"
+                                         r"which smooths by 0.1$"):
+        trainer.fit()
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+    # Without LabelSmoothing the same loss trains.
+    Trainer(torch.nn.Linear(4, C), _data(), max_duration="1ba", loss_fn=loss_fn if not isinstance(
+        loss_fn, SmoothedBCEWithLogitsLoss) else SmoothedCrossEntropyLoss(0.1), device="cpu",
+        progress_bar=False).fit()
+
+
+@dataclass
+class _Batch:
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+class _BatchModel(torch.nn.Module):
+    """Composer's protocol on a batch object: forward(batch) and loss(outputs, batch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(4, C)
+
+    def forward(self, batch: _Batch) -> torch.Tensor:
+        return self.net(batch.images)
+
+    def loss(self, outputs: torch.Tensor, batch: _Batch) -> torch.Tensor:
+        return soft_cross_entropy(outputs, batch.labels)
+
+
+def test_a_batch_given_as_an_object_with_attributes_trains_end_to_end() -> None:
+    generator = seeded(7)
+    batches = [_Batch(torch.randn(8, 4, generator=generator), torch.randint(C, (8,), generator=generator))
+               for _ in range(2)]
+    originals = [(b.images, b.labels, b.images.clone(), b.labels.clone()) for b in batches]
+    mixup = MixUp(alpha=1.0, input_key="images", target_key="labels", generator=seeded(8))
+
+    class Check(Callback):
+        checked = 0
+
+        def after_dataloader(self, state: State, logger: Any) -> None:
+            self.labels = state.batch.labels
+
+        def after_loss(self, state: State, logger: Any) -> None:
+            y, out, lam, indices = state.batch.labels, state.outputs, mixup.lam, mixup.indices
+            assert y is self.labels
+            expected = ((1 - lam) * F.cross_entropy(out, y, label_smoothing=0.1)
+                        + lam * F.cross_entropy(out, y[indices], label_smoothing=0.1))
+            assert_close(state.loss, expected)
+            Check.checked += 1
+
+    trainer = Trainer(_BatchModel(), batches, max_duration="1ep", target_key="labels",
+                      algorithms=[LabelSmoothing(0.1, target_key="labels"), mixup],
+                      callbacks=[Check()], device="cpu", progress_bar=False)
+    trainer.fit()
+    assert Check.checked == 2
+    for batch, (images, labels, images_before, labels_before) in zip(batches, originals, strict=True):
+        assert batch.images is images and batch.labels is labels
+        assert torch.equal(images, images_before) and torch.equal(labels, labels_before)
+    assert trainer.history[-1]["split"] == "train"

@@ -19,8 +19,7 @@ from labelsmooth.trainer import (
     Event,
     NonFiniteLossError,
     State,
-    TargetStage,
-    map_targets,
+    TrainingTargets,
 )
 from labelsmooth.trainer.checkpoint import load_checkpoint
 
@@ -231,40 +230,6 @@ def test_a_module_with_a_loss_submodule_is_called_on_inputs() -> None:
     assert inspector.checked == 2
 
 
-def test_two_loss_components_are_summed_with_their_weights() -> None:
-    """A transform with two components: the loss is sum_k w_k loss(outputs, t_k)."""
-    permutation = torch.tensor([1, 0, 3, 2, 5, 4, 7, 6])
-
-    class Split(Algorithm):
-        def match(self, event: Event, state: State) -> bool:
-            return event in (Event.BEFORE_LOSS, Event.AFTER_LOSS)
-
-        def apply(self, event: Event, state: State, logger: Any) -> None:
-            if event == Event.BEFORE_LOSS:
-                state.add_target_transform(self, TargetStage.MIX, lambda comps: [
-                    (w * 0.75, t) for w, t in comps] + [(w * 0.25, t[permutation]) for w, t in comps])
-            else:
-                state.remove_target_transform(self)
-
-    class Check(Callback):
-        def before_loss(self, state: State, logger: Any) -> None:
-            self.targets = state.target_components[0].target  # type: ignore[index]
-
-        def after_loss(self, state: State, logger: Any) -> None:
-            y, out, s = state.batch[1], state.outputs, 0.1
-            expected = (0.75 * F.cross_entropy(out, y, label_smoothing=s)
-                        + 0.25 * F.cross_entropy(out, y[permutation], label_smoothing=s))
-            torch.testing.assert_close(state.loss, expected)
-            self.checked = True
-
-    check = Check()
-    for algorithms in ([Split(), LabelSmoothing(0.1)], [LabelSmoothing(0.1), Split()]):
-        check.checked = False
-        _trainer(make_model(), make_loader(make_dataset(8), 8), algorithms=algorithms,
-                 callbacks=[check]).fit()
-        assert check.checked
-
-
 def test_bf16_autocast_runs_the_model_in_bfloat16() -> None:
     dtypes = []
 
@@ -383,17 +348,18 @@ def test_fit_trains_in_training_mode_and_gives_the_users_mode_back(mode: str) ->
 
 
 class BadAlgorithm(Algorithm):
-    """Registers a target transform and never removes it."""
+    """Writes training targets into the batch and never takes them out."""
 
     def match(self, event: Event, state: State) -> bool:
         return event == Event.BEFORE_LOSS
 
     def apply(self, event: Event, state: State, logger: Any) -> None:
-        state.add_target_transform(self, TargetStage.SMOOTH, map_targets(lambda t: t))
+        targets = TrainingTargets.of(state.batch[1], state.outputs).replace(smoothing=0.1)
+        state.batch = (state.batch[0], targets)
 
 
-def test_a_transform_left_registered_after_the_loss_raises() -> None:
-    with pytest.raises(RuntimeError, match="target transforms still registered after AFTER_LOSS"):
+def test_training_targets_left_in_the_batch_after_the_loss_raise() -> None:
+    with pytest.raises(RuntimeError, match="training targets still in the batch after AFTER_LOSS"):
         _trainer(algorithms=[BadAlgorithm()]).fit()
 
 

@@ -1,6 +1,11 @@
 """What MixUp and CutMix share: the event adapter around a batch-mixing function.
 
-See :mod:`labelsmooth.algorithms.mixup` for how mixing composes with label smoothing.
+Inputs are mixed at ``BEFORE_FORWARD`` and the user's input tensor goes back at
+``AFTER_FORWARD``. At ``BEFORE_LOSS`` the algorithm adds its :class:`~labelsmooth.trainer.targets.Mix`
+to the batch's :class:`~labelsmooth.trainer.targets.TrainingTargets` (wrapping the targets first
+if no other algorithm has), and takes it out again at ``AFTER_LOSS``: the targets stay index
+targets, and the training target ``sum_k w_k smooth_s(y_k)`` is one pure function of the targets,
+the mixes and the smoothing, whatever order the algorithms run in.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from labelsmooth._validation import check_int, fail
-from labelsmooth.functional.mixing import MixedBatch, check_alpha, check_generator, mix_targets
+from labelsmooth.functional.mixing import Box, MixedBatch, check_alpha, check_generator
 from labelsmooth.trainer.algorithm import Algorithm
 from labelsmooth.trainer.batch import (
     BatchKey,
@@ -21,7 +26,7 @@ from labelsmooth.trainer.batch import (
     get_logits,
 )
 from labelsmooth.trainer.events import Event
-from labelsmooth.trainer.targets import TargetStage, TargetTransform, expand_targets, map_targets
+from labelsmooth.trainer.targets import Mix, TrainingTargets
 
 if TYPE_CHECKING:
     from labelsmooth.trainer.logger import Logger
@@ -30,26 +35,6 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 _EVENTS = (Event.BEFORE_FORWARD, Event.AFTER_FORWARD, Event.BEFORE_LOSS, Event.AFTER_LOSS)
-
-
-def mixing_transform(
-    indices: torch.Tensor, lam: float, *, interpolate_loss: bool, num_classes: int,
-    class_dim: int, dtype: torch.dtype,
-) -> TargetTransform:
-    """The MIX-stage target transform for one batch's draws.
-
-    Every component ``(w, t)`` becomes ``(w, (1 - lam) t + lam t[indices])`` (one dense mixed
-    target), or with ``interpolate_loss`` the two components ``(w (1 - lam), t)`` and
-    ``(w lam, t[indices])``, whose weighted losses add up to the interpolated loss.
-    """
-
-    def partner(target: torch.Tensor) -> torch.Tensor:
-        return target[indices.to(target.device)]
-
-    if interpolate_loss:
-        return expand_targets(lambda target: [(1.0 - lam, target), (lam, partner(target))])
-    return map_targets(lambda target: mix_targets(
-        target, partner(target), lam, num_classes=num_classes, class_dim=class_dim, dtype=dtype))
 
 
 class MixingAlgorithm(Algorithm):
@@ -73,6 +58,7 @@ class MixingAlgorithm(Algorithm):
         self.indices: torch.Tensor | None = None
         self._original_inputs: Any = None
         self._drawn_for_loss = False
+        self._mix: Mix | None = None
 
     @abstractmethod
     def mix_batch(self, inputs: torch.Tensor, targets: torch.Tensor) -> MixedBatch:
@@ -86,13 +72,18 @@ class MixingAlgorithm(Algorithm):
             The functional's :class:`~labelsmooth.functional.MixedBatch`.
         """
 
+    def label_box(self, targets: torch.Tensor) -> Box | None:
+        """The box to paste the partner's labels into, for per-pixel ``targets``; ``None`` (the
+        default) mixes whole labels by ``lam``."""
+        return None
+
     def match(self, event: Event, state: State) -> bool:
         """Run at the training forward and loss events (evaluation batches are never mixed)."""
         return event in _EVENTS
 
     def apply(self, event: Event, state: State, logger: Logger | None) -> None:
-        """Mix or restore the inputs (``BEFORE_FORWARD`` / ``AFTER_FORWARD``), register or remove
-        the MIX-stage target transform (``BEFORE_LOSS`` / ``AFTER_LOSS``).
+        """Mix or restore the inputs (``BEFORE_FORWARD`` / ``AFTER_FORWARD``), add this batch's
+        mix to the training targets or take it out (``BEFORE_LOSS`` / ``AFTER_LOSS``).
 
         Args:
             event: one of the four events :meth:`match` accepts.
@@ -124,14 +115,19 @@ class MixingAlgorithm(Algorithm):
                 fail("event", "Event.BEFORE_FORWARD before Event.BEFORE_LOSS (nothing was drawn "
                      "for this batch)", event, error=RuntimeError)
             logits = get_logits(state.outputs, argument="state.outputs")
-            state.add_target_transform(
-                self, TargetStage.MIX,
-                mixing_transform(self.indices, self.lam, interpolate_loss=self.interpolate_loss,
-                                 num_classes=logits.shape[self.class_dim],
-                                 class_dim=self.class_dim, dtype=logits.dtype),
-                target_key=self.target_key)
+            current = batch_get_item(state.batch, self.target_key, argument="target_key")
+            targets = TrainingTargets.of(current, logits, class_dim=self.class_dim)
+            self._mix = Mix(self.indices, self.lam, self.label_box(targets.targets),
+                            self.interpolate_loss)
+            state.batch = batch_set_item(state.batch, self.target_key, targets.with_mix(self._mix),
+                                         argument="target_key")
         elif event == Event.AFTER_LOSS:
-            state.remove_target_transform(self)
+            current = batch_get_item(state.batch, self.target_key, argument="target_key")
+            if isinstance(current, TrainingTargets) and self._mix is not None:
+                state.batch = batch_set_item(state.batch, self.target_key,
+                                             current.without_mix(self._mix).simplified(),
+                                             argument="target_key")
+            self._mix = None
             self._drawn_for_loss = False
         else:
             fail("event", f"one of {[e.name for e in _EVENTS]}", event)

@@ -1,11 +1,10 @@
 """``CutMix``: the Trainer algorithm around :func:`~labelsmooth.functional.cutmix_batch`.
 
-It composes with ``LabelSmoothing`` in any order through the State's target-transform stage,
-exactly as :mod:`labelsmooth.algorithms.mixup` explains: inputs are mixed at
-``BEFORE_FORWARD`` (and put back at ``AFTER_FORWARD``), targets through a
-:attr:`~labelsmooth.trainer.targets.TargetStage.MIX` transform registered at ``BEFORE_LOSS``,
-which always runs before smoothing. The only differences from MixUp are how the inputs are
-mixed (a box pasted from the partner) and that ``lam`` is the exact pasted area fraction.
+It composes with ``LabelSmoothing`` in any order, exactly as :mod:`labelsmooth.algorithms.mixup`
+explains: inputs are mixed at ``BEFORE_FORWARD`` (and put back at ``AFTER_FORWARD``), and the
+mix is added to the batch's training targets at ``BEFORE_LOSS``. The differences from MixUp are
+how the inputs are mixed (a box pasted from the partner), that ``lam`` is the exact pasted area
+fraction, and that per-pixel targets get the partner's labels pasted inside the same box.
 
 References:
     Yun et al., "CutMix: Regularization Strategy to Train Strong Classifiers with Localizable
@@ -16,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from labelsmooth._validation import fail
 from labelsmooth.algorithms._mixing import MixingAlgorithm
 from labelsmooth.functional.mixing import Box, MixedBatch, cutmix_batch
 from labelsmooth.trainer.batch import BatchKey
@@ -32,17 +32,23 @@ class CutMix(MixingAlgorithm):
         \\tilde y = (1 - \\lambda)\\, y + \\lambda\\, y_{\\pi}, \\qquad
         \\lambda = \\frac{\\sum M}{H W}
 
-    The box covers about ``Beta(alpha, alpha)`` of the image, is centred uniformly at random and
-    clipped to the image; ``lam`` is then the area actually pasted. Inputs are ``(N, C, H, W)``
-    images or ``(N, C, L)`` sequences. Runs at the same events as
-    :class:`~labelsmooth.algorithms.MixUp`; evaluation batches are never mixed.
+    The box covers about ``Beta(alpha, alpha)`` of the image, is placed at random and clipped
+    to the image; ``lam`` is then the area actually pasted. Inputs are ``(N, C, H, W)`` images
+    or ``(N, C, L)`` sequences. Per-pixel targets (index targets ``(N, H, W)`` or dense
+    ``(N, C, H, W)`` with the inputs' spatial size, e.g. segmentation) are not mixed by ``lam``:
+    the partner's labels are pasted inside the same box, into a copy (the user's labels are not
+    modified). Runs at the same events as :class:`~labelsmooth.algorithms.MixUp`; evaluation
+    batches are never mixed.
 
     Args:
         alpha: Beta concentration, a finite number > 0. Default 1.0 (uniform box area).
-        target_key: where the targets are in the batch. Default ``1``.
-        interpolate_loss: if ``True`` the loss is
+        interpolate_loss: for a loss other than the project's cross-entropies, compute
             ``(1 - lam) L(out, y) + lam L(out, y[indices])`` (both terms smoothed when
-            ``LabelSmoothing`` runs too). Default ``False``.
+            ``LabelSmoothing`` runs too) instead of ``L`` of the dense mixed target. Default
+            ``False``.
+        uniform_sampling: place the box so that every pixel is pasted with the same
+            probability (Composer's option) instead of centring it uniformly. Default ``False``.
+        target_key: where the targets are in the batch. Default ``1``.
         input_key: where the inputs are. Default ``0``.
         class_dim: the class dimension of the logits. Default 1.
         generator: a ``torch.Generator`` for every draw; ``None`` uses torch's global CPU
@@ -71,20 +77,35 @@ class CutMix(MixingAlgorithm):
         Localizable Features", ICCV 2019.
     """
 
-    def __init__(self, alpha: float = 1.0, target_key: BatchKey = 1, *,
-                 interpolate_loss: bool = False, input_key: BatchKey = 0, class_dim: int = 1,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(self, alpha: float = 1.0, *, interpolate_loss: bool = False,
+                 uniform_sampling: bool = False, target_key: BatchKey = 1, input_key: BatchKey = 0,
+                 class_dim: int = 1, generator: torch.Generator | None = None) -> None:
         super().__init__(alpha, interpolate_loss=interpolate_loss, target_key=target_key,
                          input_key=input_key, class_dim=class_dim, generator=generator)
+        if not isinstance(uniform_sampling, bool):
+            fail("uniform_sampling", "a bool", uniform_sampling, error=TypeError)
+        self.uniform_sampling = uniform_sampling
         self.bbox: Box | None = None
+        self._spatial: tuple[int, ...] = ()
 
     def mix_batch(self, inputs: torch.Tensor, targets: torch.Tensor) -> MixedBatch:
-        """:func:`~labelsmooth.functional.cutmix_batch` with this algorithm's alpha and
-        generator; the pasted box is kept as :attr:`bbox`."""
-        mixed = cutmix_batch(inputs, targets, alpha=self.alpha, generator=self.generator)
+        """:func:`~labelsmooth.functional.cutmix_batch` with this algorithm's options; the
+        pasted box is kept as :attr:`bbox`."""
+        mixed = cutmix_batch(inputs, targets, alpha=self.alpha, generator=self.generator,
+                             uniform_sampling=self.uniform_sampling)
         self.bbox = mixed.bbox
+        self._spatial = tuple(inputs.shape[2:])
         return mixed
 
+    def label_box(self, targets: torch.Tensor) -> Box | None:
+        """:attr:`bbox` for per-pixel targets (the inputs' spatial size after the batch
+        dimension, or after a class dimension for dense targets), else ``None``."""
+        if self.bbox is None:
+            return None
+        per_pixel = (targets.ndim == 1 + len(self.bbox) + int(targets.is_floating_point())
+                     and tuple(targets.shape[-len(self.bbox):]) == self._spatial)
+        return self.bbox if per_pixel else None
+
     def __repr__(self) -> str:
-        return (f"CutMix(alpha={self.alpha}, target_key={self.target_key!r}, "
-                f"interpolate_loss={self.interpolate_loss})")
+        return (f"CutMix(alpha={self.alpha}, interpolate_loss={self.interpolate_loss}, "
+                f"uniform_sampling={self.uniform_sampling}, target_key={self.target_key!r})")

@@ -1,12 +1,14 @@
 """``LabelSmoothing``: the Trainer algorithm around :func:`~labelsmooth.functional.smooth_labels`.
 
-At ``BEFORE_LOSS`` it registers a smoothing transform with the State's target-transform stage
-(:attr:`~labelsmooth.trainer.targets.TargetStage.SMOOTH`), which writes
-``smooth_labels(logits, targets, smoothing)`` into the batch; at ``AFTER_LOSS`` it removes it,
-and the State writes the original target object back. Everything after the loss (training
-metrics, logging, other algorithms) sees the original targets. Because it goes through the
-target-transform stage, it composes with mixing algorithms in either order: every mixed
-component is smoothed (see :mod:`labelsmooth.trainer.targets`).
+At ``BEFORE_LOSS`` it sets the smoothing of the batch's
+:class:`~labelsmooth.trainer.targets.TrainingTargets` (wrapping the targets first if no other
+algorithm has); at ``AFTER_LOSS`` it sets it back to 0, and once nothing else is left the batch
+holds the original target object again. Everything after the loss (training metrics, logging,
+other algorithms) sees the original targets. The targets stay index targets: the Trainer's
+default loss and the project's cross-entropies compute the smoothed loss with the fused kernel,
+without a dense ``N x C`` target, while any other loss sees the dense smoothed tensor
+``smooth_labels(logits, targets, smoothing)``. It composes with MixUp and CutMix in either order:
+every mixed component is smoothed (see :mod:`labelsmooth.trainer.targets`).
 
 References:
     Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016.
@@ -17,11 +19,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from labelsmooth._validation import check_int, check_smoothing, fail
-from labelsmooth.functional import smooth_labels
 from labelsmooth.trainer.algorithm import Algorithm
-from labelsmooth.trainer.batch import BatchKey, check_batch_key, get_logits
+from labelsmooth.trainer.batch import (
+    BatchKey,
+    batch_get_item,
+    batch_set_item,
+    check_batch_key,
+    get_logits,
+)
 from labelsmooth.trainer.events import Event
-from labelsmooth.trainer.targets import TargetStage, map_targets
+from labelsmooth.trainer.targets import TrainingTargets
 
 if TYPE_CHECKING:
     from labelsmooth.trainer.logger import Logger
@@ -43,17 +50,18 @@ class LabelSmoothing(Algorithm):
         target_key: where the targets are in the batch: an int index, a str key or attribute,
             or a ``(getter, setter)`` pair. Default: ``1`` (``(inputs, targets)`` batches).
         class_dim: the class dimension of the logits. Default: 1.
-        ignore_index: a target value whose positions get an all-zero target (so they add
-            nothing to a dense loss), or ``None``. Default: ``None``. Note that a dense
-            ``"mean"`` (PyTorch's convention for probability targets, which
-            :func:`~labelsmooth.functional.soft_cross_entropy` follows) still counts ignored
-            positions in its denominator: the loss is ``valid / total`` times
-            ``F.cross_entropy(logits, targets, ignore_index=..., label_smoothing=s)``. For
-            PyTorch's per-valid-position mean, train without this algorithm and use
-            :func:`~labelsmooth.functional.smoothed_cross_entropy` as ``loss_fn``.
+        ignore_index: a target value whose positions count nothing, or ``None`` (then the
+            loss's own ``ignore_index``, -100 by default, applies). Default: ``None``. With the
+            project's cross-entropies the loss is
+            ``F.cross_entropy(logits, targets, ignore_index=..., label_smoothing=s)`` (the mean
+            over the positions not ignored); a dense target has all-zero rows there.
 
     The logits are ``state.outputs`` when it is a tensor, else ``outputs["logits"]`` or
     ``outputs.logits``.
+
+    A loss that smooths by itself (``SmoothedCrossEntropyLoss(0.1)``,
+    ``nn.CrossEntropyLoss(label_smoothing=0.1)``) is refused by ``Trainer.fit``: the targets
+    would be smoothed twice.
 
     Example:
         >>> import torch
@@ -62,7 +70,7 @@ class LabelSmoothing(Algorithm):
         >>> state = State(torch.nn.Identity(), batch=(None, targets), outputs=torch.zeros(2, 4))
         >>> algorithm = LabelSmoothing(smoothing=0.2)
         >>> algorithm.apply(Event.BEFORE_LOSS, state, None)
-        >>> state.batch[1]
+        >>> state.batch[1] * 1  # the index targets, seen as the dense smoothed target
         tensor([[0.8500, 0.0500, 0.0500, 0.0500],
                 [0.0500, 0.0500, 0.8500, 0.0500]])
         >>> algorithm.apply(Event.AFTER_LOSS, state, None)
@@ -93,12 +101,13 @@ class LabelSmoothing(Algorithm):
         return event in (Event.BEFORE_LOSS, Event.AFTER_LOSS)
 
     def apply(self, event: Event, state: State, logger: Logger | None) -> None:
-        """At ``BEFORE_LOSS`` register the smoothing transform; at ``AFTER_LOSS`` remove it.
+        """At ``BEFORE_LOSS`` set the smoothing of the batch's training targets; at
+        ``AFTER_LOSS`` set it back to 0 (the original targets come back when nothing is left).
 
         Args:
             event: ``Event.BEFORE_LOSS`` or ``Event.AFTER_LOSS``.
             state: its ``outputs`` hold the logits; its batch holds the targets at
-                ``target_key`` and gets the smoothed ones until ``AFTER_LOSS``.
+                ``target_key``.
             logger: unused.
 
         Raises:
@@ -107,14 +116,16 @@ class LabelSmoothing(Algorithm):
         """
         if event == Event.BEFORE_LOSS:
             logits = get_logits(state.outputs, argument="state.outputs")
-            smoothing, class_dim, ignore_index = self.smoothing, self.class_dim, self.ignore_index
-            state.add_target_transform(
-                self, TargetStage.SMOOTH,
-                map_targets(lambda targets: smooth_labels(
-                    logits, targets, smoothing, class_dim=class_dim, ignore_index=ignore_index)),
-                target_key=self.target_key)
+            current = batch_get_item(state.batch, self.target_key, argument="target_key")
+            targets = TrainingTargets.of(current, logits, class_dim=self.class_dim).replace(
+                smoothing=self.smoothing, ignore_index=self.ignore_index)
+            state.batch = batch_set_item(state.batch, self.target_key, targets, argument="target_key")
         elif event == Event.AFTER_LOSS:
-            state.remove_target_transform(self)
+            current = batch_get_item(state.batch, self.target_key, argument="target_key")
+            if isinstance(current, TrainingTargets):
+                state.batch = batch_set_item(state.batch, self.target_key,
+                                             current.replace(smoothing=0.0).simplified(),
+                                             argument="target_key")
         else:
             fail("event", "Event.BEFORE_LOSS or Event.AFTER_LOSS", event)
 

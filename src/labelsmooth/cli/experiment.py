@@ -231,8 +231,8 @@ def build_algorithms(config: RunConfig) -> list[Algorithm]:
     The baseline gets no algorithm at all (index targets, plain cross-entropy), so that the
     throughput comparison includes whatever smoothing costs. The mixers share one generator
     seeded by the run's seed, so runs that differ only in smoothing mix the same pairs with the
-    same ``lam``; they compose with smoothing through the State's target-transform stage, so
-    every mixed target is smoothed whatever the list order.
+    same ``lam``; every mixed target is smoothed whatever the list order (see
+    :mod:`labelsmooth.trainer.targets`).
 
     Args:
         config: the run.

@@ -15,7 +15,13 @@ from labelsmooth.functional.cross_entropy import (
     smoothed_cross_entropy,
     soft_cross_entropy,
 )
-from labelsmooth.functional.mixing import MixedBatch, cutmix_batch, mix_targets, mixup_batch
+from labelsmooth.functional.mixing import (
+    MixedBatch,
+    cutmix_batch,
+    mix_targets,
+    mixup_batch,
+    paste_box,
+)
 from labelsmooth.functional.smoothing import one_hot, smooth_binary_labels, smooth_labels
 
 __all__ = [
@@ -24,6 +30,7 @@ __all__ = [
     "mix_targets",
     "mixup_batch",
     "one_hot",
+    "paste_box",
     "smooth_binary_labels",
     "smooth_labels",
     "smoothed_binary_cross_entropy_with_logits",

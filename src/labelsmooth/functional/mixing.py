@@ -46,10 +46,17 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from labelsmooth._validation import check_class_dim, check_int, check_smoothing, describe, fail
+from labelsmooth._validation import (
+    check_class_dim,
+    check_int,
+    check_smoothing,
+    check_unit_interval,
+    describe,
+    fail,
+)
 from labelsmooth.functional.smoothing import smooth_labels
 
-__all__ = ["MixedBatch", "cutmix_batch", "mix_targets", "mixup_batch"]
+__all__ = ["MixedBatch", "cutmix_batch", "mix_targets", "mixup_batch", "paste_box"]
 
 Box = tuple[tuple[int, int], ...]
 
@@ -65,8 +72,8 @@ class MixedBatch(_MixedFields):
     """What :func:`mixup_batch` and :func:`cutmix_batch` return.
 
     A 4-tuple ``(inputs, targets, permuted_targets, lam)``, so ``x, y, y_perm, lam =
-    mixup_batch(...)`` unpacks as the issue's signature promises, that also carries what was
-    drawn as the attributes ``indices`` and ``bbox``.
+    mixup_batch(...)`` unpacks, that also carries what was drawn as the attributes ``indices``
+    and ``bbox``.
 
     Attributes:
         inputs: the mixed inputs, a new tensor of the input's shape and dtype.
@@ -216,7 +223,7 @@ def _check_indices(indices: Any, batch_size: int, device: torch.device) -> Tenso
 
 def _draw_lam(alpha: float, lam: Any, generator: torch.Generator | None) -> float:
     if lam is not None:
-        return check_smoothing(lam, "lam")
+        return check_unit_interval(lam, "lam")
     return float(_sample_beta(alpha, alpha, 1, generator=generator).item())
 
 
@@ -233,13 +240,20 @@ def mixup_batch(
     lam: float | None = None,
     indices: Tensor | None = None,
     generator: torch.Generator | None = None,
+    lam_at_most_half: bool = True,
 ) -> MixedBatch:
     """Mix every example with a partner from the same batch: ``(1 - lam) x + lam x[indices]``.
 
     .. math::
 
         \\tilde x_i = (1 - \\lambda)\\, x_i + \\lambda\\, x_{\\pi(i)},
-        \\qquad \\lambda \\sim \\mathrm{Beta}(\\alpha, \\alpha),\\ \\pi \\text{ uniform}.
+        \\qquad \\lambda = \\min(z, 1 - z),\\ z \\sim \\mathrm{Beta}(\\alpha, \\alpha),
+        \\ \\pi \\text{ uniform}.
+
+    As in Composer, the drawn ``lam`` is folded into [0, 1/2] (Beta(alpha, alpha) is symmetric,
+    so this changes which example of a pair is called the partner, not the mixture): every
+    mixed example is mostly its original self, and training accuracy on the original labels
+    stays meaningful.
 
     Train on :func:`mix_targets` ``(targets, permuted_targets, lam, ...)``, or interpolate the
     loss, ``(1 - lam) * L(out, targets) + lam * L(out, permuted_targets)``.
@@ -254,6 +268,9 @@ def mixup_batch(
             when ``None``.
         generator: a ``torch.Generator`` for every draw (made on its device); ``None`` uses
             torch's global CPU generator.
+        lam_at_most_half: fold a drawn ``lam`` into [0, 1/2], ``min(z, 1 - z)`` (default
+            ``True``, Composer's choice); ``False`` uses the raw draw ``z``. A given ``lam`` is
+            used as it is.
 
     Returns:
         A :class:`MixedBatch` ``(inputs, targets, permuted_targets, lam)`` with ``.indices``
@@ -282,7 +299,12 @@ def mixup_batch(
     if not inputs.is_floating_point():
         fail("inputs", "a floating-point tensor (MixUp averages inputs)", f"dtype {inputs.dtype}",
              error=TypeError)
+    if not isinstance(lam_at_most_half, bool):
+        fail("lam_at_most_half", "a bool", lam_at_most_half, error=TypeError)
+    drawn = lam is None
     lam = _draw_lam(alpha, lam, generator)
+    if drawn and lam_at_most_half:
+        lam = min(lam, 1.0 - lam)
     if indices is None:
         indices = _random_permutation(batch_size, generator=generator, device=inputs.device)
     else:
@@ -300,23 +322,48 @@ def _box_area_fraction(bbox: Box, spatial: Sequence[int]) -> float:
     return math.prod(stop - start for start, stop in bbox) / math.prod(spatial)
 
 
-def _random_box(lam: float, spatial: Sequence[int], generator: torch.Generator | None) -> Box:
-    """A box of about ``lam`` of the area, centred uniformly at random and clipped to the image.
+def _random_box(lam: float, spatial: Sequence[int], generator: torch.Generator | None, *,
+                uniform_sampling: bool = False) -> Box:
+    """A box of about ``lam`` of the area, placed at random and clipped to the image.
 
     Every side is ``round(size * lam ** (1 / k))`` for ``k`` spatial dimensions, so the unclipped
     box covers ``lam`` of the image; clipping at the border shrinks it, which is why the caller
     recomputes ``lam`` from the box (Yun et al. 2019, section 3.1 and their reference code).
+    By default the centre is uniform over the image, as in the paper, so border pixels are
+    pasted less often than central ones. With ``uniform_sampling`` the start of a side ``L`` is
+    uniform over the ``size + L - 1`` positions where the box still overlaps the image, so every
+    pixel is inside the box with the same probability ``L / (size + L - 1)`` (Composer's option).
     """
-    centres = [
-        int(torch.randint(size, (1,), generator=generator, device=_draw_device(generator)).item())
-        for size in spatial
-    ]
+    device = _draw_device(generator)
     box = []
-    for size, centre in zip(spatial, centres, strict=True):
+    for size in spatial:
         side = round(size * lam ** (1.0 / len(spatial)))
-        start = centre - side // 2
+        if uniform_sampling and side > 0:
+            start = int(torch.randint(size + side - 1, (1,), generator=generator, device=device)
+                        .item()) - (side - 1)
+        else:
+            start = int(torch.randint(size, (1,), generator=generator, device=device).item()) - side // 2
         box.append((min(max(start, 0), size), min(max(start + side, 0), size)))
     return tuple(box)
+
+
+def paste_box(target: Tensor, source: Tensor, box: Box) -> Tensor:
+    """A copy of ``target`` with ``source`` inside ``box`` (on the trailing dimensions).
+
+    CutMix's labels for per-pixel targets (segmentation ``(N, H, W)``): the partner's labels
+    inside the pasted box, the example's own outside. ``box`` holds one half-open
+    ``(start, stop)`` pair per trailing dimension; neither tensor is modified.
+
+    Example:
+        >>> paste_box(torch.zeros(1, 2, 3, dtype=torch.long), torch.ones(1, 2, 3, dtype=torch.long),
+        ...           ((0, 1), (1, 3)))
+        tensor([[[0, 1, 1],
+                 [0, 0, 0]]])
+    """
+    region: tuple[Any, ...] = (Ellipsis, *(slice(start, stop) for start, stop in box))
+    pasted = target.clone()
+    pasted[region] = source[region]
+    return pasted
 
 
 def _check_bbox(bbox: Any, spatial: Sequence[int]) -> Box:
@@ -348,6 +395,7 @@ def cutmix_batch(
     bbox: Sequence[Sequence[int]] | None = None,
     indices: Tensor | None = None,
     generator: torch.Generator | None = None,
+    uniform_sampling: bool = False,
 ) -> MixedBatch:
     """Paste a box from each example's partner into it; ``lam`` is the pasted area fraction.
 
@@ -374,10 +422,14 @@ def cutmix_batch(
         indices: the partner of each example, a permutation of ``range(N)``; drawn when ``None``.
         generator: a ``torch.Generator`` for every draw (made on its device); ``None`` uses
             torch's global CPU generator.
+        uniform_sampling: place the box so that every pixel is pasted with the same
+            probability, instead of centring it uniformly (which pastes border pixels less
+            often). Default ``False`` (the paper's sampling).
 
     Returns:
         A :class:`MixedBatch` ``(inputs, targets, permuted_targets, lam)`` with ``.indices``
-        and ``.bbox``.
+        and ``.bbox``. For per-pixel targets, the training labels are
+        ``paste_box(targets, permuted_targets, bbox)``.
         A batch of one example pastes from itself: a documented no-op on the values.
 
     Example:
@@ -407,7 +459,10 @@ def cutmix_batch(
             fail("lam", "None when bbox is given (the box fixes lam)", lam)
         box = _check_bbox(bbox, spatial)
     else:
-        box = _random_box(_draw_lam(alpha, lam, generator), spatial, generator)
+        if not isinstance(uniform_sampling, bool):
+            fail("uniform_sampling", "a bool", uniform_sampling, error=TypeError)
+        box = _random_box(_draw_lam(alpha, lam, generator), spatial, generator,
+                          uniform_sampling=uniform_sampling)
     if indices is None:
         indices = _random_permutation(batch_size, generator=generator, device=inputs.device)
     else:
@@ -491,7 +546,7 @@ def mix_targets(
         Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", 2015.
         Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018.
     """
-    lam = check_smoothing(lam, "lam")
+    lam = check_unit_interval(lam, "lam")
     smoothing = check_smoothing(smoothing)
     check_int(num_classes, "num_classes", minimum=1)
     for name, value in (("targets", targets), ("permuted_targets", permuted_targets)):

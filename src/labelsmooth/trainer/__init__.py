@@ -2,9 +2,9 @@
 
 The pieces: :class:`Event` (where in the loop), :class:`State` (what the loop shares),
 :class:`Algorithm` and :class:`Callback` (what runs at events), :class:`Engine` (runs them in a
-composable order), the :class:`Trainer` that fires them, and the target-transform stage
-(:class:`TargetStage`, :func:`map_targets`, :func:`expand_targets`) through which algorithms that
-change targets compose in any order.
+composable order), the :class:`Trainer` that fires them, and :class:`TrainingTargets`, the
+targets that label smoothing and mixing write into the batch: index targets that turn dense only
+when an operation needs a tensor.
 """
 
 from labelsmooth.trainer.algorithm import Algorithm
@@ -14,13 +14,7 @@ from labelsmooth.trainer.engine import Engine
 from labelsmooth.trainer.events import Event
 from labelsmooth.trainer.logger import Logger
 from labelsmooth.trainer.state import State
-from labelsmooth.trainer.targets import (
-    TargetComponent,
-    TargetStage,
-    TargetTransform,
-    expand_targets,
-    map_targets,
-)
+from labelsmooth.trainer.targets import TrainingTargets
 from labelsmooth.trainer.time import Duration, Timestamp, TimeUnit
 from labelsmooth.trainer.trainer import NonFiniteLossError, Trainer
 
@@ -33,15 +27,11 @@ __all__ = [
     "Logger",
     "NonFiniteLossError",
     "State",
-    "TargetComponent",
-    "TargetStage",
-    "TargetTransform",
     "TimeUnit",
     "Timestamp",
     "Trainer",
+    "TrainingTargets",
     "batch_get_item",
     "batch_set_item",
-    "expand_targets",
     "get_logits",
-    "map_targets",
 ]

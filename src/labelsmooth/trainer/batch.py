@@ -7,12 +7,14 @@ A *key* names one part of a batch, with Composer's semantics:
 - a ``(getter, setter)`` pair of callables: ``getter(batch)`` reads, ``setter(batch, value)``
   returns the updated batch.
 
-Writing rebuilds a tuple (tuples are immutable; named tuples keep their type), and sets lists,
-mappings and attributes in place.
+Writing rebuilds a tuple (tuples are immutable; named tuples keep their type), sets lists and
+mappings in place, and sets an attribute on a shallow copy of the object (the user's batch object
+is never changed).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -97,9 +99,10 @@ def batch_get_item(batch: Any, key: BatchKey, *, argument: str = "key") -> Any:
 def batch_set_item(batch: Any, key: BatchKey, value: Any, *, argument: str = "key") -> Any:
     """Write ``value`` where ``key`` points and return the batch.
 
-    Tuples are rebuilt (a new tuple, or named tuple of the same type, is returned); lists,
-    mappings and attributes are set in place and the same batch object is returned. The item must
-    already exist: a misspelt key raises instead of adding a new entry.
+    Tuples are rebuilt (a new tuple, or named tuple of the same type, is returned); an object
+    with attributes is shallow-copied and the copy gets the new attribute; lists and mappings are
+    set in place and the same batch object is returned. The item must already exist: a misspelt
+    key raises instead of adding a new entry.
 
     Args:
         batch: a tuple, list, mapping or object.
@@ -128,8 +131,9 @@ def batch_set_item(batch: Any, key: BatchKey, value: Any, *, argument: str = "ke
         batch[key] = value
         return batch
     if isinstance(key, str) and not isinstance(batch, (Mapping, tuple, list)) and hasattr(batch, key):
-        setattr(batch, key, value)
-        return batch
+        updated = copy.copy(batch)
+        setattr(updated, key, value)
+        return updated
     return _missing(batch, key, argument)
 
 
@@ -165,18 +169,26 @@ def get_logits(outputs: Any, *, argument: str = "outputs") -> torch.Tensor:
 
 
 def batch_size(batch: Any) -> int:
-    """The number of examples in ``batch``: the first dimension of its first tensor."""
+    """The number of examples in ``batch``: the first dimension of its first tensor.
+
+    The batch may be a tensor, a tuple, list or mapping, or an object whose attributes
+    (``vars(batch)``, e.g. a dataclass) hold the tensors.
+    """
     if isinstance(batch, torch.Tensor):
         if batch.ndim == 0:
             fail("batch", "tensors with a batch dimension", batch)
         return int(batch.shape[0])
-    parts = batch.values() if isinstance(batch, Mapping) else batch
-    if isinstance(parts, (tuple, list)) or isinstance(batch, Mapping):
-        for part in parts:
-            if isinstance(part, (torch.Tensor, tuple, list, Mapping)):
-                return batch_size(part)
-    fail("batch", "a tensor, or a tuple, list or mapping holding tensors", type(batch).__name__,
-         error=TypeError)
+    if isinstance(batch, Mapping):
+        parts: Any = batch.values()
+    elif isinstance(batch, (tuple, list)):
+        parts = batch
+    else:
+        parts = vars(batch).values() if hasattr(batch, "__dict__") else ()
+    for part in parts:
+        if isinstance(part, (torch.Tensor, tuple, list, Mapping)):
+            return batch_size(part)
+    fail("batch", "a tensor, or a tuple, list, mapping or object holding tensors",
+         type(batch).__name__, error=TypeError)
 
 
 def split_batch(batch: Any, num_microbatches: int) -> list[Any]:

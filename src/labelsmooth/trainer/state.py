@@ -2,9 +2,8 @@
 
 A :class:`State` holds everything a step touches: the model, optimizers and schedulers, the
 current batch, the model's outputs and the loss, the :class:`~labelsmooth.trainer.time.Timestamp`,
-the training length, the process's rank, and the registered target transforms (see
-:mod:`labelsmooth.trainer.targets` for how target-changing algorithms compose). It can be built by
-hand, without a Trainer, to test an algorithm's ``match`` and ``apply``.
+the training length and the process's rank. It can be built by hand, without a Trainer, to test
+an algorithm's ``match`` and ``apply``.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import torch
 
 from labelsmooth._validation import fail
 from labelsmooth.trainer.batch import BatchKey, batch_get_item, batch_set_item
-from labelsmooth.trainer.targets import TargetComponent, TargetPipeline, TargetStage, TargetTransform
 from labelsmooth.trainer.time import Duration, Timestamp
 
 if TYPE_CHECKING:
@@ -99,7 +97,6 @@ class State:
         self.outputs = outputs
         self.loss = loss
         self.timestamp = Timestamp()
-        self._targets = TargetPipeline()
 
     def batch_get_item(self, key: BatchKey) -> Any:
         """The part of the current batch named by ``key`` (an index, a key or attribute name, or
@@ -110,51 +107,3 @@ class State:
         """Write ``value`` into the current batch at ``key`` (tuples are rebuilt, lists and
         mappings set in place); see :func:`~labelsmooth.trainer.batch.batch_set_item`."""
         self.batch = batch_set_item(self.batch, key, value)
-
-    def add_target_transform(self, owner: object, stage: TargetStage | int,
-                             transform: TargetTransform, *, target_key: BatchKey = 1) -> None:
-        """Register ``owner``'s transform of the targets at ``target_key`` and rewrite the batch.
-
-        The first registration of a microbatch saves the original target object. The batch's
-        target is then rebuilt from that original by every registered transform, sorted by
-        stage (ties by registration order), and the first component is written into the batch.
-        Registering again for the same owner replaces its transform. See
-        :mod:`labelsmooth.trainer.targets`.
-
-        Args:
-            owner: who registers (usually the algorithm, ``self``); used by
-                :meth:`remove_target_transform`.
-            stage: a :class:`~labelsmooth.trainer.targets.TargetStage`: ``MIX`` runs before
-                ``SMOOTH``.
-            transform: maps a sequence of ``(weight, target)`` components to a new non-empty one.
-            target_key: where the targets are in the batch. Default: ``1``.
-
-        Raises:
-            ValueError: if ``target_key`` is not in the batch or differs from the key of
-                transforms already registered.
-        """
-        self.batch = self._targets.add(self.batch, owner, stage, transform, target_key)
-
-    def remove_target_transform(self, owner: object) -> None:
-        """Unregister ``owner``'s transform (a no-op if it has none) and rewrite the batch.
-
-        When no transform remains the original target object is written back, so the batch
-        holds exactly what it held before the first registration.
-        """
-        self.batch = self._targets.remove(self.batch, owner)
-
-    @property
-    def target_components(self) -> tuple[TargetComponent, ...] | None:
-        """The training target as ``(weight, target)`` components, or ``None`` when no transform
-        is registered (then the loss uses the batch's target as it is)."""
-        return self._targets.components
-
-    @property
-    def target_key(self) -> BatchKey | None:
-        """Where the transformed targets live in the batch, or ``None`` when none are."""
-        return self._targets.target_key
-
-    @property
-    def target_transform_owners(self) -> list[object]:
-        """The owners of the registered target transforms, in the order they are applied."""
-        return self._targets.owners

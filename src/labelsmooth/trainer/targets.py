@@ -1,242 +1,275 @@
-"""The target-transform stage: how algorithms that change targets compose, in any order.
+"""Training targets that stay index targets until someone asks for a tensor.
 
-Label smoothing, MixUp and CutMix all rewrite the targets right before the loss and must put the
-originals back right after it. Done naively (each algorithm overwrites whatever target it finds
-and restores whatever it saved), the result depends on the order the user listed them in:
-with ``[LabelSmoothing, MixUp]`` the permuted half of a mixed target is left unsmoothed, and a
-second loss term computed after the targets were restored is unsmoothed too.
+``LabelSmoothing``, ``MixUp`` and ``CutMix`` change what the loss trains on. Each of them writes
+into the batch, at ``BEFORE_LOSS``, a :class:`TrainingTargets`: the user's targets ``y``, the
+smoothing ``s`` and the mixes drawn for this batch. The target it stands for is one pure
+function of those quantities,
 
-Here no algorithm writes the targets itself. Each one *registers a transform* with the
-:class:`~labelsmooth.trainer.state.State`, and the State derives the training target:
+.. math::
 
-1. At ``BEFORE_LOSS`` an algorithm calls
-   ``state.add_target_transform(owner, stage, transform, target_key=...)``. The first
-   registration of a microbatch saves the original target (the very object in the batch).
-2. On every registration the State *re-materialises* the target from the **original**: it
-   starts from the components ``[TargetComponent(1.0, original)]`` and applies every
-   registered transform in order of its :class:`TargetStage` (ties in registration order),
-   then writes the first component's target into the batch.
-3. At ``AFTER_LOSS`` each algorithm calls ``state.remove_target_transform(owner)``. When none
-   remain, the original object is written back; otherwise the target is re-materialised from
-   the remaining transforms.
+    t = \\sum_k w_k\\, \\mathrm{smooth}_s(y_k), \\qquad \\mathrm{smooth}_s(y) = (1 - s)\\, y + s / C,
 
-Because every materialisation starts from the originals and the order is fixed by stage, the
-training target does not depend on the order of the user's algorithm list, nor on the order in
-which they registered. The stages are:
+over the components ``(w_k, y_k)``: ``[(1, y)]`` unmixed, ``[(1 - lam, y), (lam, y[indices])]``
+after MixUp or CutMix (every component splits again for a second mix), and for CutMix on
+per-pixel targets ``[(1, y with the partner's labels pasted inside the box)]``. Because the
+result depends only on ``(y, mixes, s)``, it does not matter in which order the algorithms add
+their part, and at ``AFTER_LOSS`` each one takes its own part out again; the batch holds the
+user's original target object once nothing is left.
 
-- :attr:`TargetStage.MIX` (0): mixing algorithms (MixUp, CutMix). A mixing transform may turn
-  ``[(1, y)]`` into one dense mixed target ``[(1, (1 - lam) y + lam y_perm)]``, or, for an
-  interpolated loss, into two components ``[(1 - lam, y), (lam, y_perm)]``.
-- :attr:`TargetStage.SMOOTH` (1): label smoothing maps every component's target to
-  ``(1 - s) onehot(t) + s / C``. Smoothing is affine and keeps rows summing to one, so smoothing
-  a mixed target equals mixing smoothed targets: ``smooth((1 - lam) y + lam y') =
-  (1 - lam) smooth(y) + lam smooth(y')``.
+The target can be read in two ways:
 
-The loss is ``sum_k w_k * loss_fn(outputs, t_k)`` over the components ``(w_k, t_k)``; with the
-usual single component of weight one it is plain ``loss_fn(outputs, batch_target)``. From
-``BEFORE_LOSS`` to the loss the batch holds the first component's target.
-
-Writing a new target-changing algorithm takes three lines: in ``apply`` at ``BEFORE_LOSS``,
-``state.add_target_transform(self, TargetStage.MIX, transform, target_key=self.target_key)``;
-at ``AFTER_LOSS``, ``state.remove_target_transform(self)``. Two helpers build transforms:
-:func:`map_targets` for one that acts on each target alone (smoothing, a dense mix
-``(1 - lam) y + lam y[indices]``), and :func:`expand_targets` for one that splits each component
-into weighted terms (an interpolated loss ``[(1 - lam, y), (lam, y[indices])]``). Draw any random
-numbers before ``BEFORE_LOSS`` (e.g. at ``BEFORE_FORWARD``) and keep them: the transform may be
-applied more than once per microbatch, as other algorithms register.
+- :meth:`TrainingTargets.cross_entropy` computes the loss from the index targets with the fused
+  kernel, ``sum_k w_k * smoothed_cross_entropy(logits, y_k, s)``: cross-entropy is linear in the
+  target, so this is the loss of ``t`` without ever building the dense ``N x C`` tensor. The
+  Trainer takes this path when its loss is one of the cross-entropies below.
+- Anything else sees a tensor: :class:`TrainingTargets` is a ``torch.Tensor`` subclass with the
+  logits' shape and dtype, and the first operation on it builds the dense ``t`` (once) and runs
+  on that. A loss that expects probabilities (``soft_cross_entropy`` style, a Composer model's
+  ``loss(outputs, batch)``) or a callback reading the batch works unchanged.
 """
 
 from __future__ import annotations
 
-import itertools
+import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 
-from labelsmooth._validation import fail
-from labelsmooth.trainer.batch import BatchKey, batch_get_item, batch_set_item
+from labelsmooth._validation import check_smoothing, fail
+from labelsmooth.functional._targets import classify_targets
+from labelsmooth.functional.cross_entropy import smoothed_cross_entropy, soft_cross_entropy
+from labelsmooth.functional.mixing import Box, paste_box
+from labelsmooth.functional.smoothing import smooth_labels
+from labelsmooth.losses import SmoothedBCEWithLogitsLoss, SmoothedCrossEntropyLoss, SoftCrossEntropyLoss
 
-__all__ = [
-    "TargetComponent",
-    "TargetPipeline",
-    "TargetStage",
-    "TargetTransform",
-    "expand_targets",
-    "map_targets",
-]
+__all__ = ["Mix", "TrainingTargets"]
 
 
-class TargetStage(IntEnum):
-    """When a target transform runs, relative to the others: lower stages run first."""
+class Mix(NamedTuple):
+    """One mix of a batch with a permutation of itself.
 
-    MIX = 0
-    SMOOTH = 1
+    Attributes:
+        indices: the partner of every example, a permutation of the batch.
+        lam: the partner's share in [0, 1]: the component ``(w, y)`` becomes
+            ``(w (1 - lam), y)`` and ``(w lam, y[indices])``.
+        box: for per-pixel targets, the box (one ``(start, stop)`` pair per trailing dimension)
+            inside which the partner's labels replace the example's; ``lam`` is then not used.
+        interpolate: a loss that is not one of the project's cross-entropies is computed once per
+            component and interpolated, instead of once on the dense mixed target.
+    """
+
+    indices: torch.Tensor
+    lam: float
+    box: Box | None = None
+    interpolate: bool = False
 
 
-class TargetComponent(NamedTuple):
-    """One term of the training target: the loss adds ``weight * loss_fn(outputs, target)``."""
+def _components(targets: torch.Tensor, mixes: Sequence[Mix]) -> list[tuple[float, torch.Tensor]]:
+    """The ``(weight, targets)`` components of ``targets`` after ``mixes``, in order."""
+    components = [(1.0, targets)]
+    for mix in mixes:
+        mixed = []
+        for weight, part in components:
+            partner = part[mix.indices.to(part.device)]
+            if mix.box is not None:
+                mixed.append((weight, paste_box(part, partner, mix.box)))
+            else:
+                mixed += [(weight * (1.0 - mix.lam), part), (weight * mix.lam, partner)]
+        components = mixed
+    kept = [(weight, part) for weight, part in components if weight != 0.0]
+    return kept or components[:1]
 
-    weight: float | torch.Tensor
-    target: torch.Tensor
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, TrainingTargets):
+        return value.dense()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_unwrap(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _unwrap(item) for key, item in value.items()}
+    return value
 
 
-TargetTransform = Callable[[Sequence[TargetComponent]], Sequence[TargetComponent]]
+class TrainingTargets(torch.Tensor):
+    """The training target of a batch: the user's targets, a smoothing and mixes, dense on demand.
 
+    Build one with :meth:`of` (algorithms do, at ``BEFORE_LOSS``); change it with
+    :meth:`replace`, :meth:`with_mix` and :meth:`without_mix`, which return new objects. As a
+    tensor it has the logits' shape, dtype and device, and stands for the dense target
+    ``sum_k w_k smooth_s(y_k)`` (see the module docstring); the dense tensor is built by the
+    first operation that needs it (:meth:`dense`).
 
-def map_targets(fn: Callable[[torch.Tensor], torch.Tensor]) -> TargetTransform:
-    """A target transform that applies ``fn`` to the target of every component, keeping weights.
-
-    Args:
-        fn: maps one target tensor to its transformed version (e.g. smoothing it).
-
-    Returns:
-        A transform to pass to :meth:`State.add_target_transform
-        <labelsmooth.trainer.state.State.add_target_transform>`.
+    Attributes:
+        targets: the user's targets, the very object from the batch (index targets ``(N, *)`` or
+            dense ``(N, C, *)``).
+        smoothing: ``s`` in [0, 1].
+        mixes: the :class:`Mix` es applied, in order.
+        class_dim: the class dimension of the logits.
+        ignore_index: index-target value whose positions get an all-zero dense target and
+            count nothing in :meth:`cross_entropy`, or ``None``.
 
     Example:
-        >>> double = map_targets(lambda t: 2 * t)
-        >>> double([TargetComponent(1.0, torch.tensor([1.0]))])
-        [TargetComponent(weight=1.0, target=tensor([2.]))]
+        >>> logits, y = torch.zeros(2, 3), torch.tensor([0, 2])
+        >>> target = TrainingTargets.of(y, logits).replace(smoothing=0.3)
+        >>> target + 0  # any operation sees the dense smoothed target
+        tensor([[0.8000, 0.1000, 0.1000],
+                [0.1000, 0.1000, 0.8000]])
+        >>> torch.allclose(target.cross_entropy(logits),
+        ...                torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.3))
+        True
     """
 
-    def transform(components: Sequence[TargetComponent]) -> list[TargetComponent]:
-        return [TargetComponent(weight, fn(target)) for weight, target in components]
+    targets: torch.Tensor
+    smoothing: float
+    mixes: tuple[Mix, ...]
+    class_dim: int
+    ignore_index: int | None
+    _dense: torch.Tensor | None
 
-    return transform
+    __torch_function__ = torch._C._disabled_torch_function_impl  # type: ignore[assignment]
 
+    @staticmethod
+    def _make(targets: torch.Tensor, like: torch.Tensor, *, smoothing: float, mixes: tuple[Mix, ...],
+              class_dim: int, ignore_index: int | None) -> TrainingTargets:
+        self: TrainingTargets = torch.Tensor._make_wrapper_subclass(
+            TrainingTargets, like.shape, dtype=like.dtype, device=like.device)
+        self.targets, self.smoothing, self.mixes = targets, smoothing, mixes
+        self.class_dim, self.ignore_index, self._dense = class_dim, ignore_index, None
+        return self
 
-def expand_targets(
-    fn: Callable[[torch.Tensor], Sequence[tuple[float | torch.Tensor, torch.Tensor]]],
-) -> TargetTransform:
-    """A target transform that splits every component into several weighted ones.
+    @classmethod
+    def of(cls, targets: Any, logits: torch.Tensor, *, class_dim: int = 1) -> TrainingTargets:
+        """``targets`` as training targets for ``logits``: unchanged if they already are, else
+        wrapped with no smoothing and no mix.
 
-    Each component ``(w, t)`` becomes ``[(w * w_i, t_i) for (w_i, t_i) in fn(t)]``: the loss of
-    ``t`` is replaced by the weighted sum of the losses of the ``t_i``. An interpolated MixUp loss
-    is ``expand_targets(lambda t: [(1 - lam, t), (lam, t[indices])])``.
-
-    Args:
-        fn: maps one target tensor to ``(weight, target)`` pairs; the weights usually sum to 1.
-
-    Returns:
-        A transform to pass to :meth:`State.add_target_transform
-        <labelsmooth.trainer.state.State.add_target_transform>`.
-
-    Example:
-        >>> split = expand_targets(lambda t: [(0.75, t), (0.25, t.flip(0))])
-        >>> [(w, t.tolist()) for w, t in split([TargetComponent(1.0, torch.tensor([0, 1]))])]
-        [(0.75, [0, 1]), (0.25, [1, 0])]
-    """
-
-    def transform(components: Sequence[TargetComponent]) -> list[TargetComponent]:
-        return [TargetComponent(weight * part_weight, part)
-                for weight, target in components for part_weight, part in fn(target)]
-
-    return transform
-
-
-@dataclass
-class _Registration:
-    owner: object
-    stage: TargetStage
-    order: int
-    transform: TargetTransform
-
-
-def _as_components(result: Any, owner: object) -> tuple[TargetComponent, ...]:
-    if not isinstance(result, Sequence) or len(result) == 0:
-        fail(f"target transform of {owner!r}", "a non-empty sequence of (weight, target) pairs",
-             type(result).__name__, error=TypeError)
-    components = []
-    for item in result:
-        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], torch.Tensor)):
-            fail(f"target transform of {owner!r}", "(weight, target tensor) pairs",
-                 type(item).__name__, error=TypeError)
-        components.append(TargetComponent(item[0], item[1]))
-    return tuple(components)
-
-
-class TargetPipeline:
-    """The target transforms registered for the current microbatch (kept by the State).
-
-    Use it through :meth:`State.add_target_transform
-    <labelsmooth.trainer.state.State.add_target_transform>` and :meth:`State.remove_target_transform
-    <labelsmooth.trainer.state.State.remove_target_transform>`; see the module docstring.
-    """
-
-    def __init__(self) -> None:
-        self._registrations: list[_Registration] = []
-        self._order = itertools.count()
-        self._target_key: BatchKey | None = None
-        self._original: Any = None
-        self._components: tuple[TargetComponent, ...] | None = None
-
-    @property
-    def owners(self) -> list[object]:
-        """The owners with a registered transform, in the order they run."""
-        return [registration.owner for registration in self._sorted()]
-
-    @property
-    def target_key(self) -> BatchKey | None:
-        """Where the transformed target lives in the batch (``None`` when inactive)."""
-        return self._target_key
-
-    @property
-    def components(self) -> tuple[TargetComponent, ...] | None:
-        """The materialised components, or ``None`` when no transform is registered."""
-        return self._components
-
-    def _sorted(self) -> list[_Registration]:
-        return sorted(self._registrations, key=lambda r: (r.stage, r.order))
-
-    def add(self, batch: Any, owner: object, stage: TargetStage | int, transform: TargetTransform,
-            target_key: BatchKey) -> Any:
-        """Register ``owner``'s transform (replacing an earlier one of ``owner``) and
-        re-materialise; return the updated batch."""
-        if owner is None:
-            fail("owner", "the object registering the transform", owner, error=TypeError)
-        if not isinstance(stage, TargetStage):
-            try:
-                stage = TargetStage(stage)
-            except ValueError:
-                fail("stage", f"a TargetStage ({[s.name for s in TargetStage]})", stage)
-        if not callable(transform):
-            fail("transform", "a callable mapping target components to target components",
-                 transform, error=TypeError)
-        if self._registrations:
-            if target_key != self._target_key:
-                fail("target_key", f"the key already being transformed ({self._target_key!r})",
-                     target_key)
-        else:
-            self._original = batch_get_item(batch, target_key, argument="target_key")
-            self._target_key = target_key
-        previous = [r for r in self._registrations if r.owner is owner]
-        order = previous[0].order if previous else next(self._order)
-        self._registrations = [r for r in self._registrations if r.owner is not owner]
-        self._registrations.append(_Registration(owner, stage, order, transform))
-        return self._materialise(batch)
-
-    def remove(self, batch: Any, owner: object) -> Any:
-        """Unregister ``owner``'s transform (a no-op if it has none); return the updated batch.
-
-        When the last transform goes, the original target object is written back.
+        Raises:
+            ValueError, TypeError: if ``targets`` are neither index targets nor dense targets
+                of a shape that fits ``logits``.
         """
-        if not any(r.owner is owner for r in self._registrations):
-            return batch
-        self._registrations = [r for r in self._registrations if r.owner is not owner]
-        if self._registrations:
-            return self._materialise(batch)
-        assert self._target_key is not None  # set by the first registration
-        batch = batch_set_item(batch, self._target_key, self._original, argument="target_key")
-        self._target_key, self._original, self._components = None, None, None
-        return batch
+        if isinstance(targets, TrainingTargets):
+            return targets
+        _, dim = classify_targets(logits, targets, class_dim)
+        return cls._make(targets, logits, smoothing=0.0, mixes=(), class_dim=dim, ignore_index=None)
 
-    def _materialise(self, batch: Any) -> Any:
-        components: tuple[TargetComponent, ...] = (TargetComponent(1.0, self._original),)
-        for registration in self._sorted():
-            components = _as_components(registration.transform(components), registration.owner)
-        self._components = components
-        assert self._target_key is not None  # set by the first registration
-        return batch_set_item(batch, self._target_key, components[0].target, argument="target_key")
+    def replace(self, *, smoothing: float | None = None, ignore_index: int | None = None
+                ) -> TrainingTargets:
+        """A copy with another smoothing (and ``ignore_index``, when given)."""
+        return self._make(self.targets, self, mixes=self.mixes, class_dim=self.class_dim,
+                          smoothing=self.smoothing if smoothing is None else check_smoothing(smoothing),
+                          ignore_index=self.ignore_index if ignore_index is None else ignore_index)
+
+    def with_mix(self, mix: Mix) -> TrainingTargets:
+        """A copy with ``mix`` applied after the mixes already there."""
+        return self._make(self.targets, self, smoothing=self.smoothing, mixes=(*self.mixes, mix),
+                          class_dim=self.class_dim, ignore_index=self.ignore_index)
+
+    def without_mix(self, mix: Mix) -> TrainingTargets:
+        """A copy without ``mix`` (the same object identifies it)."""
+        mixes = tuple(kept for kept in self.mixes if kept is not mix)
+        return self._make(self.targets, self, smoothing=self.smoothing, mixes=mixes,
+                          class_dim=self.class_dim, ignore_index=self.ignore_index)
+
+    def simplified(self) -> Any:
+        """The user's original target object when no smoothing and no mix is left, else self."""
+        return self.targets if self.smoothing == 0.0 and not self.mixes else self
+
+    def components(self) -> list[tuple[float, torch.Tensor]]:
+        """The ``(weight, targets)`` pairs whose smoothed, weighted sum is the target."""
+        return _components(self.targets, self.mixes)
+
+    def terms(self) -> list[tuple[float, TrainingTargets]]:
+        """One unmixed training target per component, with its weight (an interpolated loss)."""
+        return [(weight, self._make(part, self, smoothing=self.smoothing, mixes=(),
+                                    class_dim=self.class_dim, ignore_index=self.ignore_index))
+                for weight, part in self.components()]
+
+    @property
+    def interpolate(self) -> bool:
+        """Whether any mix asks for an interpolated loss rather than a mixed target."""
+        return any(mix.interpolate for mix in self.mixes)
+
+    def dense(self) -> torch.Tensor:
+        """The dense target ``sum_k w_k smooth_s(y_k)``, a plain tensor (built once, then kept)."""
+        if self._dense is None:
+            template = torch.empty((), dtype=self.dtype, device=self.device).expand(self.shape)
+            total: torch.Tensor | None = None
+            for weight, part in self.components():
+                term = smooth_labels(template, part, self.smoothing, class_dim=self.class_dim,
+                                     ignore_index=self.ignore_index)
+                if total is None:
+                    total = term if weight == 1.0 else term * weight
+                else:
+                    total.add_(term, alpha=weight)
+            self._dense = total
+        assert self._dense is not None  # components are never empty
+        return self._dense
+
+    def cross_entropy(self, input: torch.Tensor, *, weight: torch.Tensor | None = None,
+                      ignore_index: int = -100, reduction: str = "mean", class_dim: int | None = None,
+                      inplace_backward: bool = False) -> torch.Tensor:
+        """The cross-entropy of ``input`` against this target, from the index targets.
+
+        ``sum_k w_k * smoothed_cross_entropy(input, y_k, s, ...)`` (fused, no ``N x C`` target);
+        with one component it is ``F.cross_entropy(input, y, label_smoothing=s)`` with the same
+        options. ``ignore_index`` is this target's when set, else the argument.
+        ``inplace_backward`` applies only with a single component (the logits are read again
+        for every further one).
+        """
+        if class_dim is not None and class_dim % input.ndim != self.class_dim:
+            fail("class_dim", f"the training targets' class dimension {self.class_dim}", class_dim)
+        ignore = self.ignore_index if self.ignore_index is not None else ignore_index
+        components = self.components()
+        total: torch.Tensor | None = None
+        for share, part in components:
+            term = smoothed_cross_entropy(
+                input, part, self.smoothing, weight=weight, ignore_index=ignore,
+                reduction=reduction, class_dim=self.class_dim,
+                inplace_backward=inplace_backward and len(components) == 1)
+            term = term if share == 1.0 else term * share
+            total = term if total is None else total + term
+        assert total is not None  # components are never empty
+        return total
+
+    @classmethod
+    def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (),  # type: ignore[override]
+                           kwargs: Any = None) -> Any:
+        return func(*_unwrap(tuple(args)), **_unwrap(dict(kwargs or {})))
+
+    def __repr__(self) -> str:  # type: ignore[override]
+        return (f"TrainingTargets(shape={tuple(self.shape)}, smoothing={self.smoothing}, "
+                f"mixes={len(self.mixes)}, targets={self.targets!r})")
+
+
+def loss_options(loss_fn: Callable[..., Any]) -> dict[str, Any] | None:
+    """The options of ``loss_fn`` if it is a cross-entropy that :meth:`TrainingTargets.cross_entropy`
+    computes exactly, else ``None``.
+
+    Those are :func:`~labelsmooth.functional.soft_cross_entropy`, ``F.cross_entropy``,
+    :class:`~labelsmooth.SoftCrossEntropyLoss`, :class:`~labelsmooth.SmoothedCrossEntropyLoss`
+    and ``nn.CrossEntropyLoss`` (the last two without smoothing of their own).
+    """
+    if loss_fn is soft_cross_entropy or loss_fn is F.cross_entropy:
+        return {}
+    if isinstance(loss_fn, (SoftCrossEntropyLoss, SmoothedCrossEntropyLoss)):
+        options = {"weight": loss_fn.weight, "ignore_index": loss_fn.ignore_index,
+                   "reduction": loss_fn.reduction, "class_dim": loss_fn.class_dim}
+        if isinstance(loss_fn, SmoothedCrossEntropyLoss):
+            options["inplace_backward"] = loss_fn.inplace_backward
+        return options if own_smoothing(loss_fn) == 0.0 else None
+    if isinstance(loss_fn, torch.nn.CrossEntropyLoss) and loss_fn.label_smoothing == 0.0:
+        return {"weight": loss_fn.weight, "ignore_index": loss_fn.ignore_index,
+                "reduction": loss_fn.reduction}
+    return None
+
+
+def own_smoothing(loss_fn: Callable[..., Any]) -> float:
+    """The smoothing ``loss_fn`` applies by itself (0 for a loss not known to smooth)."""
+    if loss_fn is smoothed_cross_entropy:
+        return float(inspect.signature(smoothed_cross_entropy).parameters["smoothing"].default)
+    if isinstance(loss_fn, (SmoothedCrossEntropyLoss, SmoothedBCEWithLogitsLoss)):
+        return float(loss_fn.smoothing)
+    if isinstance(loss_fn, torch.nn.CrossEntropyLoss):
+        return float(loss_fn.label_smoothing)
+    return 0.0

@@ -5,14 +5,15 @@ One optimizer step per batch::
     BATCH_START
     for each microbatch (grad_accum of them):
         BEFORE_FORWARD   outputs = model(inputs)          AFTER_FORWARD
-        BEFORE_LOSS      loss = sum_k w_k loss_fn(outputs, t_k)   AFTER_LOSS   (even if it raised)
+        BEFORE_LOSS      loss = loss_fn(outputs, targets)          AFTER_LOSS   (even if it raised)
         BEFORE_BACKWARD  (loss * microbatch share).backward()      AFTER_BACKWARD
     optimizer step, scheduler step
     BATCH_END
 
-The loss uses the target components of the State's target-transform stage
-(:mod:`labelsmooth.trainer.targets`); with no target-changing algorithm it is
-``loss_fn(outputs, targets)``. A loss that is not finite stops training with
+With ``LabelSmoothing``, ``MixUp`` or ``CutMix`` the batch holds
+:class:`~labelsmooth.trainer.targets.TrainingTargets` from ``BEFORE_LOSS`` to ``AFTER_LOSS``, and
+a cross-entropy ``loss_fn`` is computed from them by the fused kernel, with index targets; any
+other loss sees the dense target. A loss that is not finite stops training with
 :class:`NonFiniteLossError` before the backward pass, so the last checkpoint written stays the
 last good one. Training metrics are updated after ``AFTER_LOSS``, on the original targets.
 
@@ -69,6 +70,7 @@ from labelsmooth.trainer.events import Event
 from labelsmooth.trainer.logger import Logger
 from labelsmooth.trainer.metrics import ClassificationMetrics
 from labelsmooth.trainer.state import State
+from labelsmooth.trainer.targets import TrainingTargets, loss_options, own_smoothing
 from labelsmooth.trainer.time import Duration, Timestamp, TimeUnit
 
 __all__ = ["NonFiniteLossError", "Trainer"]
@@ -377,6 +379,7 @@ class Trainer:
         assert state.max_duration is not None  # set in __init__
         if state.timestamp.reached(state.max_duration):
             return
+        self._check_single_smoothing()
         model = state.model
         was_training = model.training
         model.train()
@@ -755,11 +758,10 @@ class Trainer:
             with self._autocast():
                 state.loss = self._loss()
             self._check_finite(state.loss)
-        if state.target_components is not None:
+        if isinstance(self._targets(), TrainingTargets):
             raise RuntimeError(
-                "target transforms still registered after AFTER_LOSS by "
-                f"{state.target_transform_owners}: an algorithm that calls add_target_transform "
-                "at BEFORE_LOSS must call remove_target_transform at AFTER_LOSS")
+                "training targets still in the batch after AFTER_LOSS: an algorithm that adds "
+                "its part at BEFORE_LOSS must take it out at AFTER_LOSS")
         logits = get_logits(state.outputs)
         if snapshot is None and logits is before and logits._version != version:
             fail("loss_fn", "a loss that leaves the logits unchanged (the training metrics read "
@@ -794,38 +796,51 @@ class Trainer:
         return batch_get_item(self.state.batch, self.target_key, argument="target_key")
 
     def _loss(self) -> torch.Tensor:
-        """``sum_k w_k * loss(outputs, t_k)`` over the target components; with no transform
-        registered, the plain loss on the batch's targets.
+        """The loss of the microbatch.
 
-        For Composer's model protocol the loss reads its targets from the batch, so each
-        component is written into the batch for its term and the first one is put back after.
+        Training targets written by ``LabelSmoothing``, ``MixUp`` or ``CutMix`` go through the
+        fused cross-entropy, from the index targets, when ``loss_fn`` is one of the
+        cross-entropies :func:`~labelsmooth.trainer.targets.loss_options` knows; any other loss
+        sees them as the dense target tensor, or, when a mix asks to interpolate the loss, is
+        computed once per mixed component and the results weighted.
         """
         state = self.state
-        components = state.target_components
-        if components is None:
+        targets = self._targets()
+        if not isinstance(targets, TrainingTargets):
             return self._loss_term(state.batch)
-        key = state.target_key
+        options = None if self._model_loss is not None else loss_options(self.loss_fn)
+        if options is not None and isinstance(state.outputs, torch.Tensor):
+            return targets.cross_entropy(state.outputs, **options)
+        if not targets.interpolate:
+            return self._loss_term(state.batch)
         total: torch.Tensor | None = None
         try:
-            for index, (weight, target) in enumerate(components):
-                if index > 0:
-                    state.batch = batch_set_item(state.batch, key, target, argument="target_key")  # type: ignore[arg-type]
-                term = self._loss_term(state.batch)
-                # A single component of weight 1 is the plain loss: no multiplication at all.
-                if not (isinstance(weight, float) and weight == 1.0):
-                    term = weight * term
+            for weight, part in targets.terms():
+                state.batch = batch_set_item(state.batch, self.target_key, part, argument="target_key")
+                term = weight * self._loss_term(state.batch)
                 total = term if total is None else total + term
         finally:
-            if len(components) > 1:
-                state.batch = batch_set_item(state.batch, key, components[0].target,  # type: ignore[arg-type]
-                                             argument="target_key")
-        assert total is not None  # components is never empty
+            state.batch = batch_set_item(state.batch, self.target_key, targets, argument="target_key")
+        assert total is not None  # there is always a component
         return total
 
     def _loss_term(self, batch: Any) -> torch.Tensor:
         if self._model_loss is not None:
             return self._model_loss(self.state.outputs, batch)
         return self.loss_fn(self.state.outputs, self._targets())
+
+    def _check_single_smoothing(self) -> None:
+        """Refuse ``LabelSmoothing`` with a loss that smooths by itself (the targets would be
+        smoothed twice)."""
+        if self._model_loss is not None:
+            return
+        from labelsmooth.algorithms import LabelSmoothing
+
+        smoothing = own_smoothing(self.loss_fn)
+        if smoothing > 0.0 and any(isinstance(a, LabelSmoothing) for a in self.state.algorithms):
+            fail("loss_fn", "a loss that does not smooth by itself when LabelSmoothing is among "
+                 "the algorithms (e.g. the default, or SmoothedCrossEntropyLoss(0.0))",
+                 f"{self.loss_fn!r}, which smooths by {smoothing}")
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         finite = bool(torch.isfinite(loss.detach()).all())
