@@ -227,3 +227,23 @@ def test_missing_transformers_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(ImportError, match=r"needs transformers, which is not installed .*"
                                           r"pip install 'labelsmooth\[transformers\]'$"):
         lst.LabelSmoother(0.1)
+
+
+def test_prediction_logits_are_left_intact_and_eval_loss_equals_hugging_face(tmp_path: Path) -> None:
+    # Evaluation computes the loss under torch.no_grad() and then returns the logits: the
+    # in-place loss must not have written into them.
+    rows = examples()
+    results = {}
+    for loss in ("huggingface", "compute_loss_func"):
+        model = tiny_gpt2()
+        args = TrainingArguments(output_dir=str(tmp_path / loss), per_device_eval_batch_size=4, report_to="none",
+                                 use_cpu=True, disable_tqdm=True,
+                                 label_smoothing_factor=0.1 if loss == "huggingface" else 0.0)
+        compute = lst.compute_loss_func(0.1, shift_labels=True) if loss == "compute_loss_func" else None
+        results[loss] = Trainer(model=model, args=args, compute_loss_func=compute).predict(rows)
+    inputs = batch(rows)
+    with torch.no_grad():
+        expected = tiny_gpt2()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+    ours = results["compute_loss_func"]
+    assert_close(torch.as_tensor(ours.predictions), expected, torch.float64, what="predictions")
+    assert ours.metrics["test_loss"] == pytest.approx(results["huggingface"].metrics["test_loss"], rel=1e-5)
