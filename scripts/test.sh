@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 venv="${LABELSMOOTH_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q -c constraints.txt -e '.[test]'
+# timm without torchvision (see the test extra in pyproject.toml): its tests load only the
+# torchvision-free modules timm.data.mixup and timm.loss.cross_entropy.
+"$venv/bin/python" -m pip install -q -c constraints.txt --no-deps timm
 "$venv/bin/ruff" check src tests benchmarks examples
 "$venv/bin/mypy" src
 set +e

@@ -6,8 +6,9 @@ status, never as a traceback.
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
+
+from labelsmooth._optional import import_optional
 
 __all__ = ["INSTALL_HINT", "CommandError", "MissingDependencyError", "require"]
 
@@ -39,9 +40,6 @@ def require(module: str, package: str) -> ModuleType:
         'json'
     """
     try:
-        return importlib.import_module(module)
+        return import_optional(module, extra="cli", purpose="the command", package=package)
     except ImportError as error:
-        raise MissingDependencyError(
-            f"the command needs {package}, which is not installed ({error}); "
-            f"install it with: {INSTALL_HINT}"
-        ) from None
+        raise MissingDependencyError(str(error)) from None

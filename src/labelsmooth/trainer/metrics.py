@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
+from labelsmooth._optional import import_optional
 from labelsmooth._validation import fail, shape_str
 from labelsmooth.functional import soft_cross_entropy
-from labelsmooth.trainer._optional import import_optional
 
 __all__ = ["ClassificationMetrics"]
 
@@ -90,7 +90,7 @@ class ClassificationMetrics:
 
     def __init__(self, *, device: torch.device | str, class_dim: int = 1, ignore_index: int = -100,
                  track_loss: bool = False) -> None:
-        self._torchmetrics = import_optional("torchmetrics", purpose="The Trainer's metrics")
+        self._torchmetrics = import_optional("torchmetrics", extra="trainer", purpose="the Trainer's metrics")
         self.device = torch.device(device)
         self.class_dim = class_dim
         self.ignore_index = ignore_index

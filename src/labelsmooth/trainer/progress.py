@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from labelsmooth.trainer._optional import import_optional
+from labelsmooth._optional import import_optional
 
 __all__ = ["ProgressBar"]
 
@@ -24,7 +24,7 @@ class ProgressBar:
     """
 
     def __init__(self, total: int | None, completed: int = 0) -> None:
-        progress = import_optional("rich.progress", purpose="The Trainer's progress bar")
+        progress = import_optional("rich.progress", extra="trainer", purpose="the Trainer's progress bar")
         self._progress = progress.Progress(
             progress.TextColumn("[bold]{task.description}"),
             progress.BarColumn(),
