@@ -443,6 +443,19 @@ def test_tiny_float_problems_run_pytorchs_own_loss(native_dispatch, monkeypatch)
     assert calls == []
 
 
+@pytest.mark.parametrize(("dtype", "weight_dtype"), [(torch.float64, torch.float32),
+                                                     (torch.float32, torch.float64)], ids=str)
+def test_tiny_problems_cast_a_weight_of_another_dtype(native_dispatch, dtype, weight_dtype):
+    logits, target, weight = _make_case(8, 5, "some", True)
+    logits = logits.to(dtype)
+    want = F.cross_entropy(logits, target, weight=weight.to(dtype), ignore_index=IGNORE,
+                           label_smoothing=0.1)
+    got = fused_smoothed_cross_entropy(logits, target, 0.1, weight=weight.to(weight_dtype),
+                                       ignore_index=IGNORE, reduction="mean")
+    assert got.dtype == dtype
+    assert_close(got, want)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_tiny_problems_in_place_or_half_precision_stay_fused(native_dispatch, dtype):
     logits, target, _ = _make_case(37, 11, "none", False)

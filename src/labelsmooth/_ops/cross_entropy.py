@@ -185,7 +185,9 @@ def fused_smoothed_cross_entropy(
     path = choose_path(logits.shape[0], logits.shape[1], logits.dtype, logits.device,
                        inplace=inplace_backward and wants_grad)
     if path == "native":
-        return F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
+        # PyTorch wants the weight in the logits' dtype; the fused pass accepts any float dtype.
+        native_weight = None if weight is None else weight.to(logits.device, logits.dtype)
+        return F.cross_entropy(logits, target, weight=native_weight, ignore_index=ignore_index,
                                reduction=reduction, label_smoothing=smoothing)
     if not logits.is_contiguous():
         logits = logits.contiguous()
