@@ -448,8 +448,8 @@ def test_tiny_float_problems_run_pytorchs_own_loss(native_dispatch, monkeypatch)
 def test_tiny_problems_cast_a_weight_of_another_dtype(native_dispatch, dtype, weight_dtype):
     logits, target, weight = _make_case(8, 5, "some", True)
     logits = logits.to(dtype)
-    want = F.cross_entropy(logits, target, weight=weight.to(dtype), ignore_index=IGNORE,
-                           label_smoothing=0.1)
+    want = F.cross_entropy(logits, target, weight=weight.to(weight_dtype).to(dtype),
+                           ignore_index=IGNORE, label_smoothing=0.1)
     got = fused_smoothed_cross_entropy(logits, target, 0.1, weight=weight.to(weight_dtype),
                                        ignore_index=IGNORE, reduction="mean")
     assert got.dtype == dtype
