@@ -471,3 +471,36 @@ def test_tiny_problems_in_place_or_half_precision_stay_fused(native_dispatch, dt
     assert_close(grad, want_grad, dtype, what="gradient")
     if inplace:  # the fused kernel ran: the gradient was written into the logits
         assert_close(x.detach(), want_grad, dtype, what="logits after the call")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_meta_logits_infer_the_shape_like_pytorch(reduction):
+    logits = torch.empty(300, 400, device="meta", requires_grad=True)
+    target = torch.empty(300, dtype=torch.long, device="meta")
+    weight = torch.empty(400, dtype=torch.float64, device="meta")
+    got = fused_smoothed_cross_entropy(logits, target, 0.1, weight=weight, ignore_index=IGNORE,
+                                       reduction=reduction)
+    want = F.cross_entropy(logits, target, weight=weight.float(), reduction=reduction,
+                           label_smoothing=0.1)
+    assert got.device.type == "meta" and got.shape == want.shape and got.dtype == want.dtype
+    (grad,) = torch.autograd.grad(got.sum(), logits)
+    assert grad.device.type == "meta" and grad.shape == logits.shape
+
+
+def test_torch_func_grad_and_vmap_match_pytorch():
+    logits, target, weight = _make_case(300, 400, "some", True, seed=12)
+
+    def ours(x):
+        return fused_smoothed_cross_entropy(x, target, 0.1, weight=weight, ignore_index=IGNORE,
+                                            reduction="mean")
+
+    def theirs(x):
+        return F.cross_entropy(x, target, weight=weight, ignore_index=IGNORE,
+                               label_smoothing=0.1)
+
+    assert_close(torch.func.grad(ours)(logits), torch.func.grad(theirs)(logits),
+                 what="torch.func.grad")
+    batch = torch.stack([logits, 2 * logits])
+    assert_close(torch.vmap(ours)(batch), torch.vmap(theirs)(batch), what="vmap")
+    assert_close(torch.vmap(torch.func.grad(ours))(batch),
+                 torch.vmap(torch.func.grad(theirs))(batch), what="vmap of grad")

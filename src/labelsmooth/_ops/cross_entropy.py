@@ -117,6 +117,8 @@ def choose_path(num_rows: int, num_classes: int, dtype: torch.dtype, device: tor
     vectorise (at ``C = 10`` it is 2x faster). Every fused path gives the same values (the
     tests run each one).
     """
+    if device.type == "meta":
+        return "native"  # shape inference only: PyTorch's loss has meta kernels
     if device.type == "cuda" and dtype != torch.float64 and _triton_available():
         return "triton"
     if (device.type == "cpu" and not inplace and dtype in (torch.float32, torch.float64)
@@ -125,6 +127,13 @@ def choose_path(num_rows: int, num_classes: int, dtype: torch.dtype, device: tor
     if num_classes < _SOFTMAX_MIN_CLASSES:
         return "chunked-exp"
     return "chunked-softmax"
+
+
+def _under_functorch(logits: Tensor) -> bool:
+    """``torch.func`` transforms (``grad``, ``vmap``, ...) are active: PyTorch's own loss has
+    their rules; the chunk loop's ``out=`` writes and host reads have none."""
+    return bool(torch._C._are_functorch_transforms_active()
+                or torch._C._functorch.is_functorch_wrapped_tensor(logits))
 
 
 def _triton_available() -> bool:
@@ -184,6 +193,8 @@ def fused_smoothed_cross_entropy(
         _check_inplace_allowed(logits)
     path = choose_path(logits.shape[0], logits.shape[1], logits.dtype, logits.device,
                        inplace=inplace_backward and wants_grad)
+    if _under_functorch(logits):
+        path = "native"
     if path == "native":
         # PyTorch wants the weight in the logits' dtype; the fused pass accepts any float dtype.
         native_weight = None if weight is None else weight.to(logits.device, logits.dtype)
