@@ -264,13 +264,84 @@ def test_second_backward_with_unit_grad_output_accumulates():
     assert_close(leaf.grad, 2 * want)
 
 
-def test_second_backward_after_scaling_raises():
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("zero_between", [False, True], ids=["accumulate", "zeroed"])
+def test_repeated_backward_on_leaf_logits_accumulates_like_pytorch(path, reduction,
+                                                                   zero_between):
+    # The first backward hands the gradient buffer to autograd (it becomes x.grad); later
+    # backwards through the retained graph must neither reuse nor see that buffer mutated.
     logits, target, _ = _make_case(6, 5, "some", False)
-    loss = fused_smoothed_cross_entropy(logits.clone().requires_grad_(), target, 0.1,
-                                        weight=None, ignore_index=IGNORE, reduction="sum")
-    (3 * loss).backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="second backward"):
-        (3 * loss).backward()
+    grad_output = torch.ones(6 if reduction == "none" else ()).double() * 3
+    results = []
+    for fn in (F.cross_entropy, fused_smoothed_cross_entropy):
+        leaf = logits.clone().requires_grad_()
+        kwargs = {"label_smoothing": 0.1} if fn is F.cross_entropy else {
+            "smoothing": 0.1, "weight": None}
+        loss = fn(leaf, target, ignore_index=IGNORE, reduction=reduction, **kwargs)
+        loss.backward(grad_output, retain_graph=True)
+        if zero_between:
+            leaf.grad.zero_()
+        loss.backward(grad_output, retain_graph=True)
+        loss.backward(grad_output)
+        results.append(leaf.grad)
+    assert_close(results[1], results[0], what="accumulated gradient")
+
+
+def test_second_backward_after_inplace_raises_one_clear_line():
+    logits, target, _ = _make_case(6, 5, "some", False)
+    loss = fused_smoothed_cross_entropy(logits.clone().requires_grad_() * 1, target, 0.1,
+                                        weight=None, ignore_index=IGNORE, reduction="sum",
+                                        inplace_backward=True)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="got a second backward through the same graph; "
+                                           "pass inplace_backward=False$"):
+        loss.backward()
+
+
+def _penalised_head_gradients(loss_fn, inplace=False):
+    """Parameter gradients of ``loss + |d loss / d params|^2`` for a linear head."""
+    generator = torch.Generator().manual_seed(6)
+    head = torch.nn.Linear(12, 50, dtype=torch.float64)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(50, 12, generator=generator, dtype=torch.float64))
+        head.bias.copy_(torch.randn(50, generator=generator, dtype=torch.float64))
+    hidden = torch.randn(40, 12, generator=generator, dtype=torch.float64)
+    target = torch.randint(0, 50, (40,), generator=generator)
+    target[::7] = IGNORE
+    loss = loss_fn(head(hidden), target)
+    grads = torch.autograd.grad(loss, list(head.parameters()), create_graph=True)
+    (loss + sum((g ** 2).sum() for g in grads)).backward()
+    return [p.grad for p in head.parameters()]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_double_backward_gradient_penalty_matches_pytorch(path, reduction, weighted):
+    weight = torch.rand(50, generator=torch.Generator().manual_seed(8),
+                        dtype=torch.float64) + 0.5 if weighted else None
+
+    def ours(logits, target):
+        return fused_smoothed_cross_entropy(logits, target, 0.2, weight=weight,
+                                            ignore_index=IGNORE, reduction=reduction)
+
+    def theirs(logits, target):
+        return F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE,
+                               reduction=reduction, label_smoothing=0.2)
+
+    for got, want in zip(_penalised_head_gradients(ours), _penalised_head_gradients(theirs),
+                         strict=True):
+        assert_close(got, want, what="parameter gradient with a gradient penalty")
+
+
+def test_double_backward_after_inplace_raises_one_clear_line():
+    def ours(logits, target):
+        return fused_smoothed_cross_entropy(logits, target, 0.2, weight=None,
+                                            ignore_index=IGNORE, reduction="mean",
+                                            inplace_backward=True)
+
+    with pytest.raises(RuntimeError, match="got a backward with create_graph=True; "
+                                           "pass inplace_backward=False$"):
+        _penalised_head_gradients(ours)
 
 
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])

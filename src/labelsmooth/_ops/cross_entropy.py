@@ -65,7 +65,6 @@ from typing import Any, Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from labelsmooth._validation import fail
 
@@ -230,7 +229,15 @@ def _check_inplace_allowed(logits: Tensor) -> None:
 
 
 class _FusedSmoothedCrossEntropy(torch.autograd.Function):
-    """Forward computes loss and the reduced-loss gradient; backward only scales the latter."""
+    """Forward computes loss and the reduced-loss gradient; backward only scales the latter.
+
+    The gradient buffer is handed out by the first backward and forgotten: autograd may then
+    own it (as a leaf's ``.grad``, accumulated into in place by later backwards). A later
+    backward through the same graph (``retain_graph=True``) recomputes the gradient from the
+    saved logits, and a backward that records a graph (``create_graph=True``: double backward,
+    gradient penalties) takes PyTorch's differentiable formula on them. With
+    ``inplace_backward=True`` the logits are gone, so both are refused.
+    """
 
     @staticmethod
     def forward(
@@ -246,40 +253,58 @@ class _FusedSmoothedCrossEntropy(torch.autograd.Function):
     ) -> Tensor:
         # In place, the writes go through ``out=`` views of ``logits``, which bump its version
         # counter: any other autograd node that saved ``logits`` then refuses to run backward.
-        # Out of place the gradient is the one fresh M x C allocation. (Transparent huge pages
-        # for it measured faster in a tight loop but 2-5x slower and erratic when other
-        # allocations come between calls on a virtual machine, so it is a plain buffer.)
+        # Out of place the gradient is the one fresh M x C allocation.
         grad = logits if inplace else torch.empty_like(logits, memory_format=torch.contiguous_format)
         loss = _forward(logits, target, smoothing, weight, ignore_index, reduction, grad, path)
-        ctx.save_for_backward(grad)
-        ctx.reduction = reduction
-        ctx.gradient_scaled = False
+        ctx.grad = grad
+        ctx.options = (smoothing, ignore_index, reduction, path)
+        ctx.inplace = inplace
+        if not inplace:
+            ctx.save_for_backward(logits, target, weight)
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        if ctx.gradient_scaled:
-            raise RuntimeError(
-                "fused smoothed cross-entropy: a second backward through the same graph; the "
-                "first one scaled the stored gradient in place by a grad_output other than one "
-                "(with retain_graph=True, every backward but the last must pass a grad_output "
-                "of one)"
-            )
-        (grad,) = ctx.saved_tensors
-        if ctx.reduction == "none":
-            # A per-row grad_output (masks, per-token weights, gradcheck's one-hot vectors) is
-            # applied out of place, so backward can run again with another one.
+        grad, ctx.grad = ctx.grad, None
+        if torch.is_grad_enabled() or grad is None:
+            if ctx.inplace:
+                raise RuntimeError(
+                    "fused smoothed cross-entropy: expected one backward without create_graph "
+                    "after inplace_backward=True (the gradient overwrote the logits), got "
+                    + ("a backward with create_graph=True" if torch.is_grad_enabled()
+                       else "a second backward through the same graph")
+                    + "; pass inplace_backward=False")
+            grad = _recomputed_gradient(ctx, grad_output)
+            return grad, None, None, None, None, None, None, None
+        reduction = ctx.options[2]
+        if reduction == "none":
             factor = grad_output.unsqueeze(1)
-            if bool(torch.all(factor == 1)):
-                return grad, None, None, None, None, None, None, None
-            return grad * factor.to(grad.dtype), None, None, None, None, None, None, None
-        # A scalar grad_output: ``loss.backward()`` passes one, so nothing is done; any other
-        # (a loss scale, a coefficient) is applied in place, sparing an M x C allocation.
-        if not bool(grad_output == 1):
+            if not bool(torch.all(factor == 1)):
+                grad.mul_(factor.to(grad.dtype))
+        elif not bool(grad_output == 1):  # ``loss.backward()`` passes one: nothing to do
             grad.mul_(grad_output.to(grad.dtype))
-            ctx.gradient_scaled = True
         return grad, None, None, None, None, None, None, None
+
+
+def _recomputed_gradient(ctx: Any, grad_output: Tensor) -> Tensor:
+    """The gradient from the saved logits, differentiable when backward records a graph."""
+    logits, target, weight = ctx.saved_tensors
+    smoothing, ignore_index, reduction, path = ctx.options
+    if torch.is_grad_enabled():
+        # create_graph=True: PyTorch's own loss, whose backward is differentiable, in float32
+        # at least (the fused pass's accumulation dtype).
+        compute = _compute_dtype(logits.dtype)
+        x = logits.to(compute)
+        w = None if weight is None else weight.to(logits.device, compute)
+        loss = F.cross_entropy(x, target, weight=w, ignore_index=ignore_index,
+                               reduction=reduction, label_smoothing=smoothing)
+        (grad,) = torch.autograd.grad(loss, logits, grad_output.to(loss.dtype), create_graph=True)
+        return grad
+    with torch.no_grad():
+        grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+        _forward(logits, target, smoothing, weight, ignore_index, reduction, grad, path)
+        factor = grad_output.unsqueeze(1) if reduction == "none" else grad_output
+        return grad.mul_(factor.to(grad.dtype))
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
