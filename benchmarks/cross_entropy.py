@@ -65,7 +65,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from labelsmooth._ops import cross_entropy as _fused_ops
+from labelsmooth._ops import cross_entropy as fused_ops
 from labelsmooth._ops import fused_smoothed_cross_entropy
 
 __all__ = ["CONTENDERS", "Shape", "main", "run_benchmark"]
@@ -244,9 +244,9 @@ def _reset_peak_rss() -> bool:
 def _warm_up_shape(shape: Shape) -> Shape:
     """A small shape that takes the same code path as ``shape``, for a first call whose
     one-time costs (lazy initialisation, thread pools) must not count as the call's memory:
-    more logits than the fused loss hands to PyTorch's own (``_NATIVE_MAX_ELEMENTS``) unless
+    more logits than the fused loss hands to PyTorch's own (``NATIVE_MAX_ELEMENTS``) unless
     ``shape`` itself is that small."""
-    rows = max(64, _fused_ops._NATIVE_MAX_ELEMENTS // shape.classes + 1)
+    rows = max(64, fused_ops.NATIVE_MAX_ELEMENTS // shape.classes + 1)
     return Shape(min(shape.rows, rows), shape.classes, shape.dtype)
 
 

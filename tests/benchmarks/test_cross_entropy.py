@@ -94,13 +94,14 @@ def test_quick_run_on_cuda_writes_rows_with_the_gpu_and_its_memory(tmp_path):
 
 
 @pytest.mark.parametrize("text", ["8192x10", "8192x1000", "4096x32000", "16x10", "300x256"])
-def test_memory_warm_up_takes_the_measured_shapes_code_path(text, monkeypatch):
-    from labelsmooth._ops import cross_entropy as fused_ops
+def test_memory_warm_up_takes_the_measured_shapes_code_path(text):
+    from labelsmooth._ops import plan
 
-    monkeypatch.setattr(fused_ops, "_NATIVE_MAX_ELEMENTS", 65536)  # the real limit
     shape = bench.Shape.parse(text)
     warm = bench._warm_up_shape(shape)
     assert warm.classes == shape.classes and warm.rows <= shape.rows
     cpu = torch.device("cpu")
-    assert fused_ops.choose_path(warm.rows, warm.classes, warm.dtype, cpu) == \
-        fused_ops.choose_path(shape.rows, shape.classes, shape.dtype, cpu)
+    warm_plan = plan(warm.rows, warm.classes, warm.dtype, cpu)
+    shape_plan = plan(shape.rows, shape.classes, shape.dtype, cpu)
+    assert (warm_plan.strategy, warm_plan.probabilities) == \
+        (shape_plan.strategy, shape_plan.probabilities)

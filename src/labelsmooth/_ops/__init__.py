@@ -8,6 +8,6 @@ importable and the logits live on a CUDA device.
 
 from __future__ import annotations
 
-from labelsmooth._ops.cross_entropy import choose_path, fused_smoothed_cross_entropy
+from labelsmooth._ops.cross_entropy import Plan, fused_smoothed_cross_entropy, plan
 
-__all__ = ["choose_path", "fused_smoothed_cross_entropy"]
+__all__ = ["Plan", "fused_smoothed_cross_entropy", "plan"]
