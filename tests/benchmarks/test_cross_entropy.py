@@ -50,12 +50,26 @@ def test_quick_run_appends_well_formed_rows_and_plots(tmp_path):
             assert int(memory) >= 0
     assert float(written[0]["ratio_to_native"]) == 1.0
     bench.main(["--quick", "--shapes", "8x5", "--repeats", "1", "--csv", str(path),
-                "--no-memory"])
+                "--no-memory", "--contenders", "native", "timm_logsoftmax"])
     with path.open(newline="") as handle:
-        # all five contenders and three floors of the second run
-        assert len(list(csv.DictReader(handle))) == len(rows) + 8
+        # two contenders and three floors of the second run
+        assert len(list(csv.DictReader(handle))) == len(rows) + 5
     image = plot_cross_entropy.main(["--csv", str(path), "--output", str(tmp_path / "p.png")])
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_target_lines_compare_medians_of_the_same_run():
+    median = {"ours": 0.8, "ours_inplace": 0.45, "compiled": 1.0, "clone": 0.3, "softmax": 0.4}
+    assert bench.target_lines(median) == [
+        "  target ours / compiled: 0.800 (<= 0.85) met",
+        "  target ours / clone+softmax: 1.143 (<= 1.15) met",
+        "  target ours_inplace / compiled: 0.450 (<= 0.5) met",
+        "  target ours_inplace / softmax: 1.125 (<= 1.6) met",
+    ]
+    median["compiled"] = 0.5
+    assert bench.target_lines(median)[0] == "  target ours / compiled: 1.600 (<= 0.85) MISSED"
+    del median["compiled"]
+    assert len(bench.target_lines(median)) == 2  # targets without their baseline are left out
 
 
 def test_shape_parsing():

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_close
 
-from labelsmooth._ops import Plan, fused_smoothed_cross_entropy, plan
+from labelsmooth._ops import Plan, fused_smoothed_cross_entropy, plan, planning
 from labelsmooth._ops import cross_entropy as ce
 
 IGNORE = -100
@@ -179,13 +179,13 @@ def test_half_precision_large_vocabulary_is_finite(dtype):
 
 def test_no_gradient_work_under_no_grad_or_without_requires_grad(monkeypatch):
     seen = []
-    original = ce._chunked_row_statistics
+    original = ce.chunked_row_statistics
 
     def spy(logits, safe_target, class_weight, grad, *args):
         seen.append(grad)
         return original(logits, safe_target, class_weight, grad, *args)
 
-    monkeypatch.setattr(ce, "_chunked_row_statistics", spy)
+    monkeypatch.setattr(ce, "chunked_row_statistics", spy)
     logits, target, _ = _make_case(8, 6, "some", False)
     want = F.cross_entropy(logits, target, ignore_index=IGNORE, label_smoothing=0.1)
     with torch.no_grad():
@@ -387,10 +387,10 @@ def test_plan_by_shape_and_device(monkeypatch):
     assert plan(8192, 1000, torch.float32, CPU).probabilities == "softmax"
     assert plan(1024, 262144, torch.bfloat16, CPU).strategy == "chunked"
     assert plan(4, 5, torch.float32, torch.device("meta")).strategy == "native"
-    monkeypatch.setattr(ce, "_triton_available", lambda: True)
+    monkeypatch.setattr(planning, "_triton_available", lambda: True)
     assert plan(4, 32000, torch.float16, torch.device("cuda")).strategy == "triton"
     assert plan(4, 32000, torch.float64, torch.device("cuda")).strategy == "chunked"
-    monkeypatch.setattr(ce, "_triton_available", lambda: False)
+    monkeypatch.setattr(planning, "_triton_available", lambda: False)
     assert plan(4, 32000, torch.float16, torch.device("cuda")).strategy == "chunked"
 
 
@@ -414,7 +414,7 @@ def test_plan_chunking(shape, dtype, gradient, threads, rows, workers):
 
 
 def test_plan_without_worker_threads_off_the_cpu(monkeypatch):
-    monkeypatch.setattr(ce, "_triton_available", lambda: False)
+    monkeypatch.setattr(planning, "_triton_available", lambda: False)
     chosen = plan(1024, 262144, torch.float32, torch.device("cuda"), gradient="inplace",
                   threads=2)
     assert (chosen.chunk_rows, chosen.workers) == (4, 1)

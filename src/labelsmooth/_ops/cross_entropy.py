@@ -39,124 +39,27 @@ lose the small terms of ``sum exp`` long before that. Each chunk is therefore st
 float32 scratch buffer; all sums, the loss and the gradient are computed in float32, and only
 the gradient (bounded by ``max(a, b + s/C * max w) * r``) is rounded to the logits' dtype.
 
-How a call runs is a :class:`Plan`, chosen by :func:`plan`: PyTorch's own loss for tiny CPU
-problems, meta tensors and ``torch.func`` transforms; the Triton kernel on CUDA; otherwise one
-chunked CPU pass. It walks the rows in chunks small enough to stay in cache between the
-operations that read them; per chunk, the weighted row sums and the target logits ``x_y``, the
-probabilities (PyTorch's softmax kernel, or ``exp(x - max)`` and a row sum on short rows, where
-the softmax kernel cannot vectorise), and the gradient rows ``a * p - (s / C) * r * w``. The
-target entries, which also carry ``- b``, are written by one indexed write after the loop. The
-measurements behind the plan's constants are in ``docs/fused.md``.
+How a call runs is a :class:`~labelsmooth._ops.planning.Plan`: PyTorch's own loss (tiny CPU
+problems, meta tensors, ``torch.func`` transforms), the Triton kernel
+(:mod:`labelsmooth._ops.triton_cross_entropy`) or the chunked CPU pass
+(:mod:`labelsmooth._ops.chunked_cross_entropy`). Each returns the per-row ``lse``, ``x_y`` and
+``sum_c w_c x_c`` and writes the gradient; the loss is assembled from them here.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from labelsmooth._ops._workers import run_on_workers
+from labelsmooth._ops import planning
+from labelsmooth._ops.chunked_cross_entropy import chunked_row_statistics
+from labelsmooth._ops.planning import GradientTarget, Plan, compute_dtype
 from labelsmooth._validation import fail
 
-__all__ = ["Plan", "fused_smoothed_cross_entropy", "plan"]
-
-Strategy = Literal["native", "chunked", "triton"]
-Probabilities = Literal["softmax", "exp"]
-GradientTarget = Literal["fresh", "inplace", "none"]
-
-# Chunk size in compute-dtype bytes: read from memory once, then re-read from cache.
-CHUNK_BYTES = 4 * 2**20
-# A per-worker scratch chunk stays within 1/SCRATCH_FRACTION of the logits (the in-place
-# memory promise), unless that makes chunks smaller than MIN_CHUNK_BYTES.
-SCRATCH_FRACTION = 32
-MIN_CHUNK_BYTES = 256 * 2**10
-# From this many classes on, PyTorch's softmax kernel beats exp(x - max) and a row sum.
-SOFTMAX_MIN_CLASSES = 64
-# Up to this many float32/float64 CPU logits, PyTorch's own loss has the lower fixed cost.
-NATIVE_MAX_ELEMENTS = 65536
-# From this many compute-dtype bytes of logits on, chunks run on single-threaded workers.
-WORKER_MIN_BYTES = 64 * 2**20
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How one call of :func:`fused_smoothed_cross_entropy` runs.
-
-    Attributes:
-        strategy: ``"native"`` (PyTorch's ``F.cross_entropy``), ``"triton"`` (the CUDA kernel)
-            or ``"chunked"`` (the CPU pass over row chunks).
-        probabilities: chunked: ``"softmax"`` (PyTorch's kernel) or ``"exp"`` (``exp(x - max)``
-            and a row sum).
-        chunk_rows: chunked: rows per chunk, at least 1.
-        workers: chunked: 1 runs the chunks in the calling thread with PyTorch's intra-op
-            threads; more runs them on that many single-threaded worker threads.
-    """
-
-    strategy: Strategy
-    probabilities: Probabilities = "softmax"
-    chunk_rows: int = 1
-    workers: int = 1
-
-
-def plan(num_rows: int, num_classes: int, dtype: torch.dtype, device: torch.device, *,
-         gradient: GradientTarget = "fresh", threads: int | None = None) -> Plan:
-    """The plan for ``(num_rows, num_classes)`` logits of ``dtype`` on ``device``.
-
-    ``gradient``: where the gradient goes: a fresh buffer, the logits (``"inplace"``), or
-    nowhere (no gradient wanted). ``threads``: PyTorch's intra-op thread count (default
-    ``torch.get_num_threads()``). Every plan gives the same values (the tests run each one).
-    """
-    if device.type == "meta":
-        return Plan("native")  # shape inference only: PyTorch's loss has meta kernels
-    if device.type == "cuda" and dtype != torch.float64 and _triton_available():
-        return Plan("triton")  # float64 stays chunked: the kernel computes in float32
-    if (device.type == "cpu" and gradient != "inplace" and dtype in (torch.float32, torch.float64)
-            and num_rows * num_classes <= NATIVE_MAX_ELEMENTS):
-        return Plan("native")
-    threads = max(1, torch.get_num_threads() if threads is None else threads)
-    row_bytes = max(1, num_classes * _compute_dtype(dtype).itemsize)
-    probabilities: Probabilities = "exp" if num_classes < SOFTMAX_MIN_CLASSES else "softmax"
-    scratch = _needs_scratch(dtype, gradient)
-    if device.type == "cpu" and threads > 1 and num_rows * row_bytes >= WORKER_MIN_BYTES:
-        rows = _chunk_rows(num_rows, row_bytes, threads, scratch=scratch)
-        if num_rows > rows:
-            return Plan("chunked", probabilities, rows, min(threads, -(-num_rows // rows)))
-    rows = _chunk_rows(num_rows, row_bytes, 1, scratch=scratch)
-    # PyTorch's CPU softmax parallelises over rows: a multiple of the thread count keeps every
-    # thread busy on every chunk.
-    return Plan("chunked", probabilities, max(threads, rows - rows % threads), 1)
-
-
-def _chunk_rows(num_rows: int, row_bytes: int, workers: int, *, scratch: bool) -> int:
-    rows = CHUNK_BYTES // row_bytes
-    if scratch:
-        within_fraction = -(-num_rows // (SCRATCH_FRACTION * workers))
-        rows = min(rows, max(within_fraction, MIN_CHUNK_BYTES // row_bytes))
-    return max(1, rows)
-
-
-def _needs_scratch(dtype: torch.dtype, gradient: GradientTarget) -> bool:
-    """Whether the probabilities need a chunk of their own rather than the gradient rows: the
-    float32 copy of low-precision logits, or no fresh gradient to write them into."""
-    return _compute_dtype(dtype) != dtype or gradient != "fresh"
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
+__all__ = ["fused_smoothed_cross_entropy"]
 
 def _under_functorch(logits: Tensor) -> bool:
     """``torch.func`` transforms (``grad``, ``vmap``, ...) are active: PyTorch's own loss has
@@ -165,7 +68,6 @@ def _under_functorch(logits: Tensor) -> bool:
                 or torch._C._functorch.is_functorch_wrapped_tensor(logits))
 
 
-_plan_for = plan
 
 
 @torch.compiler.disable
@@ -198,7 +100,8 @@ def fused_smoothed_cross_entropy(
             an autograd node that saved them raises when it runs backward). Refused with a
             ``ValueError`` for a leaf that requires grad or a view of one. Nothing is written
             when no gradient is wanted (``torch.no_grad()`` or logits not requiring grad).
-        plan: how to run (default: :func:`plan` of the logits' shape, dtype and device).
+        plan: how to run (default: :func:`~labelsmooth._ops.planning.plan` of the logits'
+            shape, dtype, device and where the gradient goes).
             Meta tensors and ``torch.func`` transforms always run PyTorch's own loss.
 
     Returns:
@@ -222,7 +125,7 @@ def fused_smoothed_cross_entropy(
         _check_inplace_allowed(logits)
     if plan is None:
         gradient: GradientTarget = "inplace" if inplace else "fresh" if wants_grad else "none"
-        plan = _plan_for(logits.shape[0], logits.shape[1], logits.dtype, logits.device,
+        plan = planning.plan(logits.shape[0], logits.shape[1], logits.dtype, logits.device,
                          gradient=gradient)
     if logits.device.type == "meta" or _under_functorch(logits):
         plan = Plan("native")
@@ -326,7 +229,7 @@ def _recomputed_gradient(ctx: Any, grad_output: Tensor) -> Tensor:
     if torch.is_grad_enabled():
         # create_graph=True: PyTorch's own loss, whose backward is differentiable, in float32
         # at least (the fused pass's accumulation dtype).
-        compute = _compute_dtype(logits.dtype)
+        compute = compute_dtype(logits.dtype)
         x = logits.to(compute)
         w = None if weight is None else weight.to(logits.device, compute)
         loss = F.cross_entropy(x, target, weight=w, ignore_index=ignore_index,
@@ -360,7 +263,7 @@ def _forward(
 ) -> Tensor:
     """Loss of the whole batch; when ``grad`` is given, also write the reduced-loss gradient."""
     num_classes = logits.shape[1]
-    compute = _compute_dtype(logits.dtype)
+    compute = compute_dtype(logits.dtype)
     class_weight = None if weight is None else weight.to(device=logits.device, dtype=compute)
     valid = target != ignore_index
     safe_target = target.masked_fill(~valid, 0)
@@ -388,8 +291,8 @@ def _forward(
 
         stats = triton_row_statistics(logits, safe_target, class_weight, grad, coefficients)
     else:
-        stats = _chunked_row_statistics(logits, safe_target, class_weight, grad, coefficients,
-                                        plan)
+        stats = chunked_row_statistics(logits, safe_target, class_weight, grad, coefficients,
+                                       plan)
     lse, target_logit, weighted_logit_sum = stats
     # loss_i = (1 - s) * w_y * (lse - x_y) + (s / C) * (W * lse - sum_c w_c x_c), 0 if ignored.
     target_term = torch.where(valid, (1.0 - smoothing) * target_weight * (lse - target_logit), 0.0)
@@ -412,159 +315,3 @@ def _reduce(target_term: Tensor, uniform_term: Tensor, denominator: Tensor,
     # Each term divided by D on its own, as PyTorch does: when every counted target has weight
     # 0 (D = 0), the target term's 0 / 0 makes the mean NaN, as PyTorch's, not +inf.
     return target_term.sum() / denominator + uniform_term.sum() / denominator
-
-
-@dataclass
-class _ChunkPass:
-    """What the chunks of one call read and write; row statistics are ``(M,)`` or ``(M, 1)``."""
-
-    logits: Tensor
-    target: Tensor  # (M, 1): each row's class, 0 for ignored rows
-    weight: Tensor | None
-    grad: Tensor | None
-    coefficients: _GradientCoefficients | None
-    plan: Plan
-    staged: bool  # low-precision logits, copied into a float32 chunk first
-    scratch: bool  # the probabilities go into a chunk of their own, not the gradient rows
-    weighted_sum: Tensor
-    target_logit: Tensor
-    target_prob: Tensor
-    row_max: Tensor
-    normaliser: Tensor  # exp: sum_c exp(x_c - m); softmax, where p_y underflowed: max_c p_c
-    from_maxima: Tensor  # softmax: rows whose lse comes from the maxima
-    starts: Iterator[int]
-
-
-def _chunked_row_statistics(
-    logits: Tensor,
-    safe_target: Tensor,
-    class_weight: Tensor | None,
-    grad: Tensor | None,
-    coefficients: _GradientCoefficients | None,
-    plan: Plan,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One pass over row chunks: per-row ``lse``, ``x_y`` and ``sum_c w_c x_c``; the gradient.
-
-    With the softmax, ``lse = x_y - log p_y``, exact to a few ulps wherever ``p_y`` is a normal
-    number, needs no pass of its own (a row-maximum pass over the logits costs about 10% at
-    C = 32000). A chunk where some ``p_y`` underflowed (a target logit about 87 below its row's
-    maximum in float32) or is NaN also gets the row maxima ``m`` of the logits and of the
-    probabilities, and its rows take ``lse = m - log(max_c p_c)``: the largest probability is
-    ``1 / sum_c exp(x_c - m)``, never below ``1 / C``. With ``exp(x - m)``, ``lse = m + log
-    sum_c exp(x_c - m)``.
-    """
-    num_rows = logits.shape[0]
-    compute = _compute_dtype(logits.dtype)
-    column = functools.partial(logits.new_empty, (num_rows, 1), dtype=compute)
-    row = functools.partial(logits.new_empty, (num_rows,), dtype=compute)
-    state = _ChunkPass(
-        logits=logits, target=safe_target.unsqueeze(1), weight=class_weight, grad=grad,
-        coefficients=coefficients, plan=plan, staged=compute != logits.dtype,
-        scratch=grad is None or grad.data_ptr() == logits.data_ptr() or compute != logits.dtype,
-        weighted_sum=row(), target_logit=column(), target_prob=column(), row_max=row(),
-        normaliser=row(), from_maxima=torch.zeros(num_rows, dtype=torch.bool,
-                                                  device=logits.device),
-        starts=iter(range(0, num_rows, max(1, plan.chunk_rows))),
-    )
-    task = functools.partial(_run_chunks, state)
-    if plan.workers > 1:
-        run_on_workers(plan.workers, task)
-    else:
-        task()
-    target_logit = state.target_logit.squeeze(1)
-    if plan.probabilities == "exp":
-        lse = state.row_max + torch.log(state.normaliser)
-    else:
-        lse = torch.where(state.from_maxima, state.row_max - torch.log(state.normaliser),
-                          target_logit - torch.log(state.target_prob.squeeze(1)))
-    if grad is not None and coefficients is not None:
-        _write_target_entries(grad, safe_target, class_weight, coefficients, target_logit, lse)
-    return lse, target_logit, state.weighted_sum
-
-
-def _run_chunks(state: _ChunkPass) -> None:
-    """Take chunks from the shared iterator until none is left (one worker's share).
-
-    ``next`` on the shared range iterator is atomic under the GIL, so each chunk is taken by
-    exactly one worker; the scratch chunk is this worker's own.
-    """
-    num_rows, num_classes = state.logits.shape
-    rows = max(1, state.plan.chunk_rows)
-    scratch = None
-    if state.scratch:
-        scratch = state.logits.new_empty((min(rows, num_rows), num_classes),
-                                         dtype=state.row_max.dtype)
-    with torch.no_grad():  # grad mode is per thread; out= and in-place writes need it off
-        for start in state.starts:
-            _chunk(state, slice(start, min(num_rows, start + rows)), scratch)
-
-
-def _chunk(state: _ChunkPass, rows: slice, scratch: Tensor | None) -> None:
-    x = state.logits[rows]
-    if scratch is not None:
-        scratch = scratch[: x.shape[0]]
-        if state.staged:  # the probabilities then overwrite this float32 copy
-            x = scratch.copy_(x)
-    if state.weight is None:
-        torch.sum(x, 1, out=state.weighted_sum[rows])
-    else:
-        torch.mv(x, state.weight, out=state.weighted_sum[rows])
-    torch.gather(x, 1, state.target[rows], out=state.target_logit[rows])
-    probs = scratch if scratch is not None else state.grad[rows]  # type: ignore[index]
-    if state.plan.probabilities == "exp":
-        _exp_probabilities(state, x, probs, rows)
-    else:
-        _softmax_probabilities(state, x, probs, rows)
-    if state.grad is not None and state.coefficients is not None:
-        _gradient_rows(state, state.grad[rows], state.coefficients, probs, rows)
-
-
-def _exp_probabilities(state: _ChunkPass, x: Tensor, out: Tensor, rows: slice) -> None:
-    """Unnormalised ``exp(x - m)`` into ``out``; the row maxima ``m`` and sums."""
-    row_max = torch.amax(x, 1, out=state.row_max[rows])
-    torch.sub(x, row_max.unsqueeze(1), out=out).exp_()
-    torch.sum(out, 1, out=state.normaliser[rows])
-
-
-def _softmax_probabilities(state: _ChunkPass, x: Tensor, out: Tensor, rows: slice) -> None:
-    """``softmax(x)`` into ``out`` and ``p_y``; the maxima where some ``p_y`` underflowed."""
-    torch.softmax(x, 1, out=out)
-    target_prob = torch.gather(out, 1, state.target[rows], out=state.target_prob[rows])
-    # ``not >=``: a NaN p_y (from infinite or NaN logits) takes the maxima too.
-    if not bool(torch.all(target_prob >= torch.finfo(out.dtype).tiny)):
-        state.row_max[rows] = state.logits[rows].amax(1)  # the logits: ``x`` may be ``out``
-        torch.amax(out, 1, out=state.normaliser[rows])
-        state.from_maxima[rows] = True
-
-
-def _gradient_rows(state: _ChunkPass, grad_rows: Tensor, coefficients: _GradientCoefficients,
-                   probs: Tensor, rows: slice) -> None:
-    """``a * p - (s / C) * r * w`` into the gradient rows (the target entries come later).
-
-    Row-broadcast multiply and add are vectorised (``addcmul`` with a broadcast column is not:
-    6x slower). Low precision is scaled in float32 and rounded once, by the final copy.
-    """
-    coef = coefficients.prob[rows].unsqueeze(1)
-    if state.plan.probabilities == "exp":
-        coef = coef / state.normaliser[rows].unsqueeze(1)
-    scaled = torch.mul(probs, coef, out=probs if state.staged else grad_rows)
-    neg_uniform = -coefficients.uniform[rows]
-    if state.weight is None:
-        scaled.add_(neg_uniform.unsqueeze(1))
-    else:
-        scaled.addr_(neg_uniform, state.weight)
-    if state.staged:
-        grad_rows.copy_(scaled)
-
-
-def _write_target_entries(grad: Tensor, safe_target: Tensor, class_weight: Tensor | None,
-                          coefficients: _GradientCoefficients, target_logit: Tensor,
-                          lse: Tensor) -> None:
-    """``a * p_y - (s / C) * r * w_y - b`` into each row's target entry."""
-    target_class_weight = 1.0 if class_weight is None else class_weight[safe_target]
-    value = (coefficients.prob * torch.exp(target_logit - lse)
-             - coefficients.uniform * target_class_weight - coefficients.target)
-    # index_put_ on the flat view: ``scatter_`` on a bfloat16/float16 CPU tensor makes a float32
-    # copy of the whole tensor (2x the logits' bytes).
-    flat_index = safe_target + torch.arange(grad.shape[0], device=grad.device) * grad.shape[1]
-    grad.view(-1).index_put_((flat_index,), value.to(grad.dtype))
