@@ -19,8 +19,7 @@ Contenders, all computing the loss and the gradient of the logits from index tar
 Plan variants, run only when named with ``--contenders`` (they measure the choices of
 :func:`labelsmooth._ops.planning.plan` against the alternatives): ``ours_pytorch_threads`` and
 ``ours_inplace_pytorch_threads`` (the chunks on PyTorch's intra-op threads instead of
-single-threaded workers), ``ours_softmax`` (PyTorch's softmax kernel on short rows too) and
-``ours_chunked`` (the chunked pass also where PyTorch's own loss is chosen).
+single-threaded workers) and ``ours_chunked`` (the chunked pass also where PyTorch's own loss is chosen).
 
 Three floors put the times in proportion: ``copy`` (one read and one write of the logits, into a
 buffer already touched) and ``clone`` (the same into fresh memory, so with its page faults: what
@@ -153,7 +152,6 @@ CONTENDERS: dict[str, LossFn] = {
     "ours_inplace": _ours_inplace,
     "ours_pytorch_threads": _variant(False, workers=1),
     "ours_inplace_pytorch_threads": _variant(True, workers=1),
-    "ours_softmax": _variant(False, probabilities="softmax"),
     "ours_chunked": _variant(False),
 }
 FLOORS = ("copy", "clone", "softmax")

@@ -18,11 +18,10 @@ from labelsmooth._ops import cross_entropy as ce
 IGNORE = -100
 CPU = torch.device("cpu")
 # The chunked pass on small logits: chunks of a few rows, so the loop has a ragged end.
-CHUNKED = Plan("chunked", "softmax", chunk_rows=4)
+CHUNKED = Plan("chunked", chunk_rows=4)
 PLANS = {
-    "softmax-serial": CHUNKED,  # PyTorch's threads inside each chunk
-    "softmax-workers": Plan("chunked", "softmax", chunk_rows=3, workers=2),
-    "exp-workers": Plan("chunked", "exp", chunk_rows=3, workers=2),
+    "serial": CHUNKED,  # PyTorch's threads inside each chunk
+    "workers": Plan("chunked", chunk_rows=3, workers=2),
 }
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
@@ -383,8 +382,7 @@ def test_inside_torch_compile_inductor():
 
 
 def test_plan_by_shape_and_device(monkeypatch):
-    assert plan(8192, 10, torch.float32, CPU).probabilities == "exp"
-    assert plan(8192, 1000, torch.float32, CPU).probabilities == "softmax"
+    assert plan(8192, 10, torch.float32, CPU).strategy == "chunked"
     assert plan(1024, 262144, torch.bfloat16, CPU).strategy == "chunked"
     assert plan(4, 5, torch.float32, torch.device("meta")).strategy == "native"
     monkeypatch.setattr(planning, "_triton_available", lambda: True)
@@ -423,7 +421,7 @@ def test_plan_without_worker_threads_off_the_cpu(monkeypatch):
 def test_worker_counts_match_the_serial_pass():
     logits, target, weight = _make_case(41, 50, "some", True, seed=9)
     results = [_ours(logits, target, 0.1, weight, "sum", torch.tensor(2.0),
-                     plan=Plan("chunked", "softmax", chunk_rows=3, workers=workers))
+                     plan=Plan("chunked", chunk_rows=3, workers=workers))
                for workers in (1, 2, 3)]
     for loss, grad in results[1:]:
         assert_close(loss, results[0][0], what="loss")

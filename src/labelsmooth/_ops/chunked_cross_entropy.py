@@ -2,8 +2,8 @@
 
 The rows are walked in chunks small enough to stay in cache between the operations that read
 them. Per chunk: the weighted row sums and the target logits ``x_y``; the probabilities
-(PyTorch's softmax kernel, or ``exp(x - max)`` and a row sum on short rows, where the softmax
-kernel cannot vectorise); the gradient rows ``a * p - (s / C) * r * w`` (notation of
+(PyTorch's softmax kernel) and the target probabilities ``p_y``; the gradient rows
+``a * p - (s / C) * r * w`` (notation of
 :mod:`labelsmooth._ops.cross_entropy`). The target entries, which also carry ``- b``, are
 written by one indexed write after the loop. The chunks run in the calling thread, on PyTorch's
 intra-op threads, or on single-threaded worker threads (:mod:`labelsmooth._ops._workers`), as
@@ -51,8 +51,8 @@ class _ChunkPass:
     target_logit: Tensor
     target_prob: Tensor
     row_max: Tensor
-    normaliser: Tensor  # exp: sum_c exp(x_c - m); softmax, where p_y underflowed: max_c p_c
-    from_maxima: Tensor  # softmax: rows whose lse comes from the maxima
+    max_prob: Tensor  # max_c p_c, where some p_y of the chunk underflowed
+    from_maxima: Tensor  # rows whose lse comes from the maxima
     starts: Iterator[int]
 
 
@@ -71,8 +71,7 @@ def chunked_row_statistics(
     C = 32000). A chunk where some ``p_y`` underflowed (a target logit about 87 below its row's
     maximum in float32) or is NaN also gets the row maxima ``m`` of the logits and of the
     probabilities, and its rows take ``lse = m - log(max_c p_c)``: the largest probability is
-    ``1 / sum_c exp(x_c - m)``, never below ``1 / C``. With ``exp(x - m)``, ``lse = m + log
-    sum_c exp(x_c - m)``.
+    ``1 / sum_c exp(x_c - m)``, never below ``1 / C``.
     """
     num_rows = logits.shape[0]
     compute = compute_dtype(logits.dtype)
@@ -83,7 +82,7 @@ def chunked_row_statistics(
         coefficients=coefficients, plan=plan, staged=compute != logits.dtype,
         scratch=grad is None or grad.data_ptr() == logits.data_ptr() or compute != logits.dtype,
         weighted_sum=row(), target_logit=column(), target_prob=column(), row_max=row(),
-        normaliser=row(), from_maxima=torch.zeros(num_rows, dtype=torch.bool,
+        max_prob=row(), from_maxima=torch.zeros(num_rows, dtype=torch.bool,
                                                   device=logits.device),
         starts=iter(range(0, num_rows, max(1, plan.chunk_rows))),
     )
@@ -93,11 +92,8 @@ def chunked_row_statistics(
     else:
         task()
     target_logit = state.target_logit.squeeze(1)
-    if plan.probabilities == "exp":
-        lse = state.row_max + torch.log(state.normaliser)
-    else:
-        lse = torch.where(state.from_maxima, state.row_max - torch.log(state.normaliser),
-                          target_logit - torch.log(state.target_prob.squeeze(1)))
+    lse = torch.where(state.from_maxima, state.row_max - torch.log(state.max_prob),
+                      target_logit - torch.log(state.target_prob.squeeze(1)))
     if grad is not None and coefficients is not None:
         _write_target_entries(grad, safe_target, class_weight, coefficients, target_logit, lse)
     return lse, target_logit, state.weighted_sum
@@ -132,19 +128,9 @@ def _chunk(state: _ChunkPass, rows: slice, scratch: Tensor | None) -> None:
         torch.mv(x, state.weight, out=state.weighted_sum[rows])
     torch.gather(x, 1, state.target[rows], out=state.target_logit[rows])
     probs = scratch if scratch is not None else state.grad[rows]  # type: ignore[index]
-    if state.plan.probabilities == "exp":
-        _exp_probabilities(state, x, probs, rows)
-    else:
-        _softmax_probabilities(state, x, probs, rows)
+    _softmax_probabilities(state, x, probs, rows)
     if state.grad is not None and state.coefficients is not None:
         _gradient_rows(state, state.grad[rows], state.coefficients, probs, rows)
-
-
-def _exp_probabilities(state: _ChunkPass, x: Tensor, out: Tensor, rows: slice) -> None:
-    """Unnormalised ``exp(x - m)`` into ``out``; the row maxima ``m`` and sums."""
-    row_max = torch.amax(x, 1, out=state.row_max[rows])
-    torch.sub(x, row_max.unsqueeze(1), out=out).exp_()
-    torch.sum(out, 1, out=state.normaliser[rows])
 
 
 def _softmax_probabilities(state: _ChunkPass, x: Tensor, out: Tensor, rows: slice) -> None:
@@ -154,7 +140,7 @@ def _softmax_probabilities(state: _ChunkPass, x: Tensor, out: Tensor, rows: slic
     # ``not >=``: a NaN p_y (from infinite or NaN logits) takes the maxima too.
     if not bool(torch.all(target_prob >= torch.finfo(out.dtype).tiny)):
         state.row_max[rows] = state.logits[rows].amax(1)  # the logits: ``x`` may be ``out``
-        torch.amax(out, 1, out=state.normaliser[rows])
+        torch.amax(out, 1, out=state.max_prob[rows])
         state.from_maxima[rows] = True
 
 
@@ -166,8 +152,6 @@ def _gradient_rows(state: _ChunkPass, grad_rows: Tensor, coefficients: _Gradient
     6x slower). Low precision is scaled in float32 and rounded once, by the final copy.
     """
     coef = coefficients.prob[rows].unsqueeze(1)
-    if state.plan.probabilities == "exp":
-        coef = coef / state.normaliser[rows].unsqueeze(1)
     scaled = torch.mul(probs, coef, out=probs if state.staged else grad_rows)
     neg_uniform = -coefficients.uniform[rows]
     if state.weight is None:

@@ -2,8 +2,8 @@
 
 Strategies: PyTorch's own ``F.cross_entropy`` for tiny CPU problems (its fixed cost is lower)
 and for meta tensors; the Triton kernel for CUDA tensors when Triton imports; otherwise the
-chunked pass of :mod:`labelsmooth._ops.chunked_cross_entropy`, whose chunk size, probability
-kernel and worker count the plan fixes. The constants below were measured on one machine;
+chunked pass of :mod:`labelsmooth._ops.chunked_cross_entropy`, whose chunk size and worker
+count the plan fixes. The constants below were measured on one machine;
 the tables and the command that measures them are in ``docs/fused.md``.
 """
 
@@ -17,7 +17,6 @@ import torch
 __all__ = ["GradientTarget", "Plan", "compute_dtype", "plan"]
 
 Strategy = Literal["native", "chunked", "triton"]
-Probabilities = Literal["softmax", "exp"]
 GradientTarget = Literal["fresh", "inplace", "none"]
 
 # Chunk size in compute-dtype bytes: read from memory once, then re-read from cache.
@@ -26,8 +25,6 @@ CHUNK_BYTES = 4 * 2**20
 # memory promise), unless that makes chunks smaller than MIN_CHUNK_BYTES.
 SCRATCH_FRACTION = 32
 MIN_CHUNK_BYTES = 256 * 2**10
-# From this many classes on, PyTorch's softmax kernel beats exp(x - max) and a row sum.
-SOFTMAX_MIN_CLASSES = 64
 # Up to this many float32/float64 CPU logits, PyTorch's own loss has the lower fixed cost.
 NATIVE_MAX_ELEMENTS = 65536
 # From this many compute-dtype bytes of logits on, chunks run on single-threaded workers.
@@ -41,15 +38,12 @@ class Plan:
     Attributes:
         strategy: ``"native"`` (PyTorch's ``F.cross_entropy``), ``"triton"`` (the CUDA kernel)
             or ``"chunked"`` (the CPU pass over row chunks).
-        probabilities: chunked: ``"softmax"`` (PyTorch's kernel) or ``"exp"`` (``exp(x - max)``
-            and a row sum).
         chunk_rows: chunked: rows per chunk, at least 1.
         workers: chunked: 1 runs the chunks in the calling thread with PyTorch's intra-op
             threads; more runs them on that many single-threaded worker threads.
     """
 
     strategy: Strategy
-    probabilities: Probabilities = "softmax"
     chunk_rows: int = 1
     workers: int = 1
 
@@ -71,16 +65,15 @@ def plan(num_rows: int, num_classes: int, dtype: torch.dtype, device: torch.devi
         return Plan("native")
     threads = max(1, torch.get_num_threads() if threads is None else threads)
     row_bytes = max(1, num_classes * compute_dtype(dtype).itemsize)
-    probabilities: Probabilities = "exp" if num_classes < SOFTMAX_MIN_CLASSES else "softmax"
     scratch = _needs_scratch(dtype, gradient)
     if device.type == "cpu" and threads > 1 and num_rows * row_bytes >= WORKER_MIN_BYTES:
         rows = _chunk_rows(num_rows, row_bytes, threads, scratch=scratch)
         if num_rows > rows:
-            return Plan("chunked", probabilities, rows, min(threads, -(-num_rows // rows)))
+            return Plan("chunked", rows, min(threads, -(-num_rows // rows)))
     rows = _chunk_rows(num_rows, row_bytes, 1, scratch=scratch)
     # PyTorch's CPU softmax parallelises over rows: a multiple of the thread count keeps every
     # thread busy on every chunk.
-    return Plan("chunked", probabilities, max(threads, rows - rows % threads), 1)
+    return Plan("chunked", max(threads, rows - rows % threads), 1)
 
 
 def _chunk_rows(num_rows: int, row_bytes: int, workers: int, *, scratch: bool) -> int:
