@@ -6,6 +6,8 @@ Run ``python -m benchmarks.cross_entropy`` (``--quick`` for a tiny smoke run), t
 Contenders, all computing the loss and the gradient of the logits from index targets:
 
 * ``native``: ``F.cross_entropy(x, y, label_smoothing=s)``.
+* ``compiled``: the same through ``torch.compile`` (inductor generates a fused C++ kernel on
+  the CPU); compiled afresh for each shape and warmed up before anything is measured.
 * ``composer_dense``: Composer's recipe, a dense ``one_hot * (1 - s) + s / C`` target (one-hot
   built as int64 as ``F.one_hot`` returns it) passed to ``F.cross_entropy``.
 * ``timm_logsoftmax``: timm's ``LabelSmoothingCrossEntropy``: ``log_softmax``, the gathered
@@ -13,6 +15,11 @@ Contenders, all computing the loss and the gradient of the logits from index tar
 * ``ours``: :func:`labelsmooth._ops.fused_smoothed_cross_entropy` (what
   ``labelsmooth.functional.smoothed_cross_entropy`` runs).
 * ``ours_inplace``: the same with ``inplace_backward=True``.
+
+Plan variants, run only when named with ``--contenders`` (they measure the choices of
+:func:`labelsmooth._ops.planning.plan` against the alternatives): ``ours_pytorch_threads`` and
+``ours_inplace_pytorch_threads`` (the chunks on PyTorch's intra-op threads instead of
+single-threaded workers) and ``ours_chunked`` (the chunked pass also where PyTorch's own loss is chosen).
 
 Three floors put the times in proportion: ``copy`` (one read and one write of the logits, into a
 buffer already touched) and ``clone`` (the same into fresh memory, so with its page faults: what
@@ -47,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -65,8 +73,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from labelsmooth._ops import cross_entropy as _fused_ops
-from labelsmooth._ops import fused_smoothed_cross_entropy
+from labelsmooth._ops import fused_smoothed_cross_entropy, planning
 
 __all__ = ["CONTENDERS", "Shape", "main", "run_benchmark"]
 
@@ -82,6 +89,18 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def _native(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(x, y, label_smoothing=SMOOTHING)
+
+
+_COMPILED: dict[tuple[tuple[int, ...], torch.dtype, torch.device], LossFn] = {}
+
+
+def _compiled(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    key = (tuple(x.shape), x.dtype, x.device)
+    if key not in _COMPILED:
+        torch._dynamo.reset()  # a fresh compilation per shape, never a recompile limit
+        _COMPILED.clear()
+        _COMPILED[key] = torch.compile(_native, dynamic=False)
+    return _COMPILED[key](x, y)
 
 
 def _composer_dense(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -107,12 +126,33 @@ def _ours_inplace(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
                                         reduction="mean", inplace_backward=True)
 
 
+def _variant(inplace: bool, **changes: Any) -> LossFn:
+    """``ours`` (in place or not) with the plan's fields ``changes`` replaced."""
+    gradient: planning.GradientTarget = "inplace" if inplace else "fresh"
+
+    def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        chosen = planning.plan(x.shape[0], x.shape[1], x.dtype, x.device, gradient=gradient)
+        if chosen.strategy == "native":  # the chunked plan, as for logits written in place
+            chosen = planning.plan(x.shape[0], x.shape[1], x.dtype, x.device,
+                                   gradient="inplace")
+        return fused_smoothed_cross_entropy(x, y, SMOOTHING, weight=None, ignore_index=-100,
+                                            reduction="mean", inplace_backward=inplace,
+                                            plan=dataclasses.replace(chosen, **changes))
+    return loss
+
+
+DEFAULT_CONTENDERS = ("native", "compiled", "composer_dense", "timm_logsoftmax", "ours",
+                      "ours_inplace")
 CONTENDERS: dict[str, LossFn] = {
     "native": _native,
+    "compiled": _compiled,
     "composer_dense": _composer_dense,
     "timm_logsoftmax": _timm_logsoftmax,
     "ours": _ours,
     "ours_inplace": _ours_inplace,
+    "ours_pytorch_threads": _variant(False, workers=1),
+    "ours_inplace_pytorch_threads": _variant(True, workers=1),
+    "ours_chunked": _variant(False),
 }
 FLOORS = ("copy", "clone", "softmax")
 
@@ -244,9 +284,9 @@ def _reset_peak_rss() -> bool:
 def _warm_up_shape(shape: Shape) -> Shape:
     """A small shape that takes the same code path as ``shape``, for a first call whose
     one-time costs (lazy initialisation, thread pools) must not count as the call's memory:
-    more logits than the fused loss hands to PyTorch's own (``_NATIVE_MAX_ELEMENTS``) unless
+    more logits than the fused loss hands to PyTorch's own (``NATIVE_MAX_ELEMENTS``) unless
     ``shape`` itself is that small."""
-    rows = max(64, _fused_ops._NATIVE_MAX_ELEMENTS // shape.classes + 1)
+    rows = max(64, planning.NATIVE_MAX_ELEMENTS // shape.classes + 1)
     return Shape(min(shape.rows, rows), shape.classes, shape.dtype)
 
 
@@ -257,8 +297,11 @@ def _probe_memory(contender: str, shape: Shape) -> int:
     result is the peak during the call minus the resident size before it; elsewhere the
     ``ru_maxrss`` difference, which cannot see below an earlier, higher peak.
     """
-    warm_leaf, warm_target = _inputs(_warm_up_shape(shape))
+    # The compiled contender is compiled for each shape: it warms up on the measured one.
+    warm_shape = shape if contender == "compiled" else _warm_up_shape(shape)
+    warm_leaf, warm_target = _inputs(warm_shape)
     _forward_backward(CONTENDERS[contender], warm_leaf.requires_grad_(), warm_target)
+    del warm_leaf, warm_target
     pristine, target = _inputs(shape)
     leaf = pristine.requires_grad_()
     if _reset_peak_rss():
@@ -277,8 +320,10 @@ def _probe_memory(contender: str, shape: Shape) -> int:
 
 def _probe_cuda_memory(contender: str, shape: Shape, device: torch.device) -> int:
     """Peak bytes allocated on the GPU during one forward + backward beyond those before it."""
-    warm_leaf, warm_target = _inputs(_warm_up_shape(shape), device=device)
+    warm_shape = shape if contender == "compiled" else _warm_up_shape(shape)
+    warm_leaf, warm_target = _inputs(warm_shape, device=device)
     _forward_backward(CONTENDERS[contender], warm_leaf.requires_grad_(), warm_target)
+    del warm_leaf, warm_target
     leaf, target = _inputs(shape, device=device)
     leaf.requires_grad_()
     torch.cuda.synchronize(device)
@@ -353,7 +398,7 @@ def run_benchmark(
     shapes: Sequence[Shape],
     *,
     repeats: int,
-    contenders: Sequence[str] = tuple(CONTENDERS),
+    contenders: Sequence[str] = DEFAULT_CONTENDERS,
     measure_memory_too: bool = True,
     quick: bool = False,
     report: Callable[[str], None] = print,
@@ -368,7 +413,7 @@ def run_benchmark(
         median = {name: statistics.median(values) for name, values in times.items()}
         report(f"\n{shape.label()}  (logits {shape.logits_bytes / 2**20:.1f} MiB, "
                f"{repeats} rounds, medians)")
-        report(f"  {'contender':16s} {'ms':>10s} {'/native':>8s} {'/copy':>7s} {'/clone':>7s}"
+        report(f"  {'contender':28s} {'ms':>10s} {'/native':>8s} {'/copy':>7s} {'/clone':>7s}"
                f" {'/softmax':>8s} {'peak extra / logits':>20s}")
         for name in (*contenders, *FLOORS):
             peak = measure_memory(name, shape, device) \
@@ -390,10 +435,37 @@ def run_benchmark(
             }
             rows.append(row)
             memory = "" if peak is None else f"{peak / shape.logits_bytes:20.3f}"
-            report(f"  {name:16s} {median[name] * 1e3:10.2f} {ratio_native:8.3f} "
+            report(f"  {name:28s} {median[name] * 1e3:10.2f} {ratio_native:8.3f} "
                    f"{median[name] / median['copy']:7.2f} {median[name] / median['clone']:7.2f}"
                    f" {median[name] / median['softmax']:8.2f} {memory}")
+        if shape.classes >= TARGET_MIN_CLASSES:
+            for line in target_lines(median):
+                report(line)
     return rows
+
+
+# Targets for C >= TARGET_MIN_CLASSES, as (contender, baseline, bound); a baseline "a+b" is the
+# sum of two medians of the same run.
+TARGET_MIN_CLASSES = 32000
+TARGETS = (
+    ("ours", "compiled", 0.85),
+    ("ours", "clone+softmax", 1.15),
+    ("ours_inplace", "compiled", 0.5),
+    ("ours_inplace", "softmax", 1.6),
+)
+
+
+def target_lines(median: dict[str, float]) -> list[str]:
+    """One line per target whose contender and baselines ran: the ratio, the bound, met or not."""
+    lines = []
+    for contender, baseline, bound in TARGETS:
+        parts = baseline.split("+")
+        if contender not in median or any(part not in median for part in parts):
+            continue
+        ratio = median[contender] / sum(median[part] for part in parts)
+        verdict = "met" if ratio <= bound else "MISSED"
+        lines.append(f"  target {contender} / {baseline}: {ratio:.3f} (<= {bound}) {verdict}")
+    return lines
 
 
 def append_csv(rows: Sequence[dict[str, str]], path: Path) -> None:
@@ -426,7 +498,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None,
                         help="interleaved rounds per shape (default 7, or 3 with --quick)")
     parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS),
-                        default=list(CONTENDERS))
+                        default=list(DEFAULT_CONTENDERS))
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the per-contender memory subprocesses")
     parser.add_argument("--device", type=_parse_device, default=CPU,

@@ -16,7 +16,8 @@ from pathlib import Path
 __all__ = ["main", "plot"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CONTENDER_ORDER = ["native", "composer_dense", "timm_logsoftmax", "ours", "ours_inplace"]
+CONTENDER_ORDER = ["native", "compiled", "composer_dense", "timm_logsoftmax", "ours",
+                   "ours_inplace"]
 
 
 def _load(path: Path, run_id: str | None) -> list[dict[str, str]]:

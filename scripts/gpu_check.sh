@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
-# The checks that need a GPU, as one prepared run for a session lent one (the `device` tool):
+# Run the CUDA checks on a machine with a GPU, PyTorch (CUDA) and Triton:
 #
-#   run(command="bash scripts/gpu_check.sh", timeout_s=540)
+#   bash scripts/gpu_check.sh            # results under $OUT (default /tmp/gpu_check)
 #
-# It runs with the device machine's own python3, which holds PyTorch (CUDA) and Triton, so it
-# installs nothing: the package is imported from src/. It writes six files under $OUT (what
-# comes back; at most eight may):
+# It uses the machine's own python3 and installs nothing: the package is imported from src/.
+# Files written under $OUT:
 #   versions.txt           torch, triton, GPU
-#   tests.log              the CUDA-marked tests and the whole tests/ops suite (Triton kernel
-#                          against PyTorch in value and gradient, on the GPU)
+#   tests.log              the CUDA-marked tests and the whole tests/ops suite (the Triton
+#                          kernel against PyTorch in value and gradient, on the GPU)
 #   cli.log, summary.md    labelsmooth run on the GPU (digits, a few epochs, MixUp too)
 #   bench.log, cross_entropy_cuda.csv
-#                          python -m benchmarks.cross_entropy --device cuda (native, dense,
-#                          timm-style, ours = the Triton kernel, ours in place, floors; time
-#                          and peak extra GPU memory)
-# Copy cross_entropy_cuda.csv to benchmarks/results/ and put the figures in the note.
+#                          python -m benchmarks.cross_entropy --device cuda (time and peak
+#                          extra GPU memory of every contender; ours = the Triton kernel)
+# The exit status is 0 only if every step passed.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"

@@ -1,4 +1,4 @@
-"""``scripts/gpu_check.sh``, the one prepared run for a session lent a GPU, keeps up with the tests."""
+"""``scripts/gpu_check.sh``, the script that runs the CUDA checks, keeps up with the tests."""
 
 from __future__ import annotations
 

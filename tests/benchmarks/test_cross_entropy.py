@@ -50,12 +50,26 @@ def test_quick_run_appends_well_formed_rows_and_plots(tmp_path):
             assert int(memory) >= 0
     assert float(written[0]["ratio_to_native"]) == 1.0
     bench.main(["--quick", "--shapes", "8x5", "--repeats", "1", "--csv", str(path),
-                "--no-memory"])
+                "--no-memory", "--contenders", "native", "timm_logsoftmax"])
     with path.open(newline="") as handle:
-        # all five contenders and three floors of the second run
-        assert len(list(csv.DictReader(handle))) == len(rows) + 8
+        # two contenders and three floors of the second run
+        assert len(list(csv.DictReader(handle))) == len(rows) + 5
     image = plot_cross_entropy.main(["--csv", str(path), "--output", str(tmp_path / "p.png")])
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_target_lines_compare_medians_of_the_same_run():
+    median = {"ours": 0.8, "ours_inplace": 0.45, "compiled": 1.0, "clone": 0.3, "softmax": 0.4}
+    assert bench.target_lines(median) == [
+        "  target ours / compiled: 0.800 (<= 0.85) met",
+        "  target ours / clone+softmax: 1.143 (<= 1.15) met",
+        "  target ours_inplace / compiled: 0.450 (<= 0.5) met",
+        "  target ours_inplace / softmax: 1.125 (<= 1.6) met",
+    ]
+    median["compiled"] = 0.5
+    assert bench.target_lines(median)[0] == "  target ours / compiled: 1.600 (<= 0.85) MISSED"
+    del median["compiled"]
+    assert len(bench.target_lines(median)) == 2  # targets without their baseline are left out
 
 
 def test_shape_parsing():
@@ -94,13 +108,13 @@ def test_quick_run_on_cuda_writes_rows_with_the_gpu_and_its_memory(tmp_path):
 
 
 @pytest.mark.parametrize("text", ["8192x10", "8192x1000", "4096x32000", "16x10", "300x256"])
-def test_memory_warm_up_takes_the_measured_shapes_code_path(text, monkeypatch):
-    from labelsmooth._ops import cross_entropy as fused_ops
+def test_memory_warm_up_takes_the_measured_shapes_code_path(text):
+    from labelsmooth._ops import plan
 
-    monkeypatch.setattr(fused_ops, "_NATIVE_MAX_ELEMENTS", 65536)  # the real limit
     shape = bench.Shape.parse(text)
     warm = bench._warm_up_shape(shape)
     assert warm.classes == shape.classes and warm.rows <= shape.rows
     cpu = torch.device("cpu")
-    assert fused_ops.choose_path(warm.rows, warm.classes, warm.dtype, cpu) == \
-        fused_ops.choose_path(shape.rows, shape.classes, shape.dtype, cpu)
+    warm_plan = plan(warm.rows, warm.classes, warm.dtype, cpu)
+    shape_plan = plan(shape.rows, shape.classes, shape.dtype, cpu)
+    assert warm_plan.strategy == shape_plan.strategy

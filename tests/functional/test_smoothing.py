@@ -15,7 +15,7 @@ from labelsmooth.functional import one_hot, smooth_binary_labels, smooth_labels
 
 
 def seed_smooth_labels(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """The seed's definition, written the way Composer's ``smooth_labels`` computes it.
+    """The definition of label smoothing, written the way Composer's ``smooth_labels`` computes it.
 
     Index targets are one-hot encoded with ``F.one_hot`` (int64), the class axis moved to dim 1,
     then ``targets * (1. - smoothing) + smoothing / n_classes``.

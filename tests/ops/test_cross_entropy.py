@@ -12,10 +12,17 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_close
 
-from labelsmooth._ops import choose_path, fused_smoothed_cross_entropy
+from labelsmooth._ops import Plan, fused_smoothed_cross_entropy, plan, planning
 from labelsmooth._ops import cross_entropy as ce
 
 IGNORE = -100
+CPU = torch.device("cpu")
+# The chunked pass on small logits: chunks of a few rows, so the loop has a ragged end.
+CHUNKED = Plan("chunked", chunk_rows=4)
+PLANS = {
+    "serial": CHUNKED,  # PyTorch's threads inside each chunk
+    "workers": Plan("chunked", chunk_rows=3, workers=2),
+}
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
@@ -45,30 +52,22 @@ def _reference(logits, target, smoothing, weight, reduction, grad_output):
     return loss, grad
 
 
-def _ours(logits, target, smoothing, weight, reduction, grad_output, *, inplace=False):
+def _ours(logits, target, smoothing, weight, reduction, grad_output, *, inplace=False,
+          plan=CHUNKED):
     """Our loss and the gradient reaching a leaf, through a non-leaf when ``inplace``."""
     leaf = logits.detach().clone().requires_grad_()
     x = leaf * 1 if inplace else leaf
     w = None if weight is None else weight.to(logits.dtype)
     loss = fused_smoothed_cross_entropy(x, target, smoothing, weight=w, ignore_index=IGNORE,
-                                        reduction=reduction, inplace_backward=inplace)
+                                        reduction=reduction, inplace_backward=inplace, plan=plan)
     (grad,) = torch.autograd.grad(loss, leaf, grad_output)
     return loss, grad
 
 
-@pytest.fixture(params=["chunked-softmax", "chunked-softmax-serial", "chunked-exp"])
-def path(request, monkeypatch):
-    """Run each test on both CPU strategies, with chunks of a few rows so the loop has a ragged
-    end, on PyTorch's intra-op thread count of worker threads; the softmax path also below the
-    worker-thread size (one serial loop; out of place in float32/float64 the probabilities then
-    go straight into the gradient rows instead of a scratch chunk)."""
-    monkeypatch.setattr(ce, "_SOFTMAX_MIN_CLASSES", 1 << 30 if request.param == "chunked-exp"
-                        else 0)
-    monkeypatch.setattr(ce, "_CHUNK_BYTES", 4 * 11 * 8)
-    monkeypatch.setattr(ce, "_MIN_CHUNK_BYTES", 0)
-    if request.param != "chunked-softmax-serial":
-        monkeypatch.setattr(ce, "_WORKER_MIN_BYTES", 0)  # the grid runs on the worker threads
-    return request.param
+@pytest.fixture(params=list(PLANS))
+def path(request):
+    """Each way the chunked pass can run on small logits, passed in as a plan."""
+    return PLANS[request.param]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -84,7 +83,8 @@ def test_matches_pytorch(path, dtype, reduction, weighted, ignored, inplace):
     shape = (37,) if reduction == "none" else ()
     grad_output = torch.rand(shape, generator=torch.Generator().manual_seed(1)).to(dtype) + 0.5
     want_loss, want_grad = _reference(logits, target, 0.2, weight, reduction, grad_output)
-    loss, grad = _ours(logits, target, 0.2, weight, reduction, grad_output, inplace=inplace)
+    loss, grad = _ours(logits, target, 0.2, weight, reduction, grad_output, inplace=inplace,
+                       plan=path)
     assert loss.dtype == dtype and grad.dtype == dtype
     assert_close(loss, want_loss, dtype, what="loss")
     assert_close(grad, want_grad, dtype, what="gradient")
@@ -113,7 +113,8 @@ def test_odd_shapes_default_chunking(shape, reduction):
     logits = logits.float()
     grad_output = torch.ones(shape[:1] if reduction == "none" else ())
     want_loss, want_grad = _reference(logits, target, 0.1, None, reduction, grad_output)
-    loss, grad = _ours(logits, target, 0.1, None, reduction, grad_output)
+    default = plan(*shape, torch.float32, CPU, gradient="inplace")  # never PyTorch's own
+    loss, grad = _ours(logits, target, 0.1, None, reduction, grad_output, plan=default)
     assert_close(loss, want_loss, what="loss")
     assert_close(grad, want_grad, what="gradient")
 
@@ -126,7 +127,7 @@ def test_empty_batch_matches_pytorch(reduction, weighted):
     want = F.cross_entropy(x, target, weight=weight, ignore_index=IGNORE, reduction=reduction,
                            label_smoothing=0.1)
     got = fused_smoothed_cross_entropy(x, target, 0.1, weight=weight, ignore_index=IGNORE,
-                                       reduction=reduction)
+                                       reduction=reduction, plan=CHUNKED)
     assert_close(got, want, what="loss")  # NaN for "mean", 0 for "sum", empty for "none"
     (grad,) = torch.autograd.grad(got.sum(), x)
     assert grad.shape == (0, 5)
@@ -146,7 +147,8 @@ def test_gradcheck_float64():
     for reduction in ("mean", "sum", "none"):
         def loss_of(x, reduction=reduction):
             return fused_smoothed_cross_entropy(x, target, 0.3, weight=weight,
-                                                ignore_index=IGNORE, reduction=reduction)
+                                                ignore_index=IGNORE, reduction=reduction,
+                                                plan=CHUNKED)
         assert torch.autograd.gradcheck(loss_of, (logits.clone().requires_grad_(),))
 
 
@@ -176,22 +178,22 @@ def test_half_precision_large_vocabulary_is_finite(dtype):
 
 def test_no_gradient_work_under_no_grad_or_without_requires_grad(monkeypatch):
     seen = []
-    original = ce._chunked_row_statistics
+    original = ce.chunked_row_statistics
 
-    def spy(logits, safe_target, class_weight, grad, coefficients, **kwargs):
+    def spy(logits, safe_target, class_weight, grad, *args):
         seen.append(grad)
-        return original(logits, safe_target, class_weight, grad, coefficients, **kwargs)
+        return original(logits, safe_target, class_weight, grad, *args)
 
-    monkeypatch.setattr(ce, "_chunked_row_statistics", spy)
+    monkeypatch.setattr(ce, "chunked_row_statistics", spy)
     logits, target, _ = _make_case(8, 6, "some", False)
     want = F.cross_entropy(logits, target, ignore_index=IGNORE, label_smoothing=0.1)
     with torch.no_grad():
         leaf = logits.clone().requires_grad_()
         loss = fused_smoothed_cross_entropy(leaf * 1, target, 0.1, weight=None,
                                             ignore_index=IGNORE, reduction="mean",
-                                            inplace_backward=True)
+                                            inplace_backward=True, plan=CHUNKED)
     plain = fused_smoothed_cross_entropy(logits, target, 0.1, weight=None,
-                                         ignore_index=IGNORE, reduction="mean")
+                                         ignore_index=IGNORE, reduction="mean", plan=CHUNKED)
     assert seen == [None, None]
     assert loss.grad_fn is None and plain.grad_fn is None
     assert_close(loss, want)
@@ -223,7 +225,8 @@ def test_inplace_through_a_linear_head_matches_out_of_place():
         h = hidden.clone().requires_grad_()
         w = head.clone().requires_grad_()
         loss = fused_smoothed_cross_entropy(h @ w, target, 0.1, weight=None, ignore_index=IGNORE,
-                                            reduction="sum", inplace_backward=inplace)
+                                            reduction="sum", inplace_backward=inplace,
+                                            plan=CHUNKED)
         (loss * 0.5).backward()
         grads.append((loss.detach(), h.grad, w.grad))
     for ours, theirs in zip(grads[0], grads[1], strict=True):
@@ -257,20 +260,91 @@ def test_second_backward_with_unit_grad_output_accumulates():
     logits, target, _ = _make_case(6, 5, "some", False)
     leaf = logits.clone().requires_grad_()
     loss = fused_smoothed_cross_entropy(leaf, target, 0.1, weight=None, ignore_index=IGNORE,
-                                        reduction="mean")
+                                        reduction="mean", plan=CHUNKED)
     loss.backward(retain_graph=True)
     loss.backward()
     _, want = _reference(logits, target, 0.1, None, "mean", torch.tensor(1.0))
     assert_close(leaf.grad, 2 * want)
 
 
-def test_second_backward_after_scaling_raises():
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("zero_between", [False, True], ids=["accumulate", "zeroed"])
+def test_repeated_backward_on_leaf_logits_accumulates_like_pytorch(path, reduction,
+                                                                   zero_between):
+    # The first backward hands the gradient buffer to autograd (it becomes x.grad); later
+    # backwards through the retained graph must neither reuse nor see that buffer mutated.
     logits, target, _ = _make_case(6, 5, "some", False)
-    loss = fused_smoothed_cross_entropy(logits.clone().requires_grad_(), target, 0.1,
-                                        weight=None, ignore_index=IGNORE, reduction="sum")
-    (3 * loss).backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="second backward"):
-        (3 * loss).backward()
+    grad_output = torch.ones(6 if reduction == "none" else ()).double() * 3
+    results = []
+    for fn in (F.cross_entropy, fused_smoothed_cross_entropy):
+        leaf = logits.clone().requires_grad_()
+        kwargs = {"label_smoothing": 0.1} if fn is F.cross_entropy else {
+            "smoothing": 0.1, "weight": None, "plan": path}
+        loss = fn(leaf, target, ignore_index=IGNORE, reduction=reduction, **kwargs)
+        loss.backward(grad_output, retain_graph=True)
+        if zero_between:
+            leaf.grad.zero_()
+        loss.backward(grad_output, retain_graph=True)
+        loss.backward(grad_output)
+        results.append(leaf.grad)
+    assert_close(results[1], results[0], what="accumulated gradient")
+
+
+def test_second_backward_after_inplace_raises_one_clear_line():
+    logits, target, _ = _make_case(6, 5, "some", False)
+    loss = fused_smoothed_cross_entropy(logits.clone().requires_grad_() * 1, target, 0.1,
+                                        weight=None, ignore_index=IGNORE, reduction="sum",
+                                        inplace_backward=True)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match=r"got a second backward through the same graph; "
+                                           r"pass inplace_backward=False$"):
+        loss.backward()
+
+
+def _penalised_head_gradients(loss_fn, inplace=False):
+    """Parameter gradients of ``loss + |d loss / d params|^2`` for a linear head."""
+    generator = torch.Generator().manual_seed(6)
+    head = torch.nn.Linear(12, 50, dtype=torch.float64)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(50, 12, generator=generator, dtype=torch.float64))
+        head.bias.copy_(torch.randn(50, generator=generator, dtype=torch.float64))
+    hidden = torch.randn(40, 12, generator=generator, dtype=torch.float64)
+    target = torch.randint(0, 50, (40,), generator=generator)
+    target[::7] = IGNORE
+    loss = loss_fn(head(hidden), target)
+    grads = torch.autograd.grad(loss, list(head.parameters()), create_graph=True)
+    (loss + sum((g ** 2).sum() for g in grads)).backward()
+    return [p.grad for p in head.parameters()]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_double_backward_gradient_penalty_matches_pytorch(path, reduction, weighted):
+    weight = torch.rand(50, generator=torch.Generator().manual_seed(8),
+                        dtype=torch.float64) + 0.5 if weighted else None
+
+    def ours(logits, target):
+        return fused_smoothed_cross_entropy(logits, target, 0.2, weight=weight,
+                                            ignore_index=IGNORE, reduction=reduction, plan=path)
+
+    def theirs(logits, target):
+        return F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE,
+                               reduction=reduction, label_smoothing=0.2)
+
+    for got, want in zip(_penalised_head_gradients(ours), _penalised_head_gradients(theirs),
+                         strict=True):
+        assert_close(got, want, what="parameter gradient with a gradient penalty")
+
+
+def test_double_backward_after_inplace_raises_one_clear_line():
+    def ours(logits, target):
+        return fused_smoothed_cross_entropy(logits, target, 0.2, weight=None,
+                                            ignore_index=IGNORE, reduction="mean",
+                                            inplace_backward=True)
+
+    with pytest.raises(RuntimeError, match=r"got a backward with create_graph=True; "
+                                           r"pass inplace_backward=False$"):
+        _penalised_head_gradients(ours)
 
 
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
@@ -285,7 +359,8 @@ def test_inside_torch_compile(backend):
     def step(inplace):
         logits = model(inputs)
         return fused_smoothed_cross_entropy(logits, target, 0.1, weight=None, ignore_index=IGNORE,
-                                            reduction="mean", inplace_backward=inplace)
+                                            reduction="mean", inplace_backward=inplace,
+                                            plan=CHUNKED)
 
     results = []
     for fn in (step, torch.compile(step, backend=backend)):
@@ -306,55 +381,51 @@ def test_inside_torch_compile_inductor():
     test_inside_torch_compile("inductor")
 
 
-def test_choose_path_by_shape_and_device(monkeypatch):
-    cpu = torch.device("cpu")
-    assert choose_path(8192, 10, torch.float32, cpu) == "chunked-exp"
-    assert choose_path(8192, 1000, torch.float32, cpu) == "chunked-softmax"
-    assert choose_path(1024, 262144, torch.bfloat16, cpu) == "chunked-softmax"
-    monkeypatch.setattr(ce, "_triton_available", lambda: True)
-    assert choose_path(4, 32000, torch.float16, torch.device("cuda")) == "triton"
-    monkeypatch.setattr(ce, "_triton_available", lambda: False)
-    assert choose_path(4, 32000, torch.float16, torch.device("cuda")) == "chunked-softmax"
+def test_plan_by_shape_and_device(monkeypatch):
+    assert plan(8192, 10, torch.float32, CPU).strategy == "chunked"
+    assert plan(1024, 262144, torch.bfloat16, CPU).strategy == "chunked"
+    assert plan(4, 5, torch.float32, torch.device("meta")).strategy == "native"
+    monkeypatch.setattr(planning, "_triton_available", lambda: True)
+    assert plan(4, 32000, torch.float16, torch.device("cuda")).strategy == "triton"
+    assert plan(4, 32000, torch.float64, torch.device("cuda")).strategy == "chunked"
+    monkeypatch.setattr(planning, "_triton_available", lambda: False)
+    assert plan(4, 32000, torch.float16, torch.device("cuda")).strategy == "chunked"
 
 
-def test_chunk_plan(monkeypatch):
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert ce._chunk_plan(1024, 262144, 4, cpu) == (2, 4)  # two worker threads, 4 MiB chunks
-    assert ce._chunk_plan(4096, 32000, 4, cpu) == (2, 32)  # 4 MiB // 128000 bytes a row
-    assert ce._chunk_plan(65536, 1000, 4, cpu) == (2, 1024)  # scratch within 1/32: 65536 / 64
-    assert ce._chunk_plan(20000, 1000, 4, cpu) == (2, 313)  # scratch within 1/32 of the logits
-    # Small problems: PyTorch's threads inside each chunk, rows a multiple of the thread count.
-    assert ce._chunk_plan(8192, 1000, 4, cpu) == (1, 256)
-    assert ce._chunk_plan(8192, 10, 4, cpu) == (1, 6552)
-    # No scratch chunk (out of place, probabilities in the gradient rows): 4 MiB of rows.
-    assert ce._chunk_plan(8192, 1000, 4, cpu, scratch=False) == (1, 1048)
-    assert ce._chunk_plan(4096, 32000, 4, cpu, scratch=False) == (2, 32)
-    assert ce._chunk_plan(1024, 262144, 4, cuda) == (1, 4)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert ce._chunk_plan(1024, 2**20, 4, cpu) == (1, 1)
+@pytest.mark.parametrize(("shape", "dtype", "gradient", "threads", "rows", "workers"), [
+    ((1024, 262144), torch.float32, "inplace", 2, 4, 2),  # 4 MiB chunks on two workers
+    ((4096, 32000), torch.float32, "inplace", 2, 32, 2),  # 4 MiB // 128000 bytes a row
+    ((65536, 1000), torch.float32, "inplace", 2, 1024, 2),  # scratch within 1/32: 65536 / 64
+    ((20000, 1000), torch.float32, "inplace", 2, 313, 2),  # scratch within 1/32 of the logits
+    ((2048, 128256), torch.bfloat16, "fresh", 2, 8, 2),  # staged: 4 MiB of float32 rows
+    # Below the worker size: PyTorch's threads in each chunk, rows a multiple of the threads.
+    ((8192, 1000), torch.float32, "inplace", 2, 256, 1),
+    ((8192, 10), torch.float32, "none", 2, 6552, 1),
+    # Probabilities into the gradient rows (no scratch chunk): 4 MiB of rows.
+    ((8192, 1000), torch.float32, "fresh", 2, 1048, 1),
+    ((4096, 32000), torch.float32, "fresh", 2, 32, 2),
+    ((1024, 2**20), torch.float32, "inplace", 1, 1, 1),
+])
+def test_plan_chunking(shape, dtype, gradient, threads, rows, workers):
+    chosen = plan(*shape, dtype, CPU, gradient=gradient, threads=threads)
+    assert (chosen.strategy, chosen.chunk_rows, chosen.workers) == ("chunked", rows, workers)
 
 
-def test_worker_threads_match_the_serial_pass_and_restore_the_thread_count(monkeypatch):
-    monkeypatch.setattr(ce, "_CHUNK_BYTES", 3 * 50 * 8)
-    monkeypatch.setattr(ce, "_MIN_CHUNK_BYTES", 0)
-    monkeypatch.setattr(ce, "_WORKER_MIN_BYTES", 0)
+def test_plan_without_worker_threads_off_the_cpu(monkeypatch):
+    monkeypatch.setattr(planning, "_triton_available", lambda: False)
+    chosen = plan(1024, 262144, torch.float32, torch.device("cuda"), gradient="inplace",
+                  threads=2)
+    assert (chosen.chunk_rows, chosen.workers) == (4, 1)
+
+
+def test_worker_counts_match_the_serial_pass():
     logits, target, weight = _make_case(41, 50, "some", True, seed=9)
-    results = {}
-    threads = torch.get_num_threads()
-    for workers in (1, 2, 3):
-        plan = ce._chunk_plan
-
-        def forced(*args, workers=workers, plan=plan, **kwargs):
-            return workers, plan(*args, **kwargs)[1]
-
-        monkeypatch.setattr(ce, "_chunk_plan", forced)
-        results[workers] = _ours(logits, target, 0.1, weight, "sum", torch.tensor(2.0))
-        monkeypatch.setattr(ce, "_chunk_plan", plan)
-        assert torch.get_num_threads() == threads
-    for workers in (2, 3):
-        assert_close(results[workers][0], results[1][0], what="loss")
-        assert_close(results[workers][1], results[1][1], what="gradient")
+    results = [_ours(logits, target, 0.1, weight, "sum", torch.tensor(2.0),
+                     plan=Plan("chunked", chunk_rows=3, workers=workers))
+               for workers in (1, 2, 3)]
+    for loss, grad in results[1:]:
+        assert_close(loss, results[0][0], what="loss")
+        assert_close(grad, results[0][1], what="gradient")
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -365,7 +436,8 @@ def test_zero_weight_on_every_counted_target_matches_pytorch(path, reduction):
     target = torch.tensor([0, 1, IGNORE, 0, 1, 1])
     weight = torch.tensor([0.0, 0.0, 1.0, 2.0], dtype=torch.float64)
     grad_output = torch.ones(6 if reduction == "none" else ())
-    loss, grad = _ours(logits, target, 0.1, weight, reduction, grad_output.double())
+    loss, grad = _ours(logits, target, 0.1, weight, reduction, grad_output.double(),
+                       plan=path)
     ref_loss, ref_grad = _reference(logits, target, 0.1, weight, reduction, grad_output)
     assert_close(loss, ref_loss)
     assert_close(grad, ref_grad, what="gradient")
@@ -381,7 +453,8 @@ def test_masked_logits_match_pytorch(path, smoothing, weighted):
     target = torch.where(target == IGNORE, target, 3 + target % 6)
     for reduction in ("mean", "sum", "none"):
         grad_output = torch.ones(6 if reduction == "none" else ())
-        loss, grad = _ours(logits, target, smoothing, weight, reduction, grad_output.double())
+        loss, grad = _ours(logits, target, smoothing, weight, reduction, grad_output.double(),
+                           plan=path)
         ref_loss, ref_grad = _reference(logits, target, smoothing, weight, reduction, grad_output)
         assert_close(loss, ref_loss)
         assert_close(grad, ref_grad, what="gradient")
@@ -403,32 +476,24 @@ def test_underflowing_target_probability_matches_pytorch(path, dtype, inplace):
     weight = weight.to(dtype)
     for reduction in ("mean", "sum", "none"):
         grad_output = torch.ones(37 if reduction == "none" else ()).to(dtype)
-        loss, grad = _ours(logits, target, 0.1, weight, reduction, grad_output, inplace=inplace)
+        loss, grad = _ours(logits, target, 0.1, weight, reduction, grad_output, inplace=inplace,
+                           plan=path)
         ref_loss, ref_grad = _reference(logits, target, 0.1, weight, reduction, grad_output)
         assert torch.isfinite(loss).all()
         assert_close(loss, ref_loss)
         assert_close(grad, ref_grad, what="gradient")
 
 
-@pytest.fixture
-def native_dispatch(monkeypatch):
-    """The real size limit below which PyTorch's own loss runs (the suite sets it to 0)."""
-    monkeypatch.setattr(ce, "_NATIVE_MAX_ELEMENTS", 65536)
-
-
-def test_tiny_float_problems_run_pytorchs_own_loss(native_dispatch, monkeypatch):
-    cpu = torch.device("cpu")
-    assert choose_path(256, 256, torch.float32, cpu) == "native"  # 65536 logits
-    assert choose_path(256, 257, torch.float32, cpu) == "chunked-softmax"
-    assert choose_path(8192, 10, torch.float64, cpu) == "chunked-exp"
-    assert choose_path(16, 10, torch.float64, cpu) == "native"
-    assert choose_path(16, 10, torch.float32, cpu, inplace=True) == "chunked-exp"
-    assert choose_path(16, 10, torch.bfloat16, cpu) == "chunked-exp"
-    assert choose_path(16, 10, torch.float16, cpu) == "chunked-exp"
-    # Dispatched: exactly PyTorch's value and gradient, and our chunk loop never runs.
-    calls = []
-    monkeypatch.setattr(ce, "_chunked_row_statistics",
-                        lambda *args, **kwargs: calls.append(1))
+def test_tiny_float_problems_run_pytorchs_own_loss():
+    assert plan(256, 256, torch.float32, CPU).strategy == "native"  # 65536 logits
+    assert plan(256, 257, torch.float32, CPU).strategy == "chunked"
+    assert plan(8192, 10, torch.float64, CPU).strategy == "chunked"
+    assert plan(16, 10, torch.float64, CPU).strategy == "native"
+    assert plan(16, 10, torch.float64, CPU, gradient="none").strategy == "native"
+    assert plan(16, 10, torch.float32, CPU, gradient="inplace").strategy == "chunked"
+    assert plan(16, 10, torch.bfloat16, CPU).strategy == "chunked"
+    assert plan(16, 10, torch.float16, CPU).strategy == "chunked"
+    # Dispatched: exactly PyTorch's value and gradient, bit for bit.
     logits, target, weight = _make_case(37, 11, "some", True)
     logits, weight = logits.float(), weight.float()
     for reduction in ("mean", "sum", "none"):
@@ -440,11 +505,23 @@ def test_tiny_float_problems_run_pytorchs_own_loss(native_dispatch, monkeypatch)
                                            reduction=reduction)
         (got_grad,) = torch.autograd.grad(got.sum(), x)
         assert torch.equal(got, want) and torch.equal(got_grad, want_grad)
-    assert calls == []
+
+
+@pytest.mark.parametrize(("dtype", "weight_dtype"), [(torch.float64, torch.float32),
+                                                     (torch.float32, torch.float64)], ids=str)
+def test_tiny_problems_cast_a_weight_of_another_dtype(dtype, weight_dtype):
+    logits, target, weight = _make_case(8, 5, "some", True)
+    logits = logits.to(dtype)
+    want = F.cross_entropy(logits, target, weight=weight.to(weight_dtype).to(dtype),
+                           ignore_index=IGNORE, label_smoothing=0.1)
+    got = fused_smoothed_cross_entropy(logits, target, 0.1, weight=weight.to(weight_dtype),
+                                       ignore_index=IGNORE, reduction="mean")
+    assert got.dtype == dtype
+    assert_close(got, want)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_tiny_problems_in_place_or_half_precision_stay_fused(native_dispatch, dtype):
+def test_tiny_problems_in_place_or_half_precision_stay_fused(dtype):
     logits, target, _ = _make_case(37, 11, "none", False)
     logits = logits.to(dtype)
     inplace = dtype == torch.float32
@@ -458,3 +535,36 @@ def test_tiny_problems_in_place_or_half_precision_stay_fused(native_dispatch, dt
     assert_close(grad, want_grad, dtype, what="gradient")
     if inplace:  # the fused kernel ran: the gradient was written into the logits
         assert_close(x.detach(), want_grad, dtype, what="logits after the call")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_meta_logits_infer_the_shape_like_pytorch(reduction):
+    logits = torch.empty(300, 400, device="meta", requires_grad=True)
+    target = torch.empty(300, dtype=torch.long, device="meta")
+    weight = torch.empty(400, dtype=torch.float64, device="meta")
+    got = fused_smoothed_cross_entropy(logits, target, 0.1, weight=weight, ignore_index=IGNORE,
+                                       reduction=reduction)
+    want = F.cross_entropy(logits, target, weight=weight.float(), reduction=reduction,
+                           label_smoothing=0.1)
+    assert got.device.type == "meta" and got.shape == want.shape and got.dtype == want.dtype
+    (grad,) = torch.autograd.grad(got.sum(), logits)
+    assert grad.device.type == "meta" and grad.shape == logits.shape
+
+
+def test_torch_func_grad_and_vmap_match_pytorch():
+    logits, target, weight = _make_case(300, 400, "some", True, seed=12)
+
+    def ours(x):
+        return fused_smoothed_cross_entropy(x, target, 0.1, weight=weight, ignore_index=IGNORE,
+                                            reduction="mean")
+
+    def theirs(x):
+        return F.cross_entropy(x, target, weight=weight, ignore_index=IGNORE,
+                               label_smoothing=0.1)
+
+    assert_close(torch.func.grad(ours)(logits), torch.func.grad(theirs)(logits),
+                 what="torch.func.grad")
+    batch = torch.stack([logits, 2 * logits])
+    assert_close(torch.vmap(ours)(batch), torch.vmap(theirs)(batch), what="vmap")
+    assert_close(torch.vmap(torch.func.grad(ours))(batch),
+                 torch.vmap(torch.func.grad(theirs))(batch), what="vmap of grad")

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_close
 
-from labelsmooth._ops import choose_path, fused_smoothed_cross_entropy
+from labelsmooth._ops import Plan, fused_smoothed_cross_entropy, plan
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +22,8 @@ IGNORE = -100
 
 
 def _check_against_pytorch(device: str, dtype: torch.dtype, reduction: str, weighted: bool,
-                           inplace: bool, num_rows: int = 9, num_classes: int = 5000) -> None:
+                           inplace: bool, num_rows: int = 9, num_classes: int = 5000,
+                           chosen: Plan | None = None) -> None:
     generator = torch.Generator().manual_seed(0)
     base = torch.randn(num_rows, num_classes, generator=generator, dtype=torch.float64) * 3
     target = torch.randint(0, num_classes, (num_rows,), generator=generator)
@@ -40,7 +41,7 @@ def _check_against_pytorch(device: str, dtype: torch.dtype, reduction: str, weig
     x = leaf * 1 if inplace else leaf
     loss = fused_smoothed_cross_entropy(
         x, target.to(device), 0.2, weight=None if weight is None else weight.to(device, dtype),
-        ignore_index=IGNORE, reduction=reduction, inplace_backward=inplace)
+        ignore_index=IGNORE, reduction=reduction, inplace_backward=inplace, plan=chosen)
     loss.backward(grad_output.to(device, dtype))
     assert loss.dtype == dtype
     assert_close(loss, want, dtype, what="loss")
@@ -49,26 +50,24 @@ def _check_against_pytorch(device: str, dtype: torch.dtype, reduction: str, weig
 
 def interpreter_check() -> None:
     """Run in a subprocess with ``TRITON_INTERPRET=1``: the kernel on CPU tensors."""
-    from labelsmooth._ops import cross_entropy as ce
-
-    ce.choose_path = lambda *args, **kwargs: "triton"  # force the kernel for CPU tensors
+    triton = Plan("triton")  # the kernel on CPU tensors
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for reduction, weighted, inplace in (("mean", False, False), ("sum", True, True),
                                              ("none", True, False), ("mean", False, True)):
-            _check_against_pytorch("cpu", dtype, reduction, weighted, inplace)
+            _check_against_pytorch("cpu", dtype, reduction, weighted, inplace, chosen=triton)
     _check_against_pytorch("cpu", torch.float32, "mean", False, False, num_rows=3,
-                           num_classes=700)  # one partial block per row
+                           num_classes=700, chosen=triton)  # one partial block per row
     with torch.no_grad():
         logits = torch.randn(4, 300)
         target = torch.tensor([1, IGNORE, 299, 0])
         got = fused_smoothed_cross_entropy(logits, target, 0.1, weight=None,
-                                           ignore_index=IGNORE, reduction="none")
+                                           ignore_index=IGNORE, reduction="none", plan=triton)
         want = F.cross_entropy(logits, target, reduction="none", label_smoothing=0.1)
         assert_close(got, want, what="no-grad loss")
-    _check_masked_first_block("cpu")
+    _check_masked_first_block("cpu", triton)
 
 
-def _check_masked_first_block(device: str) -> None:
+def _check_masked_first_block(device: str, chosen: Plan | None = None) -> None:
     """Rows whose whole first column block is masked with -inf: the online softmax starts from
     a running maximum of -inf and must not turn exp(-inf - -inf) into NaN."""
     for smoothing in (0.0, 0.1):
@@ -81,7 +80,7 @@ def _check_masked_first_block(device: str) -> None:
         want.backward()
         leaf = logits.float().to(device).requires_grad_()
         loss = fused_smoothed_cross_entropy(leaf, target.to(device), smoothing, weight=None,
-                                            ignore_index=IGNORE, reduction="mean")
+                                            ignore_index=IGNORE, reduction="mean", plan=chosen)
         loss.backward()
         assert_close(loss, want, torch.float32, what=f"masked loss, smoothing {smoothing}")
         assert_close(leaf.grad, reference_input.grad, torch.float32, what="masked gradient")
@@ -109,7 +108,7 @@ needs_cuda = pytest.mark.skipif(
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
 def test_kernel_matches_pytorch_on_cuda(dtype, reduction, weighted, inplace):
-    assert choose_path(9, 5000, dtype, torch.device("cuda")) == "triton"
+    assert plan(9, 5000, dtype, torch.device("cuda")).strategy == "triton"
     _check_against_pytorch("cuda", dtype, reduction, weighted, inplace)
 
 

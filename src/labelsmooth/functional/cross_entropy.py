@@ -1,8 +1,7 @@
 """Cross-entropy losses for index or dense targets, with label smoothing.
 
 ``soft_cross_entropy`` is the loss that accepts the dense distribution label smoothing produces
-(the seed: "the loss function used for the model must be able to accept this dense
-distribution as the target"). ``smoothed_cross_entropy`` reaches the label-smoothed loss from
+as its target. ``smoothed_cross_entropy`` reaches the label-smoothed loss from
 index targets without building the dense ``N x C`` target at all. ``smoothed_binary_cross_entropy
 _with_logits`` is the binary / multi-label counterpart.
 """
@@ -147,7 +146,9 @@ def smoothed_cross_entropy(
     only the gradient, and does no gradient work under ``torch.no_grad()``. Its only ``N x C``
     allocation is the gradient it must return, or none with ``inplace_backward=True``. (Tiny
     float32/float64 CPU problems, at most 65536 logits and not in place, run PyTorch's own
-    loss instead: its fixed cost is lower there.)
+    loss instead: its fixed cost is lower there; so do meta tensors and ``torch.func``
+    transforms.) Backward may run more than once, and twice (``create_graph=True``) as
+    PyTorch's does, except after ``inplace_backward=True``.
 
     Dense targets are accepted too: they are smoothed with :func:`smooth_labels` and passed to
     :func:`soft_cross_entropy` (whose ``"mean"`` divides by the number of positions).
