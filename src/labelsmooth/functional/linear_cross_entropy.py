@@ -82,7 +82,7 @@ def plan_chunk_rows(num_rows: int, num_classes: int, hidden: int, *,
 
     ``(num_rows + num_classes) * hidden`` elements of gradient are held anyway; a chunk holds
     ``rows * num_classes`` logits. Chunks are not made smaller than ``min_elements`` logits nor
-    larger than the batch. The measurements behind the defaults are in ``docs/large_vocab.md``.
+    larger than the batch. Why these defaults: ``docs/large_vocab.md``.
 
     Example:
         >>> plan_chunk_rows(4096, 32000, 1024)
