@@ -14,11 +14,13 @@ from labelsmooth.functional import (
     smooth_labels,
     smoothed_binary_cross_entropy_with_logits,
     smoothed_cross_entropy,
+    smoothed_linear_cross_entropy,
     soft_cross_entropy,
 )
 from labelsmooth.losses import (
     SmoothedBCEWithLogitsLoss,
     SmoothedCrossEntropyLoss,
+    SmoothedLinearCrossEntropyLoss,
     SoftCrossEntropyLoss,
 )
 from labelsmooth.trainer import Algorithm, Callback, Engine, Event, State, Trainer
@@ -35,6 +37,7 @@ __all__ = [
     "MixUp",
     "SmoothedBCEWithLogitsLoss",
     "SmoothedCrossEntropyLoss",
+    "SmoothedLinearCrossEntropyLoss",
     "SoftCrossEntropyLoss",
     "State",
     "Trainer",
@@ -45,5 +48,6 @@ __all__ = [
     "smooth_labels",
     "smoothed_binary_cross_entropy_with_logits",
     "smoothed_cross_entropy",
+    "smoothed_linear_cross_entropy",
     "soft_cross_entropy",
 ]

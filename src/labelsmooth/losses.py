@@ -21,8 +21,14 @@ from labelsmooth.functional.cross_entropy import (
     smoothed_cross_entropy,
     soft_cross_entropy,
 )
+from labelsmooth.functional.linear_cross_entropy import smoothed_linear_cross_entropy
 
-__all__ = ["SmoothedBCEWithLogitsLoss", "SmoothedCrossEntropyLoss", "SoftCrossEntropyLoss"]
+__all__ = [
+    "SmoothedBCEWithLogitsLoss",
+    "SmoothedCrossEntropyLoss",
+    "SmoothedLinearCrossEntropyLoss",
+    "SoftCrossEntropyLoss",
+]
 
 
 class _WeightedLoss(nn.Module):
@@ -149,3 +155,49 @@ class SmoothedBCEWithLogitsLoss(_WeightedLoss):
         return smoothed_binary_cross_entropy_with_logits(
             input, target, self.smoothing, weight=self.weight, pos_weight=self.pos_weight,
             reduction=self.reduction)
+
+
+class SmoothedLinearCrossEntropyLoss(_WeightedLoss):
+    """Label-smoothed cross-entropy of a linear head, without materialising the logits.
+
+    See :func:`labelsmooth.functional.smoothed_linear_cross_entropy`: equal to
+    ``F.cross_entropy(F.linear(input, linear_weight, linear_bias), target, ...)`` in value and
+    in the gradients of all three, holding one chunk of rows' logits at a time.
+
+    Args:
+        smoothing: ``s`` in ``[0, 1]`` (default 0.1).
+        weight: class weights ``(C,)`` (default ``None``), kept as a buffer.
+        ignore_index: target value that contributes nothing (default -100).
+        reduction: ``"none"``, ``"mean"`` (default) or ``"sum"``.
+        chunk_size: rows per chunk (default ``None``: chosen from the shapes).
+
+    Shape:
+        input ``(*, H)``; linear_weight ``(C, H)``; target ``(*)``; linear_bias ``(C,)``;
+        output scalar, or ``(*)`` for ``reduction="none"``.
+
+    Example:
+        >>> criterion = SmoothedLinearCrossEntropyLoss(0.1)
+        >>> head = torch.nn.Linear(16, 100)
+        >>> h, y = torch.randn(4, 8, 16), torch.randint(100, (4, 8))
+        >>> loss = criterion(h, head.weight, y, linear_bias=head.bias)
+        >>> ref = torch.nn.CrossEntropyLoss(label_smoothing=0.1)(head(h).flatten(0, 1), y.flatten())
+        >>> torch.allclose(loss, ref)
+        True
+    """
+
+    def __init__(self, smoothing: float = 0.1, *, weight: torch.Tensor | None = None,
+                 ignore_index: int = -100, reduction: str = "mean",
+                 chunk_size: int | None = None) -> None:
+        super().__init__(weight=weight, reduction=reduction)
+        self.smoothing = check_smoothing(smoothing)
+        self.ignore_index = check_int(ignore_index, "ignore_index")
+        self.chunk_size = None if chunk_size is None else check_int(chunk_size, "chunk_size",
+                                                                     minimum=1)
+
+    def forward(self, input: torch.Tensor, linear_weight: torch.Tensor, target: torch.Tensor, *,
+                linear_bias: torch.Tensor | None = None,
+                num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
+        return smoothed_linear_cross_entropy(
+            input, linear_weight, target, self.smoothing, linear_bias=linear_bias,
+            weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
+            num_items_in_batch=num_items_in_batch, chunk_size=self.chunk_size)

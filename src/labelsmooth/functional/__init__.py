@@ -15,6 +15,10 @@ from labelsmooth.functional.cross_entropy import (
     smoothed_cross_entropy,
     soft_cross_entropy,
 )
+from labelsmooth.functional.linear_cross_entropy import (
+    plan_chunk_rows,
+    smoothed_linear_cross_entropy,
+)
 from labelsmooth.functional.mixing import (
     MixedBatch,
     cutmix_batch,
@@ -31,9 +35,11 @@ __all__ = [
     "mixup_batch",
     "one_hot",
     "paste_box",
+    "plan_chunk_rows",
     "smooth_binary_labels",
     "smooth_labels",
     "smoothed_binary_cross_entropy_with_logits",
     "smoothed_cross_entropy",
+    "smoothed_linear_cross_entropy",
     "soft_cross_entropy",
 ]
