@@ -16,11 +16,14 @@ from labelsmooth.functional.cross_entropy import (
     soft_cross_entropy,
 )
 from labelsmooth.functional.mixing import MixedBatch, cutmix_batch, mix_targets, mixup_batch
+from labelsmooth.functional.penalties import confidence_penalty, entropy
 from labelsmooth.functional.smoothing import one_hot, smooth_binary_labels, smooth_labels
 
 __all__ = [
     "MixedBatch",
+    "confidence_penalty",
     "cutmix_batch",
+    "entropy",
     "mix_targets",
     "mixup_batch",
     "one_hot",
