@@ -17,16 +17,20 @@ from labelsmooth.functional.cross_entropy import (
 )
 from labelsmooth.functional.mixing import MixedBatch, cutmix_batch, mix_targets, mixup_batch
 from labelsmooth.functional.penalties import confidence_penalty, entropy
+from labelsmooth.functional.priors import class_prior, confusion_prior, similarity_prior
 from labelsmooth.functional.smoothing import one_hot, smooth_binary_labels, smooth_labels
 
 __all__ = [
     "MixedBatch",
+    "class_prior",
     "confidence_penalty",
+    "confusion_prior",
     "cutmix_batch",
     "entropy",
     "mix_targets",
     "mixup_batch",
     "one_hot",
+    "similarity_prior",
     "smooth_binary_labels",
     "smooth_labels",
     "smoothed_binary_cross_entropy_with_logits",
