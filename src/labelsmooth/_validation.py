@@ -19,11 +19,13 @@ __all__ = [
     "check_floating",
     "check_index_dtype",
     "check_int",
+    "check_prior",
     "check_reduction",
     "check_smoothing",
     "check_unit_interval",
     "describe",
     "fail",
+    "prior_tolerance",
     "shape_str",
 ]
 
@@ -123,3 +125,38 @@ def check_class_dim(class_dim: Any, ndim: int, argument: str = "class_dim") -> i
 
 def shape_str(shape: Sequence[int]) -> str:
     return str(tuple(shape))
+
+
+def prior_tolerance(dtype: torch.dtype, num_classes: int) -> float:
+    """How far from 1 the sum of a ``(num_classes,)`` probability vector of ``dtype`` may be.
+
+    ``2 * eps * max(1, log2(C))`` with ``eps`` the machine epsilon of ``dtype``, or of float32 if
+    that is larger (a prior normalised in float32 and then cast to float64 is accepted): rounding
+    each entry moves the sum by at most ``eps / 2``, and a normalisation ``p = c / c.sum()`` adds
+    an error that grows with the depth of the summation tree, ``log2(C)``.
+    """
+    eps = max(torch.finfo(dtype).eps, torch.finfo(torch.float32).eps)
+    return 2.0 * eps * max(1.0, math.log2(max(num_classes, 1)))
+
+
+def check_prior(prior: Any, num_classes: int, argument: str = "prior") -> torch.Tensor:
+    """``prior`` must be a ``(num_classes,)`` probability vector: floating, finite, >= 0, summing
+    to 1 within :func:`prior_tolerance`. Reads the values (a host synchronisation on an
+    accelerator), so call it once per prior, not per step.
+    """
+    if not isinstance(prior, torch.Tensor):
+        fail(argument, f"a tensor of shape ({num_classes},)", type(prior).__name__, error=TypeError)
+    if not prior.is_floating_point():
+        fail(argument, "a floating-point probability vector", f"dtype {prior.dtype}", error=TypeError)
+    if tuple(prior.shape) != (num_classes,):
+        fail(argument, f"a probability vector of shape ({num_classes},)", f"shape {tuple(prior.shape)}")
+    values = prior.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(values).all()):
+        fail(argument, "finite probabilities", f"{int((~torch.isfinite(values)).sum())} non-finite entries")
+    if bool((values < 0).any()):
+        fail(argument, "probabilities >= 0", f"minimum {values.min().item():.6g}")
+    total = values.sum().item()
+    tolerance = prior_tolerance(prior.dtype, num_classes)
+    if abs(total - 1.0) > tolerance:
+        fail(argument, f"probabilities summing to 1 (within {tolerance:.3g})", f"a sum of {total:.10g}")
+    return prior

@@ -26,16 +26,23 @@ from labelsmooth.functional.mixing import (
     mixup_batch,
     paste_box,
 )
+from labelsmooth.functional.penalties import confidence_penalty, entropy
+from labelsmooth.functional.priors import class_prior, confusion_prior, similarity_prior
 from labelsmooth.functional.smoothing import one_hot, smooth_binary_labels, smooth_labels
 
 __all__ = [
     "MixedBatch",
+    "class_prior",
+    "confidence_penalty",
+    "confusion_prior",
     "cutmix_batch",
+    "entropy",
     "mix_targets",
     "mixup_batch",
     "one_hot",
     "paste_box",
     "plan_chunk_rows",
+    "similarity_prior",
     "smooth_binary_labels",
     "smooth_labels",
     "smoothed_binary_cross_entropy_with_logits",
