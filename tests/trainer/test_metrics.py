@@ -9,9 +9,11 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import HostSyncRecorder
 from tiny_task import make_dataset, make_loader, make_model
 
 from labelsmooth import LabelSmoothing, Trainer
+from labelsmooth.metrics import expected_calibration_error
 from labelsmooth.trainer.metrics import ClassificationMetrics
 
 
@@ -145,12 +147,56 @@ def test_training_metrics_are_unsmoothed_and_on_the_original_targets() -> None:
     assert train["loss"] > train["nll"]
 
 
-@pytest.mark.parametrize(("module", "build"), [
-    ("torchmetrics", lambda: ClassificationMetrics(device="cpu")),
-    ("rich.progress", lambda: __import__("labelsmooth.trainer.progress", fromlist=["x"]).ProgressBar(3)),
-])
-def test_missing_optional_packages_name_the_extra(monkeypatch: pytest.MonkeyPatch, module: str,
-                                                  build: object) -> None:
-    monkeypatch.setitem(sys.modules, module, None)
+def test_missing_rich_names_the_extra_and_metrics_need_only_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labelsmooth.trainer.progress import ProgressBar
+
+    monkeypatch.setitem(sys.modules, "rich.progress", None)
     with pytest.raises(ImportError, match=r"pip install 'labelsmooth\[trainer\]'"):
-        build()  # type: ignore[operator]
+        ProgressBar(3)
+    monkeypatch.setitem(sys.modules, "torchmetrics", None)
+    metrics = ClassificationMetrics(device="cpu")
+    metrics.update(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
+    assert set(metrics.compute()) == {"accuracy", "ece", "nll"}
+
+
+def test_confidence_of_exactly_one_is_in_the_last_bin_as_in_labelsmooth_metrics() -> None:
+    """Saturated rows (softmax exactly 1.0 in float32) are in the last bin [14/15, 1], by hand:
+    two saturated rows (one right, one wrong) and one right row of confidence 0.95 fill the last
+    bin with accuracy 2/3 and confidence (1 + 1 + 0.95) / 3; a row of confidence 0.5 (wrong) is
+    alone in bin 7. ECE = 3/4 * |2/3 - 2.95/3| + 1/4 * |0 - 0.5| = 0.3625 (torchmetrics gives
+    the saturated rows a bin of their own and reports 0.3875)."""
+    logits = torch.tensor([[200.0, 0.0], [0.0, 200.0], [math.log(19.0), 0.0], [0.0, 0.0]])
+    targets = torch.tensor([0, 0, 0, 1])
+    assert logits.softmax(dim=1).max(dim=1).values[:2].tolist() == [1.0, 1.0]
+    metrics = ClassificationMetrics(device="cpu")
+    metrics.update(logits[:2], targets[:2])
+    metrics.update(logits[2:], targets[2:])
+    result = metrics.compute()
+    hand = 3 / 4 * abs(2 / 3 - 2.95 / 3) + 1 / 4 * 0.5
+    assert result["ece"] == pytest.approx(hand, abs=1e-6)
+    ours = expected_calibration_error(logits.softmax(dim=1), targets)
+    assert result["ece"] == pytest.approx(float(ours), abs=1e-7)
+    assert result["accuracy"] == 0.5
+
+
+def test_updates_never_wait_for_the_device() -> None:
+    """On ``meta`` tensors (standing in for an accelerator's), an update reads no value back."""
+    metrics = ClassificationMetrics(device="meta", track_loss=True)
+    logits = torch.randn(8, 5, 3, device="meta")
+    targets = torch.randint(0, 5, (8, 3), device="meta")
+    with HostSyncRecorder() as recorder:
+        for _ in range(3):
+            metrics.update(logits, targets, loss=logits.sum())
+            metrics.update(logits, logits.softmax(dim=1), loss=logits.sum())
+    assert recorder.syncs == []
+
+
+def test_metrics_can_be_turned_off() -> None:
+    data = make_dataset(48)
+    trainer = Trainer(make_model(), make_loader(data, 16), max_duration="2ep", device="cpu",
+                      train_metrics=False, progress_bar=False)
+    trainer.fit()
+    assert [sorted(record) for record in trainer.history] == [
+        ["batch", "epoch", "lr", "sample", "split"]] * 2
+    with pytest.raises(TypeError, match="train_metrics: expected a bool, got no"):
+        Trainer(make_model(), make_loader(data, 16), max_duration="2ep", train_metrics="no")  # type: ignore[arg-type]
