@@ -12,9 +12,16 @@ One optimizer step per batch::
 
 The loss uses the target components of the State's target-transform stage
 (:mod:`labelsmooth.trainer.targets`); with no target-changing algorithm it is
-``loss_fn(outputs, targets)``. A loss that is not finite stops training with
-:class:`NonFiniteLossError` before the backward pass, so the last checkpoint written stays the
-last good one. Training metrics are updated after ``AFTER_LOSS``, on the original targets.
+``loss_fn(outputs, targets)``. Training metrics are updated after ``AFTER_LOSS``, on the
+original targets, on the device (no host synchronisation per step).
+
+A loss that is not finite stops training with :class:`NonFiniteLossError`, naming the epoch and
+step where it first appeared. The check is made on the device's copy of each step's loss when the
+host reads from the device anyway: before every checkpoint, evaluation and training log (so no
+checkpoint is ever written after a non-finite loss, and the last one written is the last good
+one), and before the optimizer step of every ``finite_check_interval``-th step. Between checks
+training runs on; with ``finite_check_interval=1`` every step is checked before its optimizer
+step, so the weights never see a non-finite loss.
 
 Two model protocols are supported:
 
@@ -147,6 +154,11 @@ class Trainer:
             with bit-identical weights to an uninterrupted run on the same hardware.
         progress_bar: show a rich progress bar on rank 0. Default: ``True``.
         log_file: a JSON-lines file that gets one record per epoch and per evaluation.
+        train_metrics: log the training accuracy, ECE, NLL and loss every epoch. Default:
+            ``True``. They are accumulated on the device, a few small operations per step.
+        finite_check_interval: check that the loss is finite at least every this many optimizer
+            steps (and before every checkpoint, evaluation and log); each check waits for the
+            device. ``1`` checks every step before its optimizer step. Default: 100.
         target_key: where the loss (for ``model(inputs)`` models) and the metrics find the
             targets in a batch: an int index, a str key or attribute. Default: ``1``.
 
@@ -185,6 +197,8 @@ class Trainer:
         progress_bar: bool = True,
         log_file: str | os.PathLike[str] | None = None,
         target_key: BatchKey = 1,
+        train_metrics: bool = True,
+        finite_check_interval: int = 100,
     ) -> None:
         if seed is not None:
             check_int(seed, "seed", minimum=0)
@@ -211,6 +225,10 @@ class Trainer:
                 fail(f"callbacks[{position}]", "a Callback", type(callback).__name__, error=TypeError)
         if not isinstance(progress_bar, bool):
             fail("progress_bar", "a bool", progress_bar, error=TypeError)
+        if not isinstance(train_metrics, bool):
+            fail("train_metrics", "a bool", train_metrics, error=TypeError)
+        self.finite_check_interval = check_int(finite_check_interval, "finite_check_interval",
+                                               minimum=1)
 
         if seed is not None:
             _seed_everything(seed)
@@ -253,7 +271,11 @@ class Trainer:
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self._scaler = (torch.amp.GradScaler("cuda") if self.autocast_dtype is torch.float16
                         else None)
-        self._train_metrics = ClassificationMetrics(device=self.device, track_loss=True)
+        self._train_metrics = (ClassificationMetrics(device=self.device, track_loss=True)
+                               if train_metrics else None)
+        # Each step's loss since the last finite check, and the timestamp before the first.
+        self._unchecked_losses: list[torch.Tensor] = []
+        self._unchecked_from = Timestamp()
         self._eval_metrics = ClassificationMetrics(device=self.device)
         self._epoch_rng: dict[str, Any] | None = None
         self._pending_rng: dict[str, Any] | None = None
@@ -366,9 +388,14 @@ class Trainer:
 
         Returns:
             The file written on rank 0, ``None`` on other ranks.
+
+        Raises:
+            NonFiniteLossError: if a step since the last check had a non-finite loss (nothing
+                is written).
         """
         if self.save_folder is None:
             fail("save_folder", "a folder to save checkpoints in", None)
+        self._check_finite()
         state = self.state
         rng = dist_utils.all_gather_object({"now": get_rng_state(), "epoch": self._epoch_rng})
         path = None
@@ -518,7 +545,8 @@ class Trainer:
                 # before anything at EPOCH_START can draw from them.
                 set_rng_state(self._pending_rng)
                 self._pending_rng = None
-            self._train_metrics.reset()
+            if self._train_metrics is not None:
+                self._train_metrics.reset()
             engine.run_event(Event.EPOCH_START)
         iterator = self._epoch_iterator()
         per_epoch = self._batches_per_epoch()
@@ -554,13 +582,17 @@ class Trainer:
         stamp = self.state.timestamp
         if (self.state.eval_dataloader is not None and self.eval_interval.unit is unit
                 and stamp.is_multiple_of(self.eval_interval)):
+            self._check_finite()
             self.eval()
         if (self.save_folder is not None and self.save_interval.unit is unit
                 and stamp.is_multiple_of(self.save_interval)):
             self.save_checkpoint()
 
     def _log_train_metrics(self) -> None:
-        metrics: dict[str, Any] = {"split": "train", **self._train_metrics.compute()}
+        self._check_finite()
+        metrics: dict[str, Any] = {"split": "train"}
+        if self._train_metrics is not None:
+            metrics |= self._train_metrics.compute()
         if self.state.optimizers:
             metrics["lr"] = self.state.optimizers[0].param_groups[0]["lr"]
         self.logger.log_metrics(metrics)
@@ -570,23 +602,20 @@ class Trainer:
         engine.run_event(Event.BATCH_START)
         full_batch = state.batch
         examples = batch_size(full_batch)
-        microbatches = split_batch(full_batch, self.grad_accum) if self.grad_accum > 1 else [full_batch]
         for optimizer in state.optimizers:
             optimizer.zero_grad(set_to_none=True)
-        batch_loss = torch.zeros((), device=self.device)
-        for position, microbatch in enumerate(microbatches):
-            state.batch = microbatch
-            share = batch_size(microbatch) / examples
-            last = position == len(microbatches) - 1
-            # DDP all-reduces gradients in backward; only the last microbatch's needs to.
-            no_sync = (self._forward_model.no_sync() if not last and isinstance(
-                self._forward_model, torch.nn.parallel.DistributedDataParallel)
-                else contextlib.nullcontext())
-            with no_sync:
-                self._train_microbatch(share)
-            batch_loss += state.loss.detach().float() * share  # type: ignore[union-attr]
+        if self.grad_accum == 1:
+            self._train_microbatch(1.0)
+            batch_loss = state.loss.detach()  # type: ignore[union-attr]
+        else:
+            batch_loss = self._train_microbatches(full_batch, examples)
         state.batch = full_batch
         state.loss = batch_loss
+        if not self._unchecked_losses:
+            self._unchecked_from = state.timestamp
+        self._unchecked_losses.append(batch_loss)
+        if len(self._unchecked_losses) >= self.finite_check_interval:
+            self._check_finite()
         for optimizer in state.optimizers:
             if self._scaler is not None:
                 self._scaler.step(optimizer)
@@ -603,6 +632,25 @@ class Trainer:
             batch_in_epoch=stamp.batch_in_epoch + 1, sample_in_epoch=stamp.sample_in_epoch + seen)
         engine.run_event(Event.BATCH_END)
 
+    def _train_microbatches(self, full_batch: Any, examples: int) -> torch.Tensor:
+        """Forward, loss and backward of each of ``grad_accum`` microbatches; returns the batch's
+        loss, the microbatch losses weighted by their share of the examples."""
+        state = self.state
+        microbatches = split_batch(full_batch, self.grad_accum)
+        batch_loss = torch.zeros((), device=self.device)
+        for position, microbatch in enumerate(microbatches):
+            state.batch = microbatch
+            share = batch_size(microbatch) / examples
+            last = position == len(microbatches) - 1
+            # DDP all-reduces gradients in backward; only the last microbatch's needs to.
+            no_sync = (self._forward_model.no_sync() if not last and isinstance(
+                self._forward_model, torch.nn.parallel.DistributedDataParallel)
+                else contextlib.nullcontext())
+            with no_sync:
+                self._train_microbatch(share)
+            batch_loss += state.loss.detach().float() * share  # type: ignore[union-attr]
+        return batch_loss
+
     def _train_microbatch(self, share: float) -> None:
         state, engine = self.state, self.engine
         # AFTER_FORWARD and AFTER_LOSS fire even when the forward or the loss raises, so that
@@ -613,15 +661,15 @@ class Trainer:
         with engine.run_around(Event.BEFORE_LOSS, Event.AFTER_LOSS):
             with self._autocast():
                 state.loss = self._loss()
-            self._check_finite(state.loss)
         if state.target_components is not None:
             raise RuntimeError(
                 "target transforms still registered after AFTER_LOSS by "
                 f"{state.target_transform_owners}: an algorithm that calls add_target_transform "
                 "at BEFORE_LOSS must call remove_target_transform at AFTER_LOSS")
-        self._train_metrics.update(get_logits(state.outputs), self._targets(), loss=state.loss)
+        if self._train_metrics is not None:
+            self._train_metrics.update(get_logits(state.outputs), self._targets(), loss=state.loss)
         engine.run_event(Event.BEFORE_BACKWARD)
-        loss = state.loss * share
+        loss = state.loss if share == 1.0 else state.loss * share
         (self._scaler.scale(loss) if self._scaler is not None else loss).backward()
         engine.run_event(Event.AFTER_BACKWARD)
 
@@ -680,12 +728,31 @@ class Trainer:
             return self._model_loss(self.state.outputs, batch)
         return self.loss_fn(self.state.outputs, self._targets())
 
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        finite = bool(torch.isfinite(loss.detach()).all())
-        if not dist_utils.all_ranks_agree(finite, self.device):
-            stamp = self.state.timestamp
-            value = f"{loss.item()}" if not finite else "a non-finite loss on another rank"
-            raise NonFiniteLossError(
-                f"loss: expected a finite value at epoch {stamp.epoch}, batch "
-                f"{stamp.batch_in_epoch + 1} of the epoch (step {stamp.batch + 1}), got {value}; "
-                "training stopped before the backward pass")
+    def _check_finite(self) -> None:
+        """Raise :class:`NonFiniteLossError` if a step since the last check had a non-finite loss.
+
+        One host synchronisation for all the steps since the last check (and one all-reduce
+        when distributed, so that every rank stops at the same check).
+        """
+        losses, self._unchecked_losses = self._unchecked_losses, []
+        if not losses:
+            return
+        finite = torch.isfinite(torch.stack(losses)).tolist()
+        if dist_utils.all_ranks_agree(all(finite), self.device):
+            return
+        # Training cannot go on from here: every later check fails too.
+        self._unchecked_losses = losses
+        first = self._unchecked_from
+        if all(finite):
+            where = (f"at epoch {first.epoch}, between batches {first.batch_in_epoch + 1} and "
+                     f"{first.batch_in_epoch + len(losses)} of the epoch (steps {first.batch + 1} "
+                     f"to {first.batch + len(losses)})")
+            value = "a non-finite loss on another rank"
+        else:
+            bad = finite.index(False)
+            where = (f"at epoch {first.epoch}, batch {first.batch_in_epoch + bad + 1} of the epoch "
+                     f"(step {first.batch + bad + 1})")
+            value = f"{losses[bad].item()}"
+        raise NonFiniteLossError(
+            f"loss: expected a finite value {where}, got {value}; training stopped at the "
+            "first check after it, and no checkpoint was written after it")
