@@ -37,9 +37,11 @@ def _check(actual: dict[str, float], expected: dict[str, float]) -> None:
         assert actual[name] == pytest.approx(value, abs=1e-5), name
 
 
-def test_metrics_match_the_reference_over_several_batches() -> None:
+@pytest.mark.parametrize("buffer_elements", [1, 700, 2**20])
+def test_metrics_match_the_reference_over_several_batches(buffer_elements: int) -> None:
+    """Whether batches are added to the sums one by one, two at a time or all at the end."""
     logits, targets = torch.randn(300, 5) * 2, torch.randint(0, 5, (300,))
-    metrics = ClassificationMetrics(device="cpu")
+    metrics = ClassificationMetrics(device="cpu", buffer_elements=buffer_elements)
     for part in range(3):
         rows = slice(100 * part, 100 * (part + 1))
         metrics.update(logits[rows], targets[rows])
@@ -70,6 +72,28 @@ def test_dense_targets_use_argmax_and_soft_nll() -> None:
     assert result["ece"] == pytest.approx(reference["ece"], abs=1e-5)
     soft_nll = -(dense.double() * logits.double().log_softmax(dim=1)).sum(dim=1).mean().item()
     assert result["nll"] == pytest.approx(soft_nll, abs=1e-5)
+
+
+def test_kept_batches_are_copies_and_index_and_dense_batches_mix() -> None:
+    """A loss may overwrite the logits with their gradient after the update (the fused loss's
+    ``inplace_backward``): the metrics keep their own copy. An index batch, a dense batch and an
+    index batch in a row count as one set of examples."""
+    logits = torch.randn(3, 20, 4) * 2
+    index, dense = torch.randint(0, 4, (20,)), torch.softmax(torch.randn(20, 4) * 3, dim=1)
+    metrics = ClassificationMetrics(device="cpu")
+    batches = [(logits[0].clone(), index), (logits[1].clone(), dense), (logits[2].clone(), index)]
+    for batch_logits, batch_targets in batches:
+        metrics.update(batch_logits, batch_targets)
+        batch_logits.fill_(float("nan"))
+    result = metrics.compute()
+    labels = torch.cat([index, dense.argmax(dim=1), index])
+    reference = _reference(logits.reshape(60, 4), labels)
+    assert result["accuracy"] == pytest.approx(reference["accuracy"])
+    assert result["ece"] == pytest.approx(reference["ece"], abs=1e-5)
+    log_p = logits.double().log_softmax(dim=2)
+    nll = torch.cat([-log_p[0].gather(1, index[:, None]).squeeze(1), -(dense * log_p[1]).sum(dim=1),
+                     -log_p[2].gather(1, index[:, None]).squeeze(1)]).mean().item()
+    assert result["nll"] == pytest.approx(nll, abs=1e-5)
 
 
 def test_loss_is_averaged_per_example() -> None:
@@ -179,9 +203,11 @@ def test_confidence_of_exactly_one_is_in_the_last_bin_as_in_labelsmooth_metrics(
     assert result["accuracy"] == 0.5
 
 
-def test_updates_never_wait_for_the_device() -> None:
-    """On ``meta`` tensors (standing in for an accelerator's), an update reads no value back."""
-    metrics = ClassificationMetrics(device="meta", track_loss=True)
+@pytest.mark.parametrize("buffer_elements", [1, 2**20])
+def test_updates_never_wait_for_the_device(buffer_elements: int) -> None:
+    """On ``meta`` tensors (standing in for an accelerator's), an update reads no value back,
+    neither when it keeps the batch nor when it adds the kept batches to the sums."""
+    metrics = ClassificationMetrics(device="meta", track_loss=True, buffer_elements=buffer_elements)
     logits = torch.randn(8, 5, 3, device="meta")
     targets = torch.randint(0, 5, (8, 3), device="meta")
     with HostSyncRecorder() as recorder:

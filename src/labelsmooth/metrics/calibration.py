@@ -141,11 +141,18 @@ def calibration_histogram(probs: torch.Tensor, targets: torch.Tensor, *, num_bin
     dtype = torch.promote_types(probs.dtype, torch.float32)
     confidence, predicted = probs.max(dim=1)
     confidence = confidence.to(dtype)
-    # floor(conf * B) puts conf in [b/B, (b+1)/B) into bin b; conf == 1 is clamped into the last bin.
-    index = (confidence * num_bins).floor_().long().clamp_(0, num_bins - 1)
-    rows = torch.stack([torch.ones_like(confidence), confidence, (predicted == targets).to(dtype)])
-    if ignore_index is not None:
-        rows = rows * (targets != ignore_index).to(dtype)
+    # floor(conf * B) puts conf in [b/B, (b+1)/B) into bin b (truncation is the floor, conf >= 0);
+    # conf == 1 is clamped into the last bin.
+    index = (confidence * num_bins).long().clamp_(0, num_bins - 1)
+    correct = predicted == targets
+    if ignore_index is None:
+        count = torch.ones_like(confidence)
+    else:
+        kept = targets != ignore_index
+        count = kept.to(dtype)
+        confidence = confidence * count
+        correct &= kept
+    rows = torch.stack([count, confidence, correct.to(dtype)])
     histogram = torch.zeros(3, num_bins, dtype=dtype, device=probs.device)
     return histogram.index_add_(1, index, rows)
 

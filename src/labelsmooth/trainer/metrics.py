@@ -12,11 +12,14 @@
 Index targets ``(N, *)`` skip positions equal to ``ignore_index``; dense targets ``(N, C, *)``
 count as their arg-max for accuracy and calibration and as distributions for the NLL.
 
-Every metric is a ratio of sums that add up over batches, so an update is a few tensor
-operations on the device into one small running-sum tensor (the
-:func:`~labelsmooth.metrics.calibration_histogram`, the summed NLL, the summed loss), with no
-host synchronisation; :meth:`ClassificationMetrics.compute` reads it once, after summing it
-across ranks under torch.distributed. The sums are kept in float64 (float32 on devices
+Every metric is a ratio of sums that add up over batches: the
+:func:`~labelsmooth.metrics.calibration_histogram`, the summed NLL and the summed loss, kept in
+one small tensor on the device. An update copies the batch's logits and targets and adds the
+loss; once ``BUFFER_ELEMENTS`` logits are kept (or at :meth:`ClassificationMetrics.compute`),
+they are concatenated and added to the sums in one go, so the dozen small operations of the
+metrics run once per many small batches instead of once per batch, and never wait for the
+device. :meth:`ClassificationMetrics.compute` reads the sums once, after summing them across
+ranks under torch.distributed. The sums are kept in float64 (float32 on devices
 without it), so that an epoch of float32 batch sums loses no digits the logged values show.
 
 References:
@@ -27,18 +30,20 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
-from labelsmooth._validation import fail, shape_str
-from labelsmooth.functional import soft_cross_entropy
+from labelsmooth._validation import check_int, fail, shape_str
+from labelsmooth.functional._targets import check_target_range
 from labelsmooth.metrics import ReliabilityBins, calibration_histogram
 
 __all__ = ["ClassificationMetrics"]
 
 ECE_BINS = 15
+# Logits kept before they are added to the running sums (see ClassificationMetrics.update).
+BUFFER_ELEMENTS = 2**20
 # Layout of the running sums: the (3, ECE_BINS) histogram, then the summed NLL, the summed
 # example-weighted loss and the examples the loss was averaged over.
 _NLL, _LOSS, _LOSS_WEIGHT = 3 * ECE_BINS, 3 * ECE_BINS + 1, 3 * ECE_BINS + 2
-_SIZE = 3 * ECE_BINS + 3
 
 
 def _flatten(logits: torch.Tensor, targets: torch.Tensor, class_dim: int
@@ -73,6 +78,13 @@ class ClassificationMetrics:
         class_dim: the class dimension of the logits. Default: 1.
         ignore_index: index-target value to skip. Default: -100 (PyTorch's).
         track_loss: also average the training loss passed to :meth:`update`. Default: ``False``.
+        validate_args: check that index targets are in range, as the library's losses do
+            (``None``: on the CPU only,
+            where it costs no device synchronisation; ``False``: never, for targets a loss has
+            already checked). Default: ``None``.
+        buffer_elements: how many logits to keep before adding them to the running sums; a batch
+            with more is added at once. Default: :data:`BUFFER_ELEMENTS` (``2**20``, 4 MiB of
+            float32).
 
     Example:
         >>> metrics = ClassificationMetrics(device="cpu")
@@ -82,19 +94,33 @@ class ClassificationMetrics:
     """
 
     def __init__(self, *, device: torch.device | str, class_dim: int = 1, ignore_index: int = -100,
-                 track_loss: bool = False) -> None:
+                 track_loss: bool = False, validate_args: bool | None = None,
+                 buffer_elements: int = BUFFER_ELEMENTS) -> None:
         self.device = torch.device(device)
         self.class_dim = class_dim
         self.ignore_index = ignore_index
         self.track_loss = track_loss
+        self.validate_args = validate_args
         self.num_classes: int | None = None
-        self._sums = torch.zeros(_SIZE, dtype=_sum_dtype(self.device), device=self.device)
+        self._sums = torch.zeros(_LOSS_WEIGHT + 1, dtype=_sum_dtype(self.device), device=self.device)
+        # Views of the running sums, so that an update indexes nothing.
+        self._histogram = self._sums[:_NLL].view(3, ECE_BINS)
+        self._nll, self._loss = self._sums[_NLL], self._sums[_LOSS]
+        self._loss_weight = 0
         self._updated = False
+        self.buffer_elements = check_int(buffer_elements, "buffer_elements", minimum=1)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pending_elements = 0
+        self._pending_dense = False
 
     def update(self, logits: torch.Tensor, targets: torch.Tensor, *,
                loss: torch.Tensor | None = None) -> None:
         """Add a batch: ``logits`` ``(N, C, *)`` and the original ``targets``; ``loss`` is the
-        batch's mean training loss (weighted by ``N`` when averaged)."""
+        batch's mean training loss (weighted by ``N`` when averaged).
+
+        The batch is kept (a copy of its logits and targets) until ``buffer_elements`` logits
+        are kept, then all of them are added to the running sums at once.
+        """
         num_classes = logits.shape[self.class_dim]
         if self.num_classes is None:
             self.num_classes = num_classes
@@ -103,27 +129,50 @@ class ClassificationMetrics:
         if self.track_loss and loss is None:
             fail("loss", "the batch's training loss (track_loss=True)", loss, error=TypeError)
         rows, flat_targets, dense = _flatten(logits, targets, self.class_dim)
-        # The unsmoothed NLL is the library's own cross-entropy for either kind of target
-        # (ignored positions add 0, and count nowhere in the histogram).
-        nll = soft_cross_entropy(rows, flat_targets, ignore_index=self.ignore_index,
-                                 reduction="sum")
-        labels = flat_targets.argmax(dim=-1) if dense else flat_targets
-        histogram = calibration_histogram(rows.softmax(dim=-1), labels, num_bins=ECE_BINS,
-                                          ignore_index=None if dense else self.ignore_index)
-        sums = self._sums
-        sums[:_NLL].add_(histogram.view(-1))
-        sums[_NLL].add_(nll)
+        if not dense:
+            check_target_range(flat_targets, num_classes, self.ignore_index,
+                               validate_args=self.validate_args)
+        if self._pending and dense != self._pending_dense:
+            self._flush()
+        # Copies: a loss may overwrite the logits with their gradient in the backward pass.
+        self._pending.append((rows.clone(), flat_targets.clone()))
+        self._pending_dense = dense
+        self._pending_elements += rows.numel()
         if loss is not None and self.track_loss:
-            sums[_LOSS].add_(loss.detach().float() * logits.shape[0])
-            sums[_LOSS_WEIGHT].add_(logits.shape[0])
+            self._loss.add_(loss.detach(), alpha=logits.shape[0])
+            self._loss_weight += logits.shape[0]
         self._updated = True
+        if self._pending_elements >= self.buffer_elements:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Add the kept batches to the running sums: a handful of operations for all of them."""
+        if not self._pending:
+            return
+        rows = torch.cat([rows for rows, _ in self._pending])
+        targets = torch.cat([targets for _, targets in self._pending])
+        self._pending, self._pending_elements = [], 0
+        # The unsmoothed NLL, summed: PyTorch's cross-entropy of the (M, C) rows, for either kind
+        # of target (ignored positions add 0, and count nowhere in the histogram).
+        if self._pending_dense:
+            labels = targets.argmax(dim=-1)
+            nll = F.cross_entropy(rows, targets, reduction="sum")
+        else:
+            labels = targets.long()
+            nll = F.cross_entropy(rows, labels, ignore_index=self.ignore_index, reduction="sum")
+        self._nll.add_(nll)
+        self._histogram.add_(calibration_histogram(
+            rows.softmax(dim=-1), labels, num_bins=ECE_BINS,
+            ignore_index=None if self._pending_dense else self.ignore_index))
 
     def compute(self) -> dict[str, float]:
         """The metrics over every batch since the last :meth:`reset` (summed across ranks);
         empty before the first update."""
         if not self._updated:
             return {}
+        self._flush()
         sums = self._sums.clone()
+        sums[_LOSS_WEIGHT] = self._loss_weight
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(sums)
         bins = ReliabilityBins.from_histogram(sums[:_NLL].view(3, ECE_BINS))
@@ -141,4 +190,6 @@ class ClassificationMetrics:
     def reset(self) -> None:
         """Forget every batch (keep the number of classes)."""
         self._sums.zero_()
+        self._pending, self._pending_elements = [], 0
+        self._loss_weight = 0
         self._updated = False
