@@ -337,13 +337,16 @@ def test_progress_bar_reads_the_loss_at_most_once_per_redraw(monkeypatch: Any) -
         for batch in range(20):
             bar.update(epoch=0, completed=batch + 1, loss=CountingLoss())  # type: ignore[arg-type]
         assert CountingLoss.reads == 1
+        assert bar._progress.tasks[0].completed == 1  # the bar itself is updated once per redraw too
         clock[0] += 1.0  # ten redraw intervals later
         bar.update(epoch=0, completed=21, loss=CountingLoss())  # type: ignore[arg-type]
         assert CountingLoss.reads == 2
         assert bar._progress.tasks[0].fields["loss"] == "1.5000"
         assert bar._progress.tasks[0].completed == 21
+        bar.update(epoch=1, completed=22, loss=CountingLoss())  # type: ignore[arg-type]
     finally:
         bar.stop()
+    assert bar._progress.tasks[0].completed == 22 and CountingLoss.reads == 3  # stop shows the last
 
 
 def test_nothing_the_user_passed_is_mutated() -> None:
