@@ -271,7 +271,9 @@ class Trainer:
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self._scaler = (torch.amp.GradScaler("cuda") if self.autocast_dtype is torch.float16
                         else None)
-        self._train_metrics = (ClassificationMetrics(device=self.device, track_loss=True)
+        # The loss has been given the same targets: the metrics need not check their range again.
+        self._train_metrics = (ClassificationMetrics(device=self.device, track_loss=True,
+                                                     validate_args=False)
                                if train_metrics else None)
         # Each step's loss since the last finite check, and the timestamp before the first.
         self._unchecked_losses: list[torch.Tensor] = []
