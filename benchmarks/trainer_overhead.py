@@ -263,11 +263,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> list[dict[str, str]]:
     args = _parse_args(argv)
     task = QUICK_TASK if args.quick else Task()
-    rows = run_benchmark(task, threads=args.threads or ([1] if args.quick else [1, 2]),
-                         rounds=args.rounds or (1 if args.quick else 7),
-                         contenders=args.contenders, quick=args.quick)
-    append_csv(rows, args.csv)
-    print(f"\nappended {len(rows)} rows to {args.csv}")
+    rows: list[dict[str, str]] = []
+    # One thread count at a time, each appended as soon as it is measured.
+    for count in args.threads or ([1] if args.quick else [1, 2]):
+        measured = run_benchmark(task, threads=[count], rounds=args.rounds or (1 if args.quick else 7),
+                                 contenders=args.contenders, quick=args.quick)
+        append_csv(measured, args.csv)
+        print(f"\nappended {len(measured)} rows to {args.csv}", flush=True)
+        rows += measured
     return rows
 
 
