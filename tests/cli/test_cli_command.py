@@ -192,8 +192,7 @@ def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 @pytest.mark.parametrize(("module", "package"), [("matplotlib.figure", "matplotlib"), ("rich.progress", "rich"),
-                                                 ("mnist1d.data", "mnist1d"), ("numpy", "numpy"),
-                                                 ("torchmetrics", "torchmetrics")])
+                                                 ("mnist1d.data", "mnist1d"), ("numpy", "numpy")])
 def test_missing_optional_dependency_names_the_fix(module: str, package: str, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:

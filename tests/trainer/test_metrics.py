@@ -9,9 +9,11 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import HostSyncRecorder
 from tiny_task import make_dataset, make_loader, make_model
 
 from labelsmooth import LabelSmoothing, Trainer
+from labelsmooth.metrics import expected_calibration_error
 from labelsmooth.trainer.metrics import ClassificationMetrics
 
 
@@ -35,9 +37,11 @@ def _check(actual: dict[str, float], expected: dict[str, float]) -> None:
         assert actual[name] == pytest.approx(value, abs=1e-5), name
 
 
-def test_metrics_match_the_reference_over_several_batches() -> None:
+@pytest.mark.parametrize("buffer_elements", [1, 700, 2**20])
+def test_metrics_match_the_reference_over_several_batches(buffer_elements: int) -> None:
+    """Whether batches are added to the sums one by one, two at a time or all at the end."""
     logits, targets = torch.randn(300, 5) * 2, torch.randint(0, 5, (300,))
-    metrics = ClassificationMetrics(device="cpu")
+    metrics = ClassificationMetrics(device="cpu", buffer_elements=buffer_elements)
     for part in range(3):
         rows = slice(100 * part, 100 * (part + 1))
         metrics.update(logits[rows], targets[rows])
@@ -68,6 +72,28 @@ def test_dense_targets_use_argmax_and_soft_nll() -> None:
     assert result["ece"] == pytest.approx(reference["ece"], abs=1e-5)
     soft_nll = -(dense.double() * logits.double().log_softmax(dim=1)).sum(dim=1).mean().item()
     assert result["nll"] == pytest.approx(soft_nll, abs=1e-5)
+
+
+def test_kept_batches_are_copies_and_index_and_dense_batches_mix() -> None:
+    """A loss may overwrite the logits with their gradient after the update (the fused loss's
+    ``inplace_backward``): the metrics keep their own copy. An index batch, a dense batch and an
+    index batch in a row count as one set of examples."""
+    logits = torch.randn(3, 20, 4) * 2
+    index, dense = torch.randint(0, 4, (20,)), torch.softmax(torch.randn(20, 4) * 3, dim=1)
+    metrics = ClassificationMetrics(device="cpu")
+    batches = [(logits[0].clone(), index), (logits[1].clone(), dense), (logits[2].clone(), index)]
+    for batch_logits, batch_targets in batches:
+        metrics.update(batch_logits, batch_targets)
+        batch_logits.fill_(float("nan"))
+    result = metrics.compute()
+    labels = torch.cat([index, dense.argmax(dim=1), index])
+    reference = _reference(logits.reshape(60, 4), labels)
+    assert result["accuracy"] == pytest.approx(reference["accuracy"])
+    assert result["ece"] == pytest.approx(reference["ece"], abs=1e-5)
+    log_p = logits.double().log_softmax(dim=2)
+    nll = torch.cat([-log_p[0].gather(1, index[:, None]).squeeze(1), -(dense * log_p[1]).sum(dim=1),
+                     -log_p[2].gather(1, index[:, None]).squeeze(1)]).mean().item()
+    assert result["nll"] == pytest.approx(nll, abs=1e-5)
 
 
 def test_loss_is_averaged_per_example() -> None:
@@ -145,12 +171,58 @@ def test_training_metrics_are_unsmoothed_and_on_the_original_targets() -> None:
     assert train["loss"] > train["nll"]
 
 
-@pytest.mark.parametrize(("module", "build"), [
-    ("torchmetrics", lambda: ClassificationMetrics(device="cpu")),
-    ("rich.progress", lambda: __import__("labelsmooth.trainer.progress", fromlist=["x"]).ProgressBar(3)),
-])
-def test_missing_optional_packages_name_the_extra(monkeypatch: pytest.MonkeyPatch, module: str,
-                                                  build: object) -> None:
-    monkeypatch.setitem(sys.modules, module, None)
+def test_missing_rich_names_the_extra_and_metrics_need_only_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labelsmooth.trainer.progress import ProgressBar
+
+    monkeypatch.setitem(sys.modules, "rich.progress", None)
     with pytest.raises(ImportError, match=r"pip install 'labelsmooth\[trainer\]'"):
-        build()  # type: ignore[operator]
+        ProgressBar(3)
+    monkeypatch.setitem(sys.modules, "torchmetrics", None)
+    metrics = ClassificationMetrics(device="cpu")
+    metrics.update(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
+    assert set(metrics.compute()) == {"accuracy", "ece", "nll"}
+
+
+def test_confidence_of_exactly_one_is_in_the_last_bin_as_in_labelsmooth_metrics() -> None:
+    """Saturated rows (softmax exactly 1.0 in float32) are in the last bin [14/15, 1], by hand:
+    two saturated rows (one right, one wrong) and one right row of confidence 0.95 fill the last
+    bin with accuracy 2/3 and confidence (1 + 1 + 0.95) / 3; a row of confidence 0.5 (wrong) is
+    alone in bin 7. ECE = 3/4 * |2/3 - 2.95/3| + 1/4 * |0 - 0.5| = 0.3625 (torchmetrics gives
+    the saturated rows a bin of their own and reports 0.3875)."""
+    logits = torch.tensor([[200.0, 0.0], [0.0, 200.0], [math.log(19.0), 0.0], [0.0, 0.0]])
+    targets = torch.tensor([0, 0, 0, 1])
+    assert logits.softmax(dim=1).max(dim=1).values[:2].tolist() == [1.0, 1.0]
+    metrics = ClassificationMetrics(device="cpu")
+    metrics.update(logits[:2], targets[:2])
+    metrics.update(logits[2:], targets[2:])
+    result = metrics.compute()
+    hand = 3 / 4 * abs(2 / 3 - 2.95 / 3) + 1 / 4 * 0.5
+    assert result["ece"] == pytest.approx(hand, abs=1e-6)
+    ours = expected_calibration_error(logits.softmax(dim=1), targets)
+    assert result["ece"] == pytest.approx(float(ours), abs=1e-7)
+    assert result["accuracy"] == 0.5
+
+
+@pytest.mark.parametrize("buffer_elements", [1, 2**20])
+def test_updates_never_wait_for_the_device(buffer_elements: int) -> None:
+    """On ``meta`` tensors (standing in for an accelerator's), an update reads no value back,
+    neither when it keeps the batch nor when it adds the kept batches to the sums."""
+    metrics = ClassificationMetrics(device="meta", track_loss=True, buffer_elements=buffer_elements)
+    logits = torch.randn(8, 5, 3, device="meta")
+    targets = torch.randint(0, 5, (8, 3), device="meta")
+    with HostSyncRecorder() as recorder:
+        for _ in range(3):
+            metrics.update(logits, targets, loss=logits.sum())
+            metrics.update(logits, logits.softmax(dim=1), loss=logits.sum())
+    assert recorder.syncs == []
+
+
+def test_metrics_can_be_turned_off() -> None:
+    data = make_dataset(48)
+    trainer = Trainer(make_model(), make_loader(data, 16), max_duration="2ep", device="cpu",
+                      train_metrics=False, progress_bar=False)
+    trainer.fit()
+    assert [sorted(record) for record in trainer.history] == [
+        ["batch", "epoch", "lr", "sample", "split"]] * 2
+    with pytest.raises(TypeError, match="train_metrics: expected a bool, got no"):
+        Trainer(make_model(), make_loader(data, 16), max_duration="2ep", train_metrics="no")  # type: ignore[arg-type]

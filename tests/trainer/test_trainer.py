@@ -302,13 +302,16 @@ def test_progress_bar_reads_the_loss_at_most_once_per_redraw(monkeypatch: Any) -
         for batch in range(20):
             bar.update(epoch=0, completed=batch + 1, loss=CountingLoss())  # type: ignore[arg-type]
         assert CountingLoss.reads == 1
+        assert bar._progress.tasks[0].completed == 1  # the bar itself is updated once per redraw too
         clock[0] += 1.0  # ten redraw intervals later
         bar.update(epoch=0, completed=21, loss=CountingLoss())  # type: ignore[arg-type]
         assert CountingLoss.reads == 2
         assert bar._progress.tasks[0].fields["loss"] == "1.5000"
         assert bar._progress.tasks[0].completed == 21
+        bar.update(epoch=1, completed=22, loss=CountingLoss())  # type: ignore[arg-type]
     finally:
         bar.stop()
+    assert bar._progress.tasks[0].completed == 22 and CountingLoss.reads == 3  # stop shows the last
 
 
 def test_nothing_the_user_passed_is_mutated() -> None:
@@ -415,18 +418,68 @@ def test_outputs_with_no_logits_raise() -> None:
         _trainer(NoLogits(), _dict_loader(), target_key="labels").fit()
 
 
-def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Any) -> None:
+@pytest.mark.parametrize("interval", [1, 100])
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+        tmp_path: Any, interval: int) -> None:
     data = make_dataset(32)
     data.tensors[0][20, 0] = float("nan")  # in the third batch of 8
     model = make_model()
     with pytest.raises(NonFiniteLossError, match=r"loss: expected a finite value at epoch 0, batch 3 of the epoch \(step 3\), got nan"):
         _trainer(model, make_loader(data, 8), save_folder=tmp_path, save_interval="1ba",
-                 algorithms=[LabelSmoothing(0.1)]).fit()
+                 algorithms=[LabelSmoothing(0.1)], finite_check_interval=interval).fit()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ep0-ba1.pt", "ep0-ba2.pt", "latest.pt"]
     checkpoint = load_checkpoint(tmp_path / "latest.pt")
     assert checkpoint["timestamp"]["batch"] == 2
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
-    assert all(torch.isfinite(p).all() for p in model.parameters())  # no step was taken on NaN
+    # Checked before every optimizer step, the weights never take a step on a NaN loss.
+    assert all(torch.isfinite(p).all() for p in model.parameters()) == (interval == 1)
+
+
+def test_the_finite_check_reads_the_device_once_per_log_not_per_step(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Four steps per epoch, a checkpoint per epoch: the losses are checked once, at each
+    epoch's log, and a NaN in the second epoch's second batch is named there (step 6), with the
+    first epoch's record and checkpoint written and nothing after; saving later still refuses."""
+    data = make_dataset(32)
+    calls: list[int] = []
+    isfinite = torch.isfinite
+
+    def counting_isfinite(tensor: torch.Tensor) -> torch.Tensor:
+        calls.append(tensor.numel())
+        return isfinite(tensor)
+
+    class NanInSecondEpoch(Callback):
+        def after_loss(self, state: Any, logger: Any) -> None:
+            if state.timestamp.batch == 5:
+                state.loss = state.loss * float("nan")
+
+    monkeypatch.setattr(torch, "isfinite", counting_isfinite)
+    trainer = _trainer(loader=make_loader(data, 8), max_duration="2ep", callbacks=[NanInSecondEpoch()],
+                       save_folder=tmp_path)
+    with pytest.raises(NonFiniteLossError, match=r"at epoch 1, batch 2 of the epoch \(step 6\), got nan"):
+        trainer.fit()
+    assert calls == [4, 4]  # one check of four steps per epoch (the save after the first reads nothing new)
+    assert [record["epoch"] for record in trainer.history] == [1]
+    with pytest.raises(NonFiniteLossError, match=r"\(step 6\)"):
+        trainer.save_checkpoint()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ep1-ba4.pt", "latest.pt"]
+
+
+def test_the_finite_check_interval_bounds_the_steps_run_on_a_non_finite_loss() -> None:
+    data = make_dataset(64)
+    data.tensors[0][8, 0] = float("inf")  # second batch of 8
+    seen: list[int] = []
+
+    class Steps(Callback):
+        def batch_end(self, state: Any, logger: Any) -> None:
+            seen.append(state.timestamp.batch)
+
+    with pytest.raises(NonFiniteLossError, match=r"batch 2 of the epoch \(step 2\), got nan"):
+        _trainer(loader=make_loader(data, 8), finite_check_interval=3, callbacks=[Steps()],
+                 grad_accum=2).fit()
+    assert seen == [1, 2]  # the third step is checked before its optimizer step
+    with pytest.raises(ValueError, match="finite_check_interval: expected an int >= 1, got 0"):
+        _trainer(finite_check_interval=0)
 
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [

@@ -334,10 +334,9 @@ def _stopped(payload: dict[str, Any], folder: Path, interrupt: KeyboardInterrupt
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     # Check every optional dependency before any work, so a missing one fails in a second
-    # (torchmetrics would otherwise fail inside the first training). numpy comes before
+    # (not after the first training). numpy comes before
     # matplotlib, which imports it, so the message names the package that is really missing.
     require("numpy", "numpy")
-    require("torchmetrics", "torchmetrics")
     progress_module = require("rich.progress", "rich")
     require("matplotlib.figure", "matplotlib")
     device = _device(args.device)

@@ -1,7 +1,10 @@
 """Calibration metrics as small pure functions: reliability bins, ECE, Brier score, temperature.
 
-These are the numbers ``labelsmooth run`` reports. They take probabilities (or logits, for the
-temperature) and integer class targets, return tensors or floats, and never mutate their inputs.
+These are the numbers ``labelsmooth run`` reports, and the Trainer's ECE is the same one: both
+come from :func:`calibration_histogram`, per-bin sums that add up over batches, so the Trainer
+accumulates them on the device and reads them once per log. The functions take probabilities (or
+logits, for the temperature) and integer class targets, return tensors or floats, and never
+mutate their inputs.
 
 The binning convention is the one of ``torchmetrics.functional.multiclass_calibration_error``:
 bin ``b`` of ``B`` equal-width bins holds the confidences in ``[b / B, (b + 1) / B)``; a confidence
@@ -35,6 +38,7 @@ from labelsmooth._validation import fail
 __all__ = [
     "ReliabilityBins",
     "brier_score",
+    "calibration_histogram",
     "expected_calibration_error",
     "fit_temperature",
     "reliability_bins",
@@ -52,6 +56,37 @@ class ReliabilityBins(NamedTuple):
     accuracy: torch.Tensor
     confidence: torch.Tensor
 
+    @classmethod
+    def from_histogram(cls, histogram: torch.Tensor) -> ReliabilityBins:
+        """The bins of a :func:`calibration_histogram` (or of a sum of several).
+
+        Args:
+            histogram: ``(3, num_bins)``: per-bin counts, summed confidences, summed correct.
+
+        Returns:
+            The per-bin means, in ``histogram``'s dtype.
+
+        Example:
+            >>> ReliabilityBins.from_histogram(torch.tensor([[0.0, 2.0], [0.0, 1.6], [0.0, 1.0]]))
+            ... # doctest: +NORMALIZE_WHITESPACE
+            ReliabilityBins(edges=tensor([0.0000, 0.5000, 1.0000]), counts=tensor([0., 2.]),
+                            accuracy=tensor([0.0000, 0.5000]), confidence=tensor([0.0000, 0.8000]))
+        """
+        if (not isinstance(histogram, torch.Tensor) or not histogram.is_floating_point()
+                or histogram.ndim != 2 or histogram.shape[0] != 3 or histogram.shape[1] < 1):
+            fail("histogram", "a floating-point tensor of shape (3, num_bins)", histogram,
+                 error=TypeError)
+        count, summed_conf, summed_correct = histogram.unbind(0)
+        nonempty = count.clamp(min=1)
+        edges = torch.linspace(0, 1, histogram.shape[1] + 1, dtype=histogram.dtype,
+                               device=histogram.device)
+        return cls(edges, count, summed_correct / nonempty, summed_conf / nonempty)
+
+    def expected_calibration_error(self) -> torch.Tensor:
+        """``sum_b counts_b / sum(counts) * |accuracy_b - confidence_b|`` (see
+        :func:`expected_calibration_error`); NaN when every bin is empty."""
+        return (self.counts / self.counts.sum() * (self.accuracy - self.confidence).abs()).sum()
+
 
 def _check_probs_targets(probs: torch.Tensor, targets: torch.Tensor, argument: str) -> None:
     if not isinstance(probs, torch.Tensor) or probs.ndim != 2 or not probs.is_floating_point():
@@ -62,13 +97,73 @@ def _check_probs_targets(probs: torch.Tensor, targets: torch.Tensor, argument: s
         fail("targets", "an integer tensor of class indices", f"dtype {targets.dtype}", error=TypeError)
 
 
+def _check_num_bins(num_bins: object) -> int:
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
+        fail("num_bins", "a positive int", num_bins)
+    return num_bins
+
+
+def calibration_histogram(probs: torch.Tensor, targets: torch.Tensor, *, num_bins: int = 15,
+                          ignore_index: int | None = None) -> torch.Tensor:
+    r"""Per-bin sums of the top-1 confidences: the statistics every calibration metric here uses.
+
+    Bin ``b`` of ``num_bins`` equal-width bins holds the examples ``I_b`` whose confidence
+    ``max_k p_ik`` lies in ``[b / B, (b + 1) / B)``; a confidence of exactly 1 belongs to the last
+    bin ``[(B - 1) / B, 1]``. The histogram's rows are
+
+    .. math::
+        \bigl(|I_b|,\ \textstyle\sum_{i \in I_b} \max_k p_{ik},\quad
+        \sum_{i \in I_b} [\arg\max_k p_{ik} = y_i]\bigr)_{b}
+
+    so the histogram of a union of batches is the sum of theirs: it can be accumulated on the
+    device, batch after batch, with no host synchronisation, and turned into bins
+    (:meth:`ReliabilityBins.from_histogram`) or an ECE only when it is read.
+
+    Args:
+        probs: ``(N, C)`` predicted probabilities (rows sum to one).
+        targets: ``(N,)`` integer class indices.
+        num_bins: number of equal-width bins over [0, 1]. Default: 15.
+        ignore_index: a target value whose examples count nowhere. Default: ``None`` (none).
+
+    Returns:
+        A ``(3, num_bins)`` tensor in ``probs``' dtype, or float32 for a narrower one (counts
+        above 2048 are not exact in float16).
+
+    Example:
+        >>> probs = torch.tensor([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5]])
+        >>> calibration_histogram(probs, torch.tensor([0, 0, -1]), num_bins=2, ignore_index=-1)
+        tensor([[0.0000, 2.0000],
+                [0.0000, 1.6000],
+                [0.0000, 1.0000]])
+    """
+    _check_probs_targets(probs, targets, "probs")
+    num_bins = _check_num_bins(num_bins)
+    dtype = torch.promote_types(probs.dtype, torch.float32)
+    confidence, predicted = probs.max(dim=1)
+    confidence = confidence.to(dtype)
+    # floor(conf * B) puts conf in [b/B, (b+1)/B) into bin b (truncation is the floor, conf >= 0);
+    # conf == 1 is clamped into the last bin.
+    index = (confidence * num_bins).long().clamp_(0, num_bins - 1)
+    correct = predicted == targets
+    if ignore_index is None:
+        count = torch.ones_like(confidence)
+    else:
+        kept = targets != ignore_index
+        count = kept.to(dtype)
+        confidence = confidence * count
+        correct &= kept
+    rows = torch.stack([count, confidence, correct.to(dtype)])
+    histogram = torch.zeros(3, num_bins, dtype=dtype, device=probs.device)
+    return histogram.index_add_(1, index, rows)
+
+
 def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, *, num_bins: int = 15) -> ReliabilityBins:
     """Bin the top-1 confidences into ``num_bins`` equal-width bins over [0, 1].
 
     For bin ``b`` with examples ``I_b``: ``count_b = |I_b|``,
     ``accuracy_b = mean_{i in I_b} [argmax_k p_ik == y_i]`` and
-    ``confidence_b = mean_{i in I_b} max_k p_ik``. Hand-written because torchmetrics does not
-    expose its bins (see the module docstring).
+    ``confidence_b = mean_{i in I_b} max_k p_ik``: the :func:`calibration_histogram` of the
+    batch, divided out.
 
     Args:
         probs: ``(N, C)`` predicted probabilities (rows sum to one).
@@ -77,7 +172,7 @@ def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, *, num_bins: in
 
     Returns:
         :class:`ReliabilityBins` with ``edges`` of shape ``(num_bins + 1,)`` and per-bin
-        ``counts``, ``accuracy``, ``confidence`` in ``probs``' dtype.
+        ``counts``, ``accuracy``, ``confidence`` in ``probs``' dtype (float32 for a narrower one).
 
     Example:
         >>> probs = torch.tensor([[0.9, 0.1], [0.3, 0.7]])
@@ -85,20 +180,7 @@ def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, *, num_bins: in
         >>> bins.counts.tolist(), bins.accuracy.tolist()
         ([0.0, 2.0], [0.0, 0.5])
     """
-    _check_probs_targets(probs, targets, "probs")
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
-        fail("num_bins", "a positive int", num_bins)
-    confidence, predicted = probs.max(dim=1)
-    correct = (predicted == targets).to(probs.dtype)
-    # floor(conf * B) puts conf in [b/B, (b+1)/B) into bin b; conf == 1 is clamped into the last bin.
-    index = (confidence * num_bins).floor().long().clamp_(0, num_bins - 1)
-    count = torch.zeros(num_bins, dtype=probs.dtype, device=probs.device)
-    count.index_add_(0, index, torch.ones_like(confidence))
-    summed_conf = torch.zeros_like(count).index_add_(0, index, confidence)
-    summed_correct = torch.zeros_like(count).index_add_(0, index, correct)
-    nonempty = count.clamp(min=1)
-    edges = torch.linspace(0, 1, num_bins + 1, dtype=probs.dtype, device=probs.device)
-    return ReliabilityBins(edges, count, summed_correct / nonempty, summed_conf / nonempty)
+    return ReliabilityBins.from_histogram(calibration_histogram(probs, targets, num_bins=num_bins))
 
 
 def expected_calibration_error(
@@ -107,9 +189,11 @@ def expected_calibration_error(
     r"""Expected calibration error with equal-width bins (top-1, L1), computed from
     :func:`reliability_bins` so that it is exactly the error the reliability diagram shows.
 
-    It equals ``torchmetrics.functional.multiclass_calibration_error(..., norm="l1")`` unless a
-    confidence is exactly 1.0, which is kept in the last bin here (the module docstring says why
-    torchmetrics is not called).
+    This is the ECE that ``labelsmooth run`` reports and that the Trainer logs (which
+    accumulates the same :func:`calibration_histogram` over batches). It equals
+    ``torchmetrics.functional.multiclass_calibration_error(..., norm="l1")`` unless a confidence
+    is exactly 1.0, which is kept in the last bin here (torchmetrics puts it in a bin of its own;
+    the module docstring says more).
 
     .. math::
         \mathrm{ECE} = \sum_{b=1}^{B} \frac{|I_b|}{N}\,
@@ -128,8 +212,7 @@ def expected_calibration_error(
         >>> expected_calibration_error(probs, torch.tensor([0, 0]), num_bins=2)
         tensor(0.3000)
     """
-    bins = reliability_bins(probs, targets, num_bins=num_bins)
-    return (bins.counts / bins.counts.sum() * (bins.accuracy - bins.confidence).abs()).sum()
+    return reliability_bins(probs, targets, num_bins=num_bins).expected_calibration_error()
 
 
 def brier_score(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ class Callback:
 
     def run_event(self, event: Event, state: State, logger: Logger | None) -> None:
         """Call the method named after ``event.value`` if this callback defines one."""
-        handler = getattr(self, event.value, None)
+        handler = getattr(self, event._value_, None)  # ``_value_``: a plain attribute, unlike ``value``
         if callable(handler):
             handler(state, logger)
 

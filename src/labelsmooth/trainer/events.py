@@ -68,14 +68,20 @@ class Event(str, Enum):
     @property
     def is_before_event(self) -> bool:
         """``True`` for ``BEFORE_*`` and ``EVAL_BEFORE_*`` events (each has an ``after`` partner)."""
-        return self.value.startswith(("before_", "eval_before_"))
+        return self in _BEFORE_EVENTS
 
     @property
     def is_after_event(self) -> bool:
         """``True`` for ``AFTER_*`` and ``EVAL_AFTER_*`` events (algorithms run in reverse)."""
-        return self.value.startswith(("after_", "eval_after_"))
+        return self in _AFTER_EVENTS
 
     @property
     def is_eval(self) -> bool:
         """``True`` for the events fired by evaluation."""
-        return self.value.startswith("eval_")
+        return self in _EVAL_EVENTS
+
+
+# Looked up on every event of every step, so computed once from the names.
+_BEFORE_EVENTS = frozenset(e for e in Event if e.value.startswith(("before_", "eval_before_")))
+_AFTER_EVENTS = frozenset(e for e in Event if e.value.startswith(("after_", "eval_after_")))
+_EVAL_EVENTS = frozenset(e for e in Event if e.value.startswith("eval_"))

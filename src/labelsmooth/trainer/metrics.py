@@ -1,16 +1,26 @@
-"""Classification metrics for the Trainer, computed with torchmetrics on the original targets.
+"""Classification metrics for the Trainer, accumulated on the device and read when logged.
 
 - ``accuracy``: the fraction of positions whose arg-max logit is the target class.
 - ``ece``: the expected calibration error with 15 equal-width confidence bins,
-  ``sum_b |B_b| / n * |acc(B_b) - conf(B_b)|`` (Guo et al., 2017).
+  ``sum_b |B_b| / n * |acc(B_b) - conf(B_b)|`` (Guo et al., 2017): exactly
+  :func:`labelsmooth.metrics.expected_calibration_error`, the ECE ``labelsmooth run`` reports
+  (a confidence of exactly 1.0 is in the last bin).
 - ``nll``: the *unsmoothed* negative log-likelihood ``-log softmax(z)_y``, so that runs with and
   without label smoothing are compared on the same scale (the training ``loss`` is smoothed).
 - ``loss`` (training only): the mean of the loss that was optimised, weighted by examples.
 
 Index targets ``(N, *)`` skip positions equal to ``ignore_index``; dense targets ``(N, C, *)``
-count as their arg-max for accuracy and calibration and as distributions for the NLL. Under
-torch.distributed, torchmetrics reduces every metric across ranks when it is computed.
-torchmetrics is imported when the first metrics object is built (``labelsmooth[trainer]``).
+count as their arg-max for accuracy and calibration and as distributions for the NLL.
+
+Every metric is a ratio of sums that add up over batches: the
+:func:`~labelsmooth.metrics.calibration_histogram`, the summed NLL and the summed loss, kept in
+one small tensor on the device. An update copies the batch's logits and targets and adds the
+loss; once ``BUFFER_ELEMENTS`` logits are kept (or at :meth:`ClassificationMetrics.compute`),
+they are concatenated and added to the sums in one go, so the dozen small operations of the
+metrics run once per many small batches instead of once per batch, and never wait for the
+device. :meth:`ClassificationMetrics.compute` reads the sums once, after summing them across
+ranks under torch.distributed. The sums are kept in float64 (float32 on devices
+without it), so that an epoch of float32 batch sums loses no digits the logged values show.
 
 References:
     Guo et al., "On Calibration of Modern Neural Networks", ICML 2017.
@@ -18,17 +28,22 @@ References:
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 
-from labelsmooth._optional import import_optional
-from labelsmooth._validation import fail, shape_str
-from labelsmooth.functional import soft_cross_entropy
+from labelsmooth._validation import check_int, fail, shape_str
+from labelsmooth.functional._targets import check_target_range
+from labelsmooth.metrics import ReliabilityBins, calibration_histogram
 
 __all__ = ["ClassificationMetrics"]
 
 ECE_BINS = 15
+# Logits kept before they are added to the running sums (see ClassificationMetrics.update).
+BUFFER_ELEMENTS = 2**20
+# Layout of the running sums: the (3, ECE_BINS) histogram, then the summed NLL, the summed
+# example-weighted loss and the examples the loss was averaged over.
+_NLL, _LOSS, _LOSS_WEIGHT = 3 * ECE_BINS, 3 * ECE_BINS + 1, 3 * ECE_BINS + 2
 
 
 def _flatten(logits: torch.Tensor, targets: torch.Tensor, class_dim: int
@@ -36,9 +51,13 @@ def _flatten(logits: torch.Tensor, targets: torch.Tensor, class_dim: int
     """Logits as ``(M, C)`` float32 rows, targets as ``(M,)`` indices or ``(M, C)`` rows."""
     dim = class_dim % logits.ndim
     num_classes = logits.shape[dim]
-    rows = logits.detach().float().movedim(dim, -1).reshape(-1, num_classes)
+    rows = logits.detach().float()
+    if logits.ndim != 2 or dim != 1:
+        rows = rows.movedim(dim, -1).reshape(-1, num_classes)
     if targets.is_floating_point() and targets.shape == logits.shape:
-        dense = targets.detach().float().movedim(dim, -1).reshape(-1, num_classes)
+        dense = targets.detach().float()
+        if logits.ndim != 2 or dim != 1:
+            dense = dense.movedim(dim, -1).reshape(-1, num_classes)
         return rows, dense, True
     expected = logits.shape[:dim] + logits.shape[dim + 1:]
     if targets.shape != expected or targets.is_floating_point():
@@ -47,39 +66,25 @@ def _flatten(logits: torch.Tensor, targets: torch.Tensor, class_dim: int
     return rows, targets.reshape(-1), False
 
 
-class _WeightedMean:
-    """``sum(w x) / sum(w)`` over every update, reduced across ranks when computed.
-
-    torchmetrics' ``MeanMetric`` checks every update for NaN with ``if nans.any()``, a host sync
-    on a GPU after every microbatch, and its ``nan_strategy="disable"`` (no check) drops the
-    weights. Two ``SumMetric`` states without the check do the same sums with no sync; a NaN
-    value then makes the mean NaN instead of being dropped with a warning.
-    """
-
-    def __init__(self, torchmetrics: Any, device: torch.device) -> None:
-        self._total = torchmetrics.SumMetric(nan_strategy="disable").to(device)
-        self._weight = torchmetrics.SumMetric(nan_strategy="disable").to(device)
-
-    def update(self, value: torch.Tensor, weight: torch.Tensor | float) -> None:
-        self._total.update(value * weight)
-        self._weight.update(weight)
-
-    def compute(self) -> torch.Tensor:
-        return self._total.compute() / self._weight.compute()
-
-    def reset(self) -> None:
-        self._total.reset()
-        self._weight.reset()
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 class ClassificationMetrics:
     """Accuracy, ECE (15 bins), unsmoothed NLL and optionally the mean loss, across batches.
 
     Args:
-        device: where the metric states live.
+        device: where the running sums live (the logits' device).
         class_dim: the class dimension of the logits. Default: 1.
         ignore_index: index-target value to skip. Default: -100 (PyTorch's).
         track_loss: also average the training loss passed to :meth:`update`. Default: ``False``.
+        validate_args: check that index targets are in range, as the library's losses do
+            (``None``: on the CPU only,
+            where it costs no device synchronisation; ``False``: never, for targets a loss has
+            already checked). Default: ``None``.
+        buffer_elements: how many logits to keep before adding them to the running sums; a batch
+            with more is added at once. Default: :data:`BUFFER_ELEMENTS` (``2**20``, 4 MiB of
+            float32).
 
     Example:
         >>> metrics = ClassificationMetrics(device="cpu")
@@ -89,63 +94,102 @@ class ClassificationMetrics:
     """
 
     def __init__(self, *, device: torch.device | str, class_dim: int = 1, ignore_index: int = -100,
-                 track_loss: bool = False) -> None:
-        self._torchmetrics = import_optional("torchmetrics", extra="trainer", purpose="the Trainer's metrics")
+                 track_loss: bool = False, validate_args: bool | None = None,
+                 buffer_elements: int = BUFFER_ELEMENTS) -> None:
         self.device = torch.device(device)
         self.class_dim = class_dim
         self.ignore_index = ignore_index
         self.track_loss = track_loss
+        self.validate_args = validate_args
         self.num_classes: int | None = None
-        self._metrics: dict[str, Any] = {}
-
-    def _build(self, num_classes: int) -> None:
-        tm = self._torchmetrics
-        self.num_classes = num_classes
-        self._metrics = {"loss": _WeightedMean(tm, self.device)} if self.track_loss else {}
-        self._metrics |= {
-            "accuracy": tm.classification.MulticlassAccuracy(
-                num_classes, average="micro", ignore_index=self.ignore_index).to(self.device),
-            "ece": tm.classification.MulticlassCalibrationError(
-                num_classes, n_bins=ECE_BINS, norm="l1", ignore_index=self.ignore_index,
-            ).to(self.device),
-            "nll": _WeightedMean(tm, self.device),
-        }
+        self._sums = torch.zeros(_LOSS_WEIGHT + 1, dtype=_sum_dtype(self.device), device=self.device)
+        # Views of the running sums, so that an update indexes nothing.
+        self._histogram = self._sums[:_NLL].view(3, ECE_BINS)
+        self._nll, self._loss = self._sums[_NLL], self._sums[_LOSS]
+        self._loss_weight = 0
+        self._updated = False
+        self.buffer_elements = check_int(buffer_elements, "buffer_elements", minimum=1)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pending_elements = 0
+        self._pending_dense = False
 
     def update(self, logits: torch.Tensor, targets: torch.Tensor, *,
                loss: torch.Tensor | None = None) -> None:
         """Add a batch: ``logits`` ``(N, C, *)`` and the original ``targets``; ``loss`` is the
-        batch's mean training loss (weighted by ``N`` when averaged)."""
+        batch's mean training loss (weighted by ``N`` when averaged).
+
+        The batch is kept (a copy of its logits and targets) until ``buffer_elements`` logits
+        are kept, then all of them are added to the running sums at once.
+        """
         num_classes = logits.shape[self.class_dim]
         if self.num_classes is None:
-            self._build(num_classes)
+            self.num_classes = num_classes
         elif num_classes != self.num_classes:
             fail("logits", f"{self.num_classes} classes, as in earlier batches", num_classes)
+        if self.track_loss and loss is None:
+            fail("loss", "the batch's training loss (track_loss=True)", loss, error=TypeError)
         rows, flat_targets, dense = _flatten(logits, targets, self.class_dim)
-        probabilities = rows.softmax(dim=-1)
-        # The unsmoothed NLL is the library's own cross-entropy, per position, for either kind of
-        # target (ignored positions give 0 and get weight 0 in the mean).
-        nll = soft_cross_entropy(rows, flat_targets, ignore_index=self.ignore_index,
-                                 reduction="none")
-        if dense:
-            labels = flat_targets.argmax(dim=-1)
-            weight = torch.ones_like(nll)
+        if not dense:
+            check_target_range(flat_targets, num_classes, self.ignore_index,
+                               validate_args=self.validate_args)
+        if self._pending and dense != self._pending_dense:
+            self._flush()
+        # Copies: a loss may overwrite the logits with their gradient in the backward pass.
+        self._pending.append((rows.clone(), flat_targets.clone()))
+        self._pending_dense = dense
+        self._pending_elements += rows.numel()
+        if loss is not None and self.track_loss:
+            self._loss.add_(loss.detach(), alpha=logits.shape[0])
+            self._loss_weight += logits.shape[0]
+        self._updated = True
+        if self._pending_elements >= self.buffer_elements:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Add the kept batches to the running sums: a handful of operations for all of them."""
+        if not self._pending:
+            return
+        rows = torch.cat([rows for rows, _ in self._pending])
+        targets = torch.cat([targets for _, targets in self._pending])
+        self._pending, self._pending_elements = [], 0
+        # The unsmoothed NLL, summed: PyTorch's cross-entropy of the (M, C) rows, for either kind
+        # of target (ignored positions add 0, and count nowhere in the histogram).
+        if self._pending_dense:
+            labels = targets.argmax(dim=-1)
+            nll = F.cross_entropy(rows, targets, reduction="sum")
         else:
-            labels = flat_targets
-            weight = (labels != self.ignore_index).float()
-        self._metrics["accuracy"].update(probabilities, labels)
-        self._metrics["ece"].update(probabilities, labels)
-        self._metrics["nll"].update(nll, weight)
-        if self.track_loss:
-            if loss is None:
-                fail("loss", "the batch's training loss (track_loss=True)", loss, error=TypeError)
-            self._metrics["loss"].update(loss.detach().float(), logits.shape[0])
+            labels = targets.long()
+            nll = F.cross_entropy(rows, labels, ignore_index=self.ignore_index, reduction="sum")
+        self._nll.add_(nll)
+        self._histogram.add_(calibration_histogram(
+            rows.softmax(dim=-1), labels, num_bins=ECE_BINS,
+            ignore_index=None if self._pending_dense else self.ignore_index))
 
     def compute(self) -> dict[str, float]:
-        """The metrics over every batch since the last :meth:`reset` (reduced across ranks);
+        """The metrics over every batch since the last :meth:`reset` (summed across ranks);
         empty before the first update."""
-        return {name: float(metric.compute()) for name, metric in self._metrics.items()}
+        if not self._updated:
+            return {}
+        self._flush()
+        sums = self._sums.clone()
+        sums[_LOSS_WEIGHT] = self._loss_weight
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(sums)
+        bins = ReliabilityBins.from_histogram(sums[:_NLL].view(3, ECE_BINS))
+        count = bins.counts.sum()
+        values = {
+            "accuracy": sums[2 * ECE_BINS:_NLL].sum() / count,
+            "ece": bins.expected_calibration_error(),
+            "nll": sums[_NLL] / count,
+        }
+        if self.track_loss:
+            values = {"loss": sums[_LOSS] / sums[_LOSS_WEIGHT], **values}
+        results = torch.stack(list(values.values())).tolist()  # the one host synchronisation
+        return dict(zip(values, results, strict=True))
 
     def reset(self) -> None:
         """Forget every batch (keep the number of classes)."""
-        for metric in self._metrics.values():
-            metric.reset()
+        self._sums.zero_()
+        self._pending, self._pending_elements = [], 0
+        self._loss_weight = 0
+        self._updated = False

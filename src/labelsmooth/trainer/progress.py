@@ -34,24 +34,33 @@ class ProgressBar:
             progress.TimeRemainingColumn(),
             refresh_per_second=REFRESH_PER_SECOND,
         )
-        self._loss_read_at = -math.inf
+        self._shown_at = -math.inf
+        self._latest: tuple[int, int, torch.Tensor | None] | None = None
         self._task: Any = self._progress.add_task("train", total=total, completed=completed, loss="-")
         self._progress.start()
 
     def update(self, *, epoch: int, completed: int, loss: torch.Tensor | None) -> None:
         """Show ``completed`` batches done, in epoch ``epoch`` (0-based), and the latest loss.
 
-        Reading a loss that lives on a GPU waits for the device, so the loss shown is read at
-        most as often as the bar is redrawn (``REFRESH_PER_SECOND``), not after every batch.
+        The bar is redrawn ``REFRESH_PER_SECOND`` times a second, so it is updated (and the loss,
+        which on a GPU means waiting for the device, is read) at most that often, not after
+        every batch; :meth:`stop` shows the last values.
         """
-        fields: dict[str, Any] = {}
+        self._latest = (epoch, completed, loss)
         now = monotonic()
-        if now - self._loss_read_at >= 1.0 / REFRESH_PER_SECOND:
-            fields["loss"] = "-" if loss is None else f"{float(loss):.4f}"
-            self._loss_read_at = now
+        if now - self._shown_at >= 1.0 / REFRESH_PER_SECOND:
+            self._shown_at = now
+            self._show()
+
+    def _show(self) -> None:
+        if self._latest is None:
+            return
+        epoch, completed, loss = self._latest
+        self._latest = None
         self._progress.update(self._task, description=f"epoch {epoch + 1}", completed=completed,
-                              **fields)
+                              loss="-" if loss is None else f"{float(loss):.4f}")
 
     def stop(self) -> None:
-        """Draw the bar a last time and release the terminal."""
+        """Draw the bar a last time, with the latest values, and release the terminal."""
+        self._show()
         self._progress.stop()

@@ -13,9 +13,16 @@ One optimizer step per batch::
 With ``LabelSmoothing``, ``MixUp`` or ``CutMix`` the batch holds
 :class:`~labelsmooth.trainer.targets.TrainingTargets` from ``BEFORE_LOSS`` to ``AFTER_LOSS``, and
 a cross-entropy ``loss_fn`` is computed from them by the fused kernel, with index targets; any
-other loss sees the dense target. A loss that is not finite stops training with
-:class:`NonFiniteLossError` before the backward pass, so the last checkpoint written stays the
-last good one. Training metrics are updated after ``AFTER_LOSS``, on the original targets.
+other loss sees the dense target. Training metrics are updated after ``AFTER_LOSS``, on the
+original targets, on the device (no host synchronisation per step).
+
+A loss that is not finite stops training with :class:`NonFiniteLossError`, naming the epoch and
+step where it first appeared. The check is made on the device's copy of each step's loss when the
+host reads from the device anyway: before every checkpoint, evaluation and training log (so no
+checkpoint is ever written after a non-finite loss, and the last one written is the last good
+one), and before the optimizer step of every ``finite_check_interval``-th step. Between checks
+training runs on; with ``finite_check_interval=1`` every step is checked before its optimizer
+step, so the weights never see a non-finite loss.
 
 Two model protocols are supported:
 
@@ -221,6 +228,11 @@ class Trainer:
         progress_bar: show a rich progress bar on rank 0. Default: ``True``.
         log_file: a JSON-lines file that gets one record per epoch and per evaluation; checked
             to be writable on construction.
+        train_metrics: log the training accuracy, ECE, NLL and loss every epoch. Default:
+            ``True``. They are accumulated on the device, a few small operations per step.
+        finite_check_interval: check that the loss is finite at least every this many optimizer
+            steps (and before every checkpoint, evaluation and log); each check waits for the
+            device. ``1`` checks every step before its optimizer step. Default: 100.
         target_key: where the loss (for ``model(inputs)`` models) and the metrics find the
             targets in a batch: an int index, a str key or attribute. Default: ``1``.
         dist_timeout: seconds a rank waits for the others in a collective operation before
@@ -264,6 +276,8 @@ class Trainer:
         log_file: str | os.PathLike[str] | None = None,
         target_key: BatchKey = 1,
         dist_timeout: float | None = None,
+        train_metrics: bool = True,
+        finite_check_interval: int = 100,
     ) -> None:
         if seed is not None:
             check_int(seed, "seed", minimum=0)
@@ -289,6 +303,10 @@ class Trainer:
             fail("progress_bar", "a bool", progress_bar, error=TypeError)
         self.save_num_checkpoints_to_keep = _check_keep(save_num_checkpoints_to_keep)
         dist_timeout = _check_timeout(dist_timeout)
+        if not isinstance(train_metrics, bool):
+            fail("train_metrics", "a bool", train_metrics, error=TypeError)
+        self.finite_check_interval = check_int(finite_check_interval, "finite_check_interval",
+                                               minimum=1)
 
         if seed is not None:
             _seed_everything(seed)
@@ -341,7 +359,13 @@ class Trainer:
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self._scaler = (torch.amp.GradScaler("cuda") if self.autocast_dtype is torch.float16
                         else None)
-        self._train_metrics = ClassificationMetrics(device=self.device, track_loss=True)
+        # The loss has been given the same targets: the metrics need not check their range again.
+        self._train_metrics = (ClassificationMetrics(device=self.device, track_loss=True,
+                                                     validate_args=False)
+                               if train_metrics else None)
+        # Each step's loss since the last finite check, and the timestamp before the first.
+        self._unchecked_losses: list[torch.Tensor] = []
+        self._unchecked_from = Timestamp()
         self._eval_metrics = ClassificationMetrics(device=self.device)
         self._epoch_rng: dict[str, Any] | None = None
         self._pending_rng: dict[str, Any] | None = None
@@ -464,9 +488,12 @@ class Trainer:
         Raises:
             OSError: one line naming the file if the disk is full or the write fails; the
                 previous checkpoint is unchanged.
+            NonFiniteLossError: if a step since the last check had a non-finite loss (nothing
+                is written).
         """
         if self.save_folder is None:
             fail("save_folder", "a folder to save checkpoints in", None)
+        self._check_finite()
         state = self.state
         if self._uncaptured_rng and not self._warned_uncaptured:
             self._warned_uncaptured = True
@@ -656,7 +683,8 @@ class Trainer:
                 # before anything at EPOCH_START can draw from them.
                 self._restore_rng(self._pending_rng)
                 self._pending_rng = None
-            self._train_metrics.reset()
+            if self._train_metrics is not None:
+                self._train_metrics.reset()
             engine.run_event(Event.EPOCH_START)
         iterator = self._epoch_iterator()
         per_epoch = self._batches_per_epoch()
@@ -692,13 +720,17 @@ class Trainer:
         stamp = self.state.timestamp
         if (self.state.eval_dataloader is not None and self.eval_interval.unit is unit
                 and stamp.is_multiple_of(self.eval_interval)):
+            self._check_finite()
             self.eval()
         if (self.save_folder is not None and self.save_interval.unit is unit
                 and stamp.is_multiple_of(self.save_interval)):
             self.save_checkpoint()
 
     def _log_train_metrics(self) -> None:
-        metrics: dict[str, Any] = {"split": "train", **self._train_metrics.compute()}
+        self._check_finite()
+        metrics: dict[str, Any] = {"split": "train"}
+        if self._train_metrics is not None:
+            metrics |= self._train_metrics.compute()
         if self.state.optimizers:
             metrics["lr"] = self.state.optimizers[0].param_groups[0]["lr"]
         self.logger.log_metrics(metrics)
@@ -708,23 +740,20 @@ class Trainer:
         engine.run_event(Event.BATCH_START)
         full_batch = state.batch
         examples = batch_size(full_batch)
-        microbatches = split_batch(full_batch, self.grad_accum) if self.grad_accum > 1 else [full_batch]
         for optimizer in state.optimizers:
             optimizer.zero_grad(set_to_none=True)
-        batch_loss = torch.zeros((), device=self.device)
-        for position, microbatch in enumerate(microbatches):
-            state.batch = microbatch
-            share = batch_size(microbatch) / examples
-            last = position == len(microbatches) - 1
-            # DDP all-reduces gradients in backward; only the last microbatch's needs to.
-            no_sync = (self._forward_model.no_sync() if not last and isinstance(
-                self._forward_model, torch.nn.parallel.DistributedDataParallel)
-                else contextlib.nullcontext())
-            with no_sync:
-                self._train_microbatch(share)
-            batch_loss += state.loss.detach().float() * share  # type: ignore[union-attr]
+        if self.grad_accum == 1:
+            self._train_microbatch(1.0)
+            batch_loss = state.loss.detach()  # type: ignore[union-attr]
+        else:
+            batch_loss = self._train_microbatches(full_batch, examples)
         state.batch = full_batch
         state.loss = batch_loss
+        if not self._unchecked_losses:
+            self._unchecked_from = state.timestamp
+        self._unchecked_losses.append(batch_loss)
+        if len(self._unchecked_losses) >= self.finite_check_interval:
+            self._check_finite()
         for optimizer in state.optimizers:
             if self._scaler is not None:
                 self._scaler.step(optimizer)
@@ -740,6 +769,25 @@ class Trainer:
             epoch=stamp.epoch, batch=stamp.batch + 1, sample=stamp.sample + seen,
             batch_in_epoch=stamp.batch_in_epoch + 1, sample_in_epoch=stamp.sample_in_epoch + seen)
         engine.run_event(Event.BATCH_END)
+
+    def _train_microbatches(self, full_batch: Any, examples: int) -> torch.Tensor:
+        """Forward, loss and backward of each of ``grad_accum`` microbatches; returns the batch's
+        loss, the microbatch losses weighted by their share of the examples."""
+        state = self.state
+        microbatches = split_batch(full_batch, self.grad_accum)
+        batch_loss = torch.zeros((), device=self.device)
+        for position, microbatch in enumerate(microbatches):
+            state.batch = microbatch
+            share = batch_size(microbatch) / examples
+            last = position == len(microbatches) - 1
+            # DDP all-reduces gradients in backward; only the last microbatch's needs to.
+            no_sync = (self._forward_model.no_sync() if not last and isinstance(
+                self._forward_model, torch.nn.parallel.DistributedDataParallel)
+                else contextlib.nullcontext())
+            with no_sync:
+                self._train_microbatch(share)
+            batch_loss += state.loss.detach().float() * share  # type: ignore[union-attr]
+        return batch_loss
 
     def _train_microbatch(self, share: float) -> None:
         state, engine = self.state, self.engine
@@ -757,7 +805,6 @@ class Trainer:
         with engine.run_around(Event.BEFORE_LOSS, Event.AFTER_LOSS):
             with self._autocast():
                 state.loss = self._loss()
-            self._check_finite(state.loss)
         if isinstance(self._targets(), TrainingTargets):
             raise RuntimeError(
                 "training targets still in the batch after AFTER_LOSS: an algorithm that adds "
@@ -767,10 +814,11 @@ class Trainer:
             fail("loss_fn", "a loss that leaves the logits unchanged (the training metrics read "
                  "them after the loss), or one with an inplace_backward=True attribute",
                  "one that wrote into the logits")
-        self._train_metrics.update(logits if snapshot is None else snapshot, self._targets(),
-                                   loss=state.loss)
+        if self._train_metrics is not None:
+            self._train_metrics.update(logits if snapshot is None else snapshot, self._targets(),
+                                       loss=state.loss)
         engine.run_event(Event.BEFORE_BACKWARD)
-        loss = state.loss * share
+        loss = state.loss if share == 1.0 else state.loss * share
         (self._scaler.scale(loss) if self._scaler is not None else loss).backward()
         engine.run_event(Event.AFTER_BACKWARD)
 
@@ -842,12 +890,31 @@ class Trainer:
                  "the algorithms (e.g. the default, or SmoothedCrossEntropyLoss(0.0))",
                  f"{self.loss_fn!r}, which smooths by {smoothing}")
 
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        finite = bool(torch.isfinite(loss.detach()).all())
-        if not dist_utils.all_ranks_agree(finite, self.device):
-            stamp = self.state.timestamp
-            value = f"{loss.item()}" if not finite else "a non-finite loss on another rank"
-            raise NonFiniteLossError(
-                f"loss: expected a finite value at epoch {stamp.epoch}, batch "
-                f"{stamp.batch_in_epoch + 1} of the epoch (step {stamp.batch + 1}), got {value}; "
-                "training stopped before the backward pass")
+    def _check_finite(self) -> None:
+        """Raise :class:`NonFiniteLossError` if a step since the last check had a non-finite loss.
+
+        One host synchronisation for all the steps since the last check (and one all-reduce
+        when distributed, so that every rank stops at the same check).
+        """
+        losses, self._unchecked_losses = self._unchecked_losses, []
+        if not losses:
+            return
+        finite = torch.isfinite(torch.stack(losses)).tolist()
+        if dist_utils.all_ranks_agree(all(finite), self.device):
+            return
+        # Training cannot go on from here: every later check fails too.
+        self._unchecked_losses = losses
+        first = self._unchecked_from
+        if all(finite):
+            where = (f"at epoch {first.epoch}, between batches {first.batch_in_epoch + 1} and "
+                     f"{first.batch_in_epoch + len(losses)} of the epoch (steps {first.batch + 1} "
+                     f"to {first.batch + len(losses)})")
+            value = "a non-finite loss on another rank"
+        else:
+            bad = finite.index(False)
+            where = (f"at epoch {first.epoch}, batch {first.batch_in_epoch + bad + 1} of the epoch "
+                     f"(step {first.batch + bad + 1})")
+            value = f"{losses[bad].item()}"
+        raise NonFiniteLossError(
+            f"loss: expected a finite value {where}, got {value}; training stopped at the "
+            "first check after it, and no checkpoint was written after it")
