@@ -358,6 +358,12 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             _train_all(todo, args.dataset, payload, folder, _progress(progress_module))
         except KeyboardInterrupt as interrupt:
             return _stopped(payload, folder, interrupt)
+        except Exception:
+            # A training that fails (a diverging loss, out of memory) must not leave the run
+            # marked "running": the finished trainings stay in results.json, --resume continues.
+            payload["status"] = "failed"
+            write_results(folder, payload)
+            raise
         payload["status"] = "complete"
         payload["wall_time_s"] = payload.get("wall_time_s", 0.0) + time.perf_counter() - started
         write_results(folder, payload)
