@@ -393,3 +393,12 @@ def test_a_failed_training_keeps_the_finished_ones_and_marks_the_run_failed(
     assert status == 0, err
     assert [(config.smoothing, config.seed) for config in second.configs] == [(0.1, 0)]
     assert json.loads((folder / "results.json").read_text())["status"] == "complete"
+
+
+def test_resume_without_out_is_refused_naming_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, _, err = invoke([*FAKE, "--resume"], capsys)
+    assert status == 2
+    assert err == "labelsmooth: error: --resume: expected --out naming the run folder to continue, got none\n"
+    assert list(tmp_path.iterdir()) == []

@@ -336,6 +336,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     # Check every optional dependency before any work, so a missing one fails in a second
     # (torchmetrics would otherwise fail inside the first training). numpy comes before
     # matplotlib, which imports it, so the message names the package that is really missing.
+    if args.resume and args.out is None:
+        # Without --out the folder would be a new runs/<dataset>-<time>, which holds no run.
+        raise RunFolderError("--resume: expected --out naming the run folder to continue, got none")
     require("numpy", "numpy")
     require("torchmetrics", "torchmetrics")
     progress_module = require("rich.progress", "rich")
