@@ -374,3 +374,31 @@ def test_minus_zero_smoothing_is_zero(tmp_path: Path, monkeypatch: pytest.Monkey
     assert str(trainings.configs[0].mixup) == "0.0"
     assert "\n| 0 | 1 |" in (tmp_path / "summary.md").read_text()
     assert "-0" not in (tmp_path / "summary.md").read_text()
+
+
+def test_a_failed_training_keeps_the_finished_ones_and_marks_the_run_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "run"
+    monkeypatch.setattr(cli_main, "run_one", Trainings(stop_at=2, stop=RuntimeError))
+    status, _, err = invoke([*FAKE, "--seeds", "1", "--out", str(folder)], capsys)
+    assert status == 1 and err.startswith("labelsmooth: error: RuntimeError") and err.count("\n") == 1
+    payload = json.loads((folder / "results.json").read_text())
+    assert payload["status"] == "failed"
+    assert [(run["smoothing"], run["seed"]) for run in payload["runs"]] == [(0.0, 0)]
+    assert not (folder / LOCK_FILE).exists()
+    # The same command with --resume trains only the training that failed.
+    second = Trainings()
+    monkeypatch.setattr(cli_main, "run_one", second)
+    status, _, err = invoke([*FAKE, "--seeds", "1", "--out", str(folder), "--resume"], capsys)
+    assert status == 0, err
+    assert [(config.smoothing, config.seed) for config in second.configs] == [(0.1, 0)]
+    assert json.loads((folder / "results.json").read_text())["status"] == "complete"
+
+
+def test_resume_without_out_is_refused_naming_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, _, err = invoke([*FAKE, "--resume"], capsys)
+    assert status == 2
+    assert err == "labelsmooth: error: --resume: expected --out naming the run folder to continue, got none\n"
+    assert list(tmp_path.iterdir()) == []

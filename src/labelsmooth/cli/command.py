@@ -336,6 +336,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     # Check every optional dependency before any work, so a missing one fails in a second
     # (not after the first training). numpy comes before
     # matplotlib, which imports it, so the message names the package that is really missing.
+    if args.resume and args.out is None:
+        # Without --out the folder would be a new runs/<dataset>-<time>, which holds no run.
+        raise RunFolderError("--resume: expected --out naming the run folder to continue, got none")
     require("numpy", "numpy")
     progress_module = require("rich.progress", "rich")
     require("matplotlib.figure", "matplotlib")
@@ -357,6 +360,12 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             _train_all(todo, args.dataset, payload, folder, _progress(progress_module))
         except KeyboardInterrupt as interrupt:
             return _stopped(payload, folder, interrupt)
+        except Exception:
+            # A training that fails (a diverging loss, out of memory) must not leave the run
+            # marked "running": the finished trainings stay in results.json, --resume continues.
+            payload["status"] = "failed"
+            write_results(folder, payload)
+            raise
         payload["status"] = "complete"
         payload["wall_time_s"] = payload.get("wall_time_s", 0.0) + time.perf_counter() - started
         write_results(folder, payload)
