@@ -1,4 +1,4 @@
-"""The seed's functional example, written for labelsmooth: a training loop that smooths targets.
+"""A functional training loop with labelsmooth that smooths its targets.
 
 Trains a small MLP on scikit-learn's bundled 8x8 digits (no download) with and without label
 smoothing and prints test accuracy and mean confidence. Run: ``python examples/functional_training_loop.py``.

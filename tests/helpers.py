@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-# (rtol, atol) per dtype, declared once for the whole suite. float32 and float64 follow the core
-# issue's contract (1e-5 and 1e-10 relative to PyTorch); half precisions are compared after
+# (rtol, atol) per dtype, declared once for the whole suite. float32 and float64 follow the
+# library's contract (1e-5 and 1e-10 relative to PyTorch); half precisions are compared after
 # float32 accumulation, so their error is that of one rounding of the result.
 TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.float64: (1e-10, 1e-12),

@@ -22,7 +22,7 @@ def _python_blocks() -> list[str]:
 @pytest.mark.parametrize("page", [DOC, ROOT / "README.md"], ids=["docs", "readme"])
 def test_seed_trainer_example_runs_as_written(page: Path, capsys: Any) -> None:
     text = page.read_text()
-    marker = text.index("<!-- seed-trainer-example -->")
+    marker = text.index("<!-- composer-trainer-example -->")
     block = re.search(r"```python\n(.*?)```", text[marker:], flags=re.DOTALL)
     assert block is not None
     code = block.group(1)

@@ -1,4 +1,4 @@
-"""State: the fields the issue lists, and batch_get_item / batch_set_item on the current batch
+"""State: its fields, and batch_get_item / batch_set_item on the current batch
 (tuples rebuilt, lists and dicts set in place, attribute names and (getter, setter) pairs)."""
 
 from __future__ import annotations

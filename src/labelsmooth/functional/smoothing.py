@@ -119,7 +119,7 @@ def smooth_labels(
 
     where ``y`` is the one-hot encoding of index targets, or the dense targets themselves
     (one-hot, soft or mixed distributions are smoothed as distributions). Index targets give
-    exactly the values of the seed's definition (Composer's ``smooth_labels``): the true class
+    exactly the values of Composer's ``smooth_labels``: the true class
     holds ``float(1 - s) + float(s / C)`` rounded once in the logits' dtype, every other class
     ``s / C``.
 
@@ -158,7 +158,7 @@ def smooth_labels(
         return targets.to(dtype=logits.dtype, device=logits.device) * (1.0 - s) + off
     check_target_range(targets, num_classes, ignore, validate_args=validate_args)
     # The true class gets (1 - s) + s / C with each term rounded to the logits' dtype first and
-    # the sum rounded once, as `onehot * (1 - s) + s / C` computes it: bit-identical to the seed.
+    # the sum rounded once, as `onehot * (1 - s) + s / C` computes it: bit-identical to Composer's.
     on = torch.full((), 1.0 - s, dtype=logits.dtype, device=logits.device) + off
     return _scatter_value(
         targets.to(logits.device), num_classes, dim, off=off, on=on, ignore_index=ignore,
