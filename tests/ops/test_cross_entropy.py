@@ -382,7 +382,12 @@ def test_inside_torch_compile_inductor():
 
 
 def test_plan_by_shape_and_device(monkeypatch):
-    assert plan(8192, 10, torch.float32, CPU).strategy == "chunked"
+    assert plan(8192, 10, torch.float32, CPU).strategy == "native"  # few classes: PyTorch's is faster
+    assert plan(8192, 32, torch.float32, CPU).strategy == "chunked"
+    assert plan(8192, 10, torch.float32, CPU, gradient="inplace").strategy == "chunked"
+    assert plan(8192, 10, torch.bfloat16, CPU).strategy == "chunked"  # float32 accumulation
+    assert plan(256, 256, torch.float32, CPU).strategy == "native"  # tiny
+    assert plan(257, 256, torch.float32, CPU).strategy == "chunked"
     assert plan(1024, 262144, torch.bfloat16, CPU).strategy == "chunked"
     assert plan(4, 5, torch.float32, torch.device("meta")).strategy == "native"
     monkeypatch.setattr(planning, "_triton_available", lambda: True)
@@ -400,7 +405,7 @@ def test_plan_by_shape_and_device(monkeypatch):
     ((2048, 128256), torch.bfloat16, "fresh", 2, 8, 2),  # staged: 4 MiB of float32 rows
     # Below the worker size: PyTorch's threads in each chunk, rows a multiple of the threads.
     ((8192, 1000), torch.float32, "inplace", 2, 256, 1),
-    ((8192, 10), torch.float32, "none", 2, 6552, 1),
+    ((8192, 10), torch.bfloat16, "none", 2, 6552, 1),
     # Probabilities into the gradient rows (no scratch chunk): 4 MiB of rows.
     ((8192, 1000), torch.float32, "fresh", 2, 1048, 1),
     ((4096, 32000), torch.float32, "fresh", 2, 32, 2),
@@ -487,7 +492,8 @@ def test_underflowing_target_probability_matches_pytorch(path, dtype, inplace):
 def test_tiny_float_problems_run_pytorchs_own_loss():
     assert plan(256, 256, torch.float32, CPU).strategy == "native"  # 65536 logits
     assert plan(256, 257, torch.float32, CPU).strategy == "chunked"
-    assert plan(8192, 10, torch.float64, CPU).strategy == "chunked"
+    assert plan(8192, 32, torch.float64, CPU).strategy == "chunked"
+    assert plan(8192, 31, torch.float64, CPU).strategy == "native"  # few classes
     assert plan(16, 10, torch.float64, CPU).strategy == "native"
     assert plan(16, 10, torch.float64, CPU, gradient="none").strategy == "native"
     assert plan(16, 10, torch.float32, CPU, gradient="inplace").strategy == "chunked"

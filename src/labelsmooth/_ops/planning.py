@@ -1,6 +1,7 @@
 """How one call of the fused cross-entropy runs: a :class:`Plan`, chosen by :func:`plan`.
 
-Strategies: PyTorch's own ``F.cross_entropy`` for tiny CPU problems (its fixed cost is lower)
+Strategies: PyTorch's own ``F.cross_entropy`` for tiny CPU problems and rows of few classes
+(faster there)
 and for meta tensors; the Triton kernel for CUDA tensors when Triton imports; otherwise the
 chunked pass of :mod:`labelsmooth._ops.chunked_cross_entropy`, whose chunk size and worker
 count the plan fixes. The constants below were measured on one machine;
@@ -27,6 +28,9 @@ SCRATCH_FRACTION = 32
 MIN_CHUNK_BYTES = 256 * 2**10
 # Up to this many float32/float64 CPU logits, PyTorch's own loss has the lower fixed cost.
 NATIVE_MAX_ELEMENTS = 65536
+# Rows of fewer classes: PyTorch's own loss is faster at any row count (the chunked pass's
+# per-row work does not vectorise over so few classes).
+NATIVE_BELOW_CLASSES = 32
 # From this many compute-dtype bytes of logits on, chunks run on single-threaded workers.
 WORKER_MIN_BYTES = 64 * 2**20
 
@@ -61,7 +65,7 @@ def plan(num_rows: int, num_classes: int, dtype: torch.dtype, device: torch.devi
     if device.type == "cuda" and dtype != torch.float64 and _triton_available():
         return Plan("triton")  # float64 stays chunked: the kernel computes in float32
     if (device.type == "cpu" and gradient != "inplace" and dtype in (torch.float32, torch.float64)
-            and num_rows * num_classes <= NATIVE_MAX_ELEMENTS):
+            and (num_rows * num_classes <= NATIVE_MAX_ELEMENTS or num_classes < NATIVE_BELOW_CLASSES)):
         return Plan("native")
     threads = max(1, torch.get_num_threads() if threads is None else threads)
     row_bytes = max(1, num_classes * compute_dtype(dtype).itemsize)
