@@ -53,16 +53,11 @@ allocated before the call), which counts tensors, not the allocator's cached blo
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import datetime as dt
 import json
-import os
-import platform
 import random
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -73,15 +68,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from benchmarks._common import (
+    CPU,
+    ROOT,
+    append_csv,
+    new_run_id,
+    parse_device,
+    reset_peak_rss,
+    run_probe,
+    status_kib,
+    synchronize,
+)
+from benchmarks._common import provenance as common_provenance
 from labelsmooth._ops import fused_smoothed_cross_entropy, planning
 
 __all__ = ["CONTENDERS", "Shape", "main", "run_benchmark"]
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_CSV = RESULTS / "cross_entropy.csv"
 DEFAULT_CUDA_CSV = RESULTS / "cross_entropy_cuda.csv"
-CPU = torch.device("cpu")
 SMOOTHING = 0.1
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -209,12 +214,6 @@ def _inputs(shape: Shape, seed: int = 0, device: torch.device | None = None
     return logits, target
 
 
-def _synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work, so that a wall-clock interval covers it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _forward_backward(fn: LossFn, leaf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     logits = _ModelOutput.apply(leaf)
     loss = fn(logits, target)
@@ -234,7 +233,7 @@ def time_shape(shape: Shape, repeats: int, names: Sequence[str],
     def once(name: str) -> float:
         with torch.no_grad():
             leaf.copy_(pristine)
-        _synchronize(device)
+        synchronize(device)
         result: torch.Tensor | None = None
         start = time.perf_counter()
         if name == "copy":
@@ -245,7 +244,7 @@ def time_shape(shape: Shape, repeats: int, names: Sequence[str],
             result = pristine.clone()
         else:
             result = _forward_backward(CONTENDERS[name], leaf, target)
-        _synchronize(device)
+        synchronize(device)
         elapsed = time.perf_counter() - start
         del result  # freed outside the timed interval
         return elapsed
@@ -258,27 +257,6 @@ def time_shape(shape: Shape, repeats: int, names: Sequence[str],
         for name in order:
             times[name].append(once(name))
     return times
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Set the kernel's peak-RSS mark (VmHWM) to the current RSS; False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-    except OSError:
-        return False
-    return True
 
 
 def _warm_up_shape(shape: Shape) -> Shape:
@@ -304,10 +282,10 @@ def _probe_memory(contender: str, shape: Shape) -> int:
     del warm_leaf, warm_target
     pristine, target = _inputs(shape)
     leaf = pristine.requires_grad_()
-    if _reset_peak_rss():
-        before = _status_kib("VmRSS")
+    if reset_peak_rss():
+        before = status_kib("VmRSS")
         grad = _forward_backward(CONTENDERS[contender], leaf, target)
-        peak = _status_kib("VmHWM")
+        peak = status_kib("VmHWM")
         if before is not None and peak is not None:
             return (peak - before) * 1024
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -341,49 +319,9 @@ def measure_memory(contender: str, shape: Shape,
     """Peak extra bytes of ``contender`` on ``shape``: on the CPU in a subprocess of its own."""
     if device.type == "cuda":
         return _probe_cuda_memory(contender, shape, device)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    # glibc: every buffer above 64 KiB gets a mapping of its own, returned on free, so the RSS
-    # follows the live buffers instead of a heap that keeps (and reuses) freed memory.
-    env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.cross_entropy", "--memory-probe", contender,
-         "--shapes", shape.label()],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
-    )
-    payload: dict[str, int] = json.loads(result.stdout.strip().splitlines()[-1])
+    payload: dict[str, int] = run_probe("benchmarks.cross_entropy", "--memory-probe", contender,
+                                        "--shapes", shape.label())
     return payload["peak_extra_bytes"]
-
-
-def _provenance(device: torch.device = CPU) -> dict[str, str]:
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
-        commit += "+dirty"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    if device.type == "cuda":
-        cpu += f"; {torch.cuda.get_device_name(device)}"
-    return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": commit,
-        "machine": f"{platform.node()} ({cpu})",
-        "cpu_count": str(os.cpu_count()),
-        "torch_threads": str(torch.get_num_threads()),
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-    }
 
 
 CSV_FIELDS = [
@@ -405,8 +343,8 @@ def run_benchmark(
     device: torch.device = CPU,
 ) -> list[dict[str, str]]:
     """Time (and measure) every contender on every shape; return one CSV row per pair."""
-    provenance = _provenance(device)
-    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    provenance = common_provenance(device)
+    run_id = new_run_id()
     rows: list[dict[str, str]] = []
     for shape in shapes:
         times = time_shape(shape, repeats, contenders, device)
@@ -468,26 +406,6 @@ def target_lines(median: dict[str, float]) -> list[str]:
     return lines
 
 
-def append_csv(rows: Sequence[dict[str, str]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
-
-
-def _parse_device(text: str) -> torch.device:
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise argparse.ArgumentTypeError(f"expected cpu or cuda[:N], got {text!r}")
-    return device
-
-
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cross_entropy",
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -501,7 +419,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         default=list(DEFAULT_CONTENDERS))
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the per-contender memory subprocesses")
-    parser.add_argument("--device", type=_parse_device, default=CPU,
+    parser.add_argument("--device", type=parse_device, default=CPU,
                         help="where the logits live: cpu (default) or cuda[:N]")
     parser.add_argument("--csv", type=Path, default=None,
                         help=f"CSV to append to (default {DEFAULT_CSV.relative_to(ROOT)}, "
@@ -529,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, str]]:
     rows = run_benchmark(shapes, repeats=repeats, contenders=args.contenders,
                          measure_memory_too=not args.no_memory, quick=args.quick,
                          device=args.device)
-    append_csv(rows, args.csv)
+    append_csv(rows, args.csv, CSV_FIELDS)
     print(f"\nappended {len(rows)} rows to {args.csv}")
     return rows
 

@@ -21,15 +21,12 @@ and appends one row per measurement, with provenance, to
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
 import json
 import os
 import platform
 import random
 import resource
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -38,6 +35,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from benchmarks._common import (
+    append_csv,
+    cpu_name,
+    git_commit,
+    reset_peak_rss,
+    run_probe,
+    status_kib,
+    utc_now,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CSV = ROOT / "benchmarks" / "results" / "integrations_memory.csv"
@@ -87,26 +94,6 @@ def _step(smoother: LossFn, leaf: torch.Tensor, labels: torch.Tensor) -> tuple[t
     return loss.detach(), grad
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-    except OSError:
-        return False
-    return True
-
-
 def probe(contender: str, shape: tuple[int, int, int], dtype: torch.dtype) -> dict[str, float]:
     """In this process: the loss, the seconds, and the peak RSS growth of one loss step."""
     smoother = _smoother(contender)
@@ -114,11 +101,11 @@ def probe(contender: str, shape: tuple[int, int, int], dtype: torch.dtype) -> di
     _step(smoother, warm_leaf.requires_grad_(), warm_labels)
     logits, labels = _inputs(shape, dtype)
     leaf = logits.requires_grad_()
-    if _reset_peak_rss() and (before := _status_kib("VmRSS")) is not None:
+    if reset_peak_rss() and (before := status_kib("VmRSS")) is not None:
         start = time.perf_counter()
         loss, grad = _step(smoother, leaf, labels)
         seconds = time.perf_counter() - start
-        peak = (_status_kib("VmHWM") or before) - before
+        peak = (status_kib("VmHWM") or before) - before
         extra = peak * 1024
     else:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -142,38 +129,12 @@ def reference_loss(shape: tuple[int, int, int], dtype: torch.dtype) -> float:
 
 
 def _measure(contender: str, shape_text: str, dtype_name: str) -> dict[str, float]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    # glibc: every buffer above 64 KiB gets a mapping of its own, returned on free, so the RSS
-    # follows the live buffers rather than a heap that keeps freed memory.
-    env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.integrations_memory", "--probe", contender,
-         "--shape", shape_text, "--dtype", dtype_name],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
-    )
-    payload: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    payload: dict[str, float] = run_probe("benchmarks.integrations_memory", "--probe", contender,
+                                          "--shape", shape_text, "--dtype", dtype_name)
     return payload
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-
-
 def provenance() -> dict[str, str]:
-    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
-    if _git("status", "--porcelain", "--untracked-files=no"):
-        commit += "+dirty"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     try:
         import importlib.metadata
 
@@ -181,9 +142,9 @@ def provenance() -> dict[str, str]:
     except importlib.metadata.PackageNotFoundError:
         transformers_version = "missing"
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": commit,
-        "machine": f"{platform.node()} ({cpu})",
+        "date": utc_now(),
+        "git_commit": git_commit(),
+        "machine": f"{platform.node()} ({cpu_name()})",
         "cpu_count": str(os.cpu_count()),
         "torch_version": torch.__version__,
         "transformers_version": transformers_version,
@@ -212,13 +173,7 @@ def run(shape_text: str, dtype_name: str, rounds: int, csv_path: Path,
         for contender in order:
             rows.append({**meta, "contender": contender, "round": round_index,
                          **measure(contender, shape_text, dtype_name)})
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    new = not csv_path.exists()
-    with csv_path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_csv(rows, csv_path, CSV_FIELDS)
     _summarise(rows, meta, rounds, csv_path)
     return rows
 

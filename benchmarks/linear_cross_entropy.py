@@ -32,14 +32,9 @@ float64 products cost more than a round). Rows are appended to
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
 import json
-import os
 import random
 import statistics
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -49,22 +44,25 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.cross_entropy import (
-    _parse_device,
-    _provenance,
-    _reset_peak_rss,
-    _status_kib,
-    _synchronize,
+from benchmarks._common import (
+    CPU,
+    ROOT,
+    append_csv,
+    new_run_id,
+    parse_device,
+    reset_peak_rss,
+    run_probe,
+    status_kib,
+    synchronize,
 )
+from benchmarks._common import provenance as common_provenance
 from labelsmooth.functional import smoothed_linear_cross_entropy
 
 __all__ = ["CONTENDERS", "Shape", "main", "run_benchmark"]
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_CSV = RESULTS / "linear_cross_entropy.csv"
 DEFAULT_CUDA_CSV = RESULTS / "linear_cross_entropy_cuda.csv"
-CPU = torch.device("cpu")
 SMOOTHING = 0.1
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -165,10 +163,10 @@ def time_shape(shape: Shape, repeats: int, names: Sequence[str],
     order = list(names)
 
     def once(name: str) -> float:
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         result = _forward_backward(CONTENDERS[name], x, w, y)
-        _synchronize(device)
+        synchronize(device)
         elapsed = time.perf_counter() - start
         del result
         return elapsed
@@ -208,11 +206,11 @@ def _probe_memory(contender: str, shape: Shape) -> int:
     x, w, y = _inputs(shape)
     x.requires_grad_()
     w.requires_grad_()
-    if not _reset_peak_rss():
+    if not reset_peak_rss():
         raise SystemExit("memory probe: needs Linux's /proc/self/clear_refs")
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     result = _forward_backward(CONTENDERS[contender], x, w, y)
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     del result
     if before is None or peak is None:
         raise SystemExit("memory probe: needs /proc/self/status")
@@ -240,15 +238,8 @@ def measure_memory(contender: str, shape: Shape, device: torch.device = CPU) -> 
     """Peak extra bytes of ``contender`` on ``shape``: on the CPU in a subprocess of its own."""
     if device.type == "cuda":
         return _probe_cuda_memory(contender, shape, device)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.linear_cross_entropy", "--memory-probe", contender,
-         "--shapes", shape.label()],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
-    )
-    payload: dict[str, int] = json.loads(result.stdout.strip().splitlines()[-1])
+    payload: dict[str, int] = run_probe("benchmarks.linear_cross_entropy", "--memory-probe",
+                                        contender, "--shapes", shape.label())
     return payload["peak_extra_bytes"]
 
 
@@ -266,8 +257,8 @@ def run_benchmark(
     report: Callable[[str], None] = print, device: torch.device = CPU,
 ) -> list[dict[str, str]]:
     """Time (and measure) every contender on every shape; return one CSV row per pair."""
-    provenance = _provenance(device)
-    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    provenance = common_provenance(device)
+    run_id = new_run_id()
     rows: list[dict[str, str]] = []
     for shape in shapes:
         times = time_shape(shape, repeats, contenders, device)
@@ -302,16 +293,6 @@ def run_benchmark(
     return rows
 
 
-def append_csv(rows: Sequence[dict[str, str]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
-
-
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.linear_cross_entropy",
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -327,7 +308,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="skip the per-contender memory subprocesses")
     parser.add_argument("--no-accuracy", action="store_true",
                         help="skip the float64 comparison of ours")
-    parser.add_argument("--device", type=_parse_device, default=CPU,
+    parser.add_argument("--device", type=parse_device, default=CPU,
                         help="where the tensors live: cpu (default) or cuda[:N]")
     parser.add_argument("--csv", type=Path, default=None,
                         help=f"CSV to append to (default {DEFAULT_CSV.relative_to(ROOT)}, "
@@ -355,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, str]]:
                          measure_memory_too=not args.no_memory,
                          measure_accuracy=not args.no_accuracy, quick=args.quick,
                          device=args.device)
-    append_csv(rows, args.csv)
+    append_csv(rows, args.csv, CSV_FIELDS)
     print(f"\nappended {len(rows)} rows to {args.csv}")
     return rows
 

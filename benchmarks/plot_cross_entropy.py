@@ -9,29 +9,16 @@ Right panel: peak extra memory in units of the logits' bytes.
 from __future__ import annotations
 
 import argparse
-import csv
 from collections.abc import Sequence
 from pathlib import Path
+
+from benchmarks._common import load_run
 
 __all__ = ["main", "plot"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONTENDER_ORDER = ["native", "compiled", "composer_dense", "timm_logsoftmax", "ours",
                    "ours_inplace"]
-
-
-def _load(path: Path, run_id: str | None) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise SystemExit(f"--csv: expected benchmark rows, got an empty file {path}")
-    if run_id is None:
-        full = [row for row in rows if row["quick"] == "False"] or rows
-        run_id = max(row["run_id"] for row in full)
-    chosen = [row for row in rows if row["run_id"] == run_id]
-    if not chosen:
-        raise SystemExit(f"--run-id: expected one of the CSV's run ids, got {run_id!r}")
-    return chosen
 
 
 def plot(rows: Sequence[dict[str, str]], output: Path) -> Path:
@@ -98,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--run-id", default=None,
                         help="the run to draw (default: the latest non-quick run)")
     args = parser.parse_args(argv)
-    output = plot(_load(args.csv, args.run_id), args.output)
+    output = plot(load_run(args.csv, args.run_id), args.output)
     print(f"wrote {output}")
     return output
 

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.plot_cross_entropy import _load
+from benchmarks._common import load_run
 
 __all__ = ["main", "plot"]
 
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--run-id", default=None,
                         help="the run to draw (default: the latest non-quick run)")
     args = parser.parse_args(argv)
-    output = plot(_load(args.csv, args.run_id), args.output)
+    output = plot(load_run(args.csv, args.run_id), args.output)
     print(f"wrote {output}")
     return output
 

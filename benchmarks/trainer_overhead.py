@@ -38,8 +38,6 @@ less than the run-to-run noise, so the loops run PyTorch's eager loss.
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
 import random
 import statistics
 import time
@@ -51,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.cross_entropy import _provenance
+from benchmarks._common import append_csv, new_run_id, provenance
 from labelsmooth.algorithms import LabelSmoothing, MixUp
 from labelsmooth.trainer import Trainer
 
@@ -192,7 +190,7 @@ def run_benchmark(task: Task, *, threads: Sequence[int], rounds: int,
                   contenders: Sequence[str] = tuple(CONTENDERS), quick: bool = False,
                   report: Callable[[str], None] = print) -> list[dict[str, str]]:
     """Time every contender at every thread count; return one CSV row per pair."""
-    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    run_id = new_run_id()
     names = list(dict.fromkeys([*contenders, *(BASELINES[name] for name in contenders)]))
     trained = task.samples * task.epochs
     rows: list[dict[str, str]] = []
@@ -200,7 +198,7 @@ def run_benchmark(task: Task, *, threads: Sequence[int], rounds: int,
     try:
         for count in threads:
             torch.set_num_threads(count)
-            provenance = _provenance()
+            provenance_row = provenance()
             times, cpu_times = time_contenders(task, names, rounds)
             median = {name: statistics.median(values) for name, values in times.items()}
             cpu = {name: statistics.median(values) for name, values in cpu_times.items()}
@@ -213,7 +211,7 @@ def run_benchmark(task: Task, *, threads: Sequence[int], rounds: int,
                 ratio = median[baseline] / median[name]
                 cpu_ratio = cpu[baseline] / cpu[name]
                 rows.append({
-                    **provenance, "run_id": run_id, "quick": str(quick),
+                    **provenance_row, "run_id": run_id, "quick": str(quick),
                     "samples": str(task.samples), "batch_size": str(task.batch_size),
                     "epochs": str(task.epochs), "contender": name, "baseline": baseline,
                     "rounds": str(rounds), "median_s": f"{median[name]:.5f}",
@@ -228,16 +226,6 @@ def run_benchmark(task: Task, *, threads: Sequence[int], rounds: int,
     finally:
         torch.set_num_threads(previous_threads)
     return rows
-
-
-def append_csv(rows: Sequence[dict[str, str]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -268,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, str]]:
     for count in args.threads or ([1] if args.quick else [1, 2]):
         measured = run_benchmark(task, threads=[count], rounds=args.rounds or (1 if args.quick else 7),
                                  contenders=args.contenders, quick=args.quick)
-        append_csv(measured, args.csv)
+        append_csv(measured, args.csv, CSV_FIELDS)
         print(f"\nappended {len(measured)} rows to {args.csv}", flush=True)
         rows += measured
     return rows

@@ -26,8 +26,6 @@ commit, and where the measured ``labelsmooth`` was imported from).
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
 import json
 import os
 import platform
@@ -44,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 import labelsmooth
+from benchmarks._common import append_csv, cpu_name, git_commit, utc_now
 from labelsmooth.algorithms import LabelSmoothing, MixUp
 from labelsmooth.trainer import Trainer
 
@@ -141,27 +140,11 @@ def measure_memory(contender: str, *, batch: int, classes: int) -> int:
 
 
 def _provenance() -> dict[str, str]:
-    def git(*args: str, cwd: Path) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-
-    commit = git("rev-parse", "--short", "HEAD", cwd=ROOT) or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no", cwd=ROOT):
-        commit += "+dirty"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": commit,
+        "date": utc_now(),
+        "git_commit": git_commit(),
         "labelsmooth_from": str(Path(labelsmooth.__file__).resolve().parent),
-        "machine": f"{platform.node()} ({cpu})",
+        "machine": f"{platform.node()} ({cpu_name()})",
         "cpu_count": str(os.cpu_count()),
         "torch_threads": str(torch.get_num_threads()),
         "torch_version": torch.__version__,
@@ -172,16 +155,6 @@ CSV_FIELDS = ["run_id", "date", "git_commit", "code", "labelsmooth_from", "machi
               "torch_threads", "torch_version", "batch", "classes", "contender", "rounds",
               "median_ms", "min_ms", "time_ratio_to_plain", "peak_extra_mib",
               "memory_ratio_to_plain"]
-
-
-def _append_csv(rows: Sequence[dict[str, str]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, str]]:
@@ -219,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, str]]:
                      "peak_extra_mib": f"{memory[name] / 2**20:.1f}",
                      "memory_ratio_to_plain": f"{memory_ratio:.4f}"})
     if not args.quick:
-        _append_csv(rows, args.csv)
+        append_csv(rows, args.csv, CSV_FIELDS)
     print(json.dumps({"csv": str(args.csv) if not args.quick else None}))
     return rows
 
