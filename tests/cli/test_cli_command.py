@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_invoke import invoke
 
 import labelsmooth.cli.command as cli_main
 from labelsmooth.cli import main
@@ -28,15 +29,6 @@ PROMISED_FIELDS = ("smoothing", "seed", "accuracy", "nll", "ece", "brier", "ece_
 # digits: 1437 training images, round(0.1 * 1437) = 144 of them held out for the temperature.
 DIGITS_FIT = 1437 - 144
 
-
-def invoke(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the command in-process; argparse's own exits count as return statuses."""
-    try:
-        status = main(argv)
-    except SystemExit as exit_:
-        status = exit_.code if isinstance(exit_.code, int) else 1
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_invoke import invoke
 
 import labelsmooth.cli.command as cli_main
-from labelsmooth.cli import main
 from labelsmooth.cli.experiment import NUM_BINS, RunConfig
 from labelsmooth.cli.folder import LOCK_FILE, FolderLock, atomic_write
 from labelsmooth.cli.report import write_results
@@ -60,14 +60,6 @@ class Trainings:
             raise self.stop
         return fake_run(config)
 
-
-def invoke(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        status = main(argv)
-    except SystemExit as exit_:
-        status = exit_.code if isinstance(exit_.code, int) else 1
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
