@@ -10,12 +10,20 @@ without a dense ``N x C`` target, while any other loss sees the dense smoothed t
 ``smooth_labels(logits, targets, smoothing)``. It composes with MixUp and CutMix in either order:
 every mixed component is smoothed (see :mod:`labelsmooth.trainer.targets`).
 
+The smoothing may follow a schedule: a callable of the training progress ``t`` in ``[0, 1]``
+(:mod:`labelsmooth.schedules` has ``linear``, ``cosine`` and ``step``), read at every training
+step. ``s`` stays a Python float handed to the loss at each step, outside any compiled model,
+so a model under ``torch.compile`` is not recompiled when it changes.
+
 References:
     Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from labelsmooth._validation import check_int, check_smoothing, fail
@@ -29,12 +37,54 @@ from labelsmooth.trainer.batch import (
 )
 from labelsmooth.trainer.events import Event
 from labelsmooth.trainer.targets import TrainingTargets
+from labelsmooth.trainer.time import TimeUnit
 
 if TYPE_CHECKING:
     from labelsmooth.trainer.logger import Logger
     from labelsmooth.trainer.state import State
 
-__all__ = ["LabelSmoothing"]
+__all__ = ["LabelSmoothing", "planned_steps", "schedule_progress"]
+
+Schedule = Callable[[float], float]
+
+
+def schedule_progress(step: int, total_steps: int) -> float:
+    """The training progress of optimizer step ``step`` (0-based) out of ``total_steps``.
+
+    ``t = step / (total_steps - 1)``: 0 at the first step, 1 at the last, as
+    :mod:`labelsmooth.schedules` expects; a run of a single step is at 0. Steps past the planned
+    end (a run resumed with a longer ``max_duration``) stay at 1.
+
+    Example:
+        >>> [schedule_progress(k, 5) for k in range(5)]
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+    """
+    if total_steps <= 1:
+        return 0.0
+    return min(step / (total_steps - 1), 1.0)
+
+
+def planned_steps(state: State) -> int:
+    """The number of optimizer steps the run is planned for: ``max_duration`` in batches, or
+    its epochs times the training dataloader's length.
+
+    Raises:
+        ValueError: without a ``max_duration``, or with one in epochs and a dataloader that has
+            no ``len()``.
+    """
+    duration = state.max_duration
+    if duration is not None and duration.unit is TimeUnit.BATCH:
+        return duration.value
+    try:
+        per_epoch = len(state.train_dataloader)
+    except TypeError:
+        per_epoch = None
+    if duration is None or per_epoch is None:
+        fail("smoothing", "a run of known length for a schedule (max_duration in batches, e.g. "
+             "'500ba', or in epochs with a train_dataloader that has a len())",
+             f"max_duration={None if duration is None else str(duration)!r} and a "
+             f"{type(state.train_dataloader).__name__} train_dataloader")
+    return duration.value * per_epoch
 
 
 class LabelSmoothing(Algorithm):
@@ -45,8 +95,12 @@ class LabelSmoothing(Algorithm):
         \\tilde y = (1 - s)\\, \\mathrm{onehot}(y) + \\frac{s}{C}
 
     Args:
-        smoothing: ``s`` in ``[0, 1]``, the weight of the uniform distribution. Default: 0.1.
-            Validated here and on every assignment, so a schedule may change it between steps.
+        smoothing: ``s`` in ``[0, 1]``, the weight of the uniform distribution, or a schedule:
+            a callable ``schedule(t) -> s`` of the training progress ``t`` in ``[0, 1]`` (0 at
+            the first optimizer step, 1 at the last of ``max_duration``; see
+            :func:`schedule_progress`), such as ``labelsmooth.schedules.cosine(0.1, 0.0)``. A
+            number is validated here and on every assignment; a schedule's value is validated
+            every time it is read, at each training step. Default: 0.1.
         target_key: where the targets are in the batch: an int index, a str key or attribute,
             or a ``(getter, setter)`` pair. Default: ``1`` (``(inputs, targets)`` batches).
         class_dim: the class dimension of the logits. Default: 1.
@@ -58,6 +112,11 @@ class LabelSmoothing(Algorithm):
 
     The logits are ``state.outputs`` when it is a tensor, else ``outputs["logits"]`` or
     ``outputs.logits``.
+
+    With a schedule the run must have a known length: ``max_duration`` in batches, or in
+    epochs with a ``train_dataloader`` that has a ``len()``. The value used at each step is
+    :attr:`smoothing`; the Trainer logs it as ``smoothing`` in each epoch's training record
+    (the value of the epoch's last step).
 
     A loss that smooths by itself (``SmoothedCrossEntropyLoss(0.1)``,
     ``nn.CrossEntropyLoss(label_smoothing=0.1)``) is refused by ``Trainer.fit``: the targets
@@ -76,10 +135,24 @@ class LabelSmoothing(Algorithm):
         >>> algorithm.apply(Event.AFTER_LOSS, state, None)
         >>> state.batch[1] is targets
         True
+
+        A schedule is read at each step, from the state's timestamp and planned length:
+
+        >>> from labelsmooth import schedules
+        >>> from labelsmooth.trainer.time import Timestamp
+        >>> state = State(torch.nn.Identity(), batch=(None, targets), outputs=torch.zeros(2, 4),
+        ...               max_duration="5ba")
+        >>> algorithm = LabelSmoothing(smoothing=schedules.linear(0.2, 0.0))
+        >>> state.timestamp = Timestamp(batch=3)  # the fourth of five steps: t = 0.75
+        >>> algorithm.apply(Event.BEFORE_LOSS, state, None)
+        >>> round(algorithm.smoothing, 6), round(state.batch[1].smoothing, 6)
+        (0.05, 0.05)
+        >>> algorithm.apply(Event.AFTER_LOSS, state, None)
     """
 
-    def __init__(self, smoothing: float = 0.1, target_key: BatchKey = 1, *, class_dim: int = 1,
-                 ignore_index: int | None = None) -> None:
+    def __init__(self, smoothing: float | Schedule = 0.1, target_key: BatchKey = 1, *,
+                 class_dim: int = 1, ignore_index: int | None = None) -> None:
+        self.schedule: Schedule | None = None
         self.smoothing = smoothing
         self.target_key = check_batch_key(target_key, "target_key")
         self.class_dim = check_int(class_dim, "class_dim")
@@ -89,16 +162,43 @@ class LabelSmoothing(Algorithm):
 
     @property
     def smoothing(self) -> float:
-        """The smoothing ``s`` in ``[0, 1]`` used from the next ``BEFORE_LOSS`` on."""
+        """The smoothing ``s`` in ``[0, 1]``: the number given, or the schedule's value at the
+        most recent training step (``schedule(0)`` before the first).
+
+        Assigning a number replaces any schedule; assigning a callable makes it the schedule.
+        """
         return self._smoothing
 
     @smoothing.setter
-    def smoothing(self, value: float) -> None:
-        self._smoothing = check_smoothing(value)
+    def smoothing(self, value: float | Schedule) -> None:
+        if callable(value):
+            self.schedule = value
+            self._smoothing = self._scheduled(0.0, "at the start")
+        else:
+            self.schedule = None
+            self._smoothing = check_smoothing(value)
+
+    def _scheduled(self, progress: float, when: str) -> float:
+        """The schedule's value at ``progress``, checked to be a real number in ``[0, 1]``;
+        ``when`` says where training is, for the error message."""
+        assert self.schedule is not None
+        value = self.schedule(progress)
+        expected = f"a value in [0, 1] from the schedule {when} (progress {progress:.6g})"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            fail("smoothing", expected, repr(value) if isinstance(value, str) else value,
+                 error=TypeError)
+        number = float(value)
+        if math.isnan(number) or not 0.0 <= number <= 1.0:
+            fail("smoothing", expected, value)
+        return number
 
     def match(self, event: Event, state: State) -> bool:
         """Run at ``BEFORE_LOSS`` and ``AFTER_LOSS`` only (evaluation is never smoothed)."""
         return event in (Event.BEFORE_LOSS, Event.AFTER_LOSS)
+
+    def train_metrics(self) -> dict[str, float]:
+        """``{"smoothing": s}``, the value of the most recent step, for the training log."""
+        return {"smoothing": self._smoothing}
 
     def apply(self, event: Event, state: State, logger: Logger | None) -> None:
         """At ``BEFORE_LOSS`` set the smoothing of the batch's training targets; at
@@ -111,10 +211,17 @@ class LabelSmoothing(Algorithm):
             logger: unused.
 
         Raises:
-            ValueError: for another event, or a ``target_key`` missing from the batch.
-            TypeError: if the outputs hold no logits.
+            ValueError: for another event, a ``target_key`` missing from the batch, a
+                schedule's value outside ``[0, 1]`` (or NaN), or a schedule in a run of
+                unknown length.
+            TypeError: if the outputs hold no logits, or a schedule returns something that is
+                not a real number.
         """
         if event == Event.BEFORE_LOSS:
+            if self.schedule is not None:
+                step, total = state.timestamp.batch, planned_steps(state)
+                self._smoothing = self._scheduled(schedule_progress(step, total),
+                                                  f"at step {step + 1} of {total}")
             logits = get_logits(state.outputs, argument="state.outputs")
             current = batch_get_item(state.batch, self.target_key, argument="target_key")
             targets = TrainingTargets.of(current, logits, class_dim=self.class_dim).replace(
@@ -130,12 +237,15 @@ class LabelSmoothing(Algorithm):
             fail("event", "Event.BEFORE_LOSS or Event.AFTER_LOSS", event)
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"smoothing": s}``: a schedule's current value survives a checkpoint."""
-        return {"smoothing": self.smoothing}
+        """``{"smoothing": s}``, the value in use (a schedule itself is not saved: it is a
+        function of the progress, which the checkpoint's timestamp restores)."""
+        return {"smoothing": self._smoothing}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the smoothing :meth:`state_dict` saved (validated again)."""
-        self.smoothing = state["smoothing"]
+        """Restore the smoothing :meth:`state_dict` saved (validated again); a schedule is
+        kept and reads its value at the next step."""
+        self._smoothing = check_smoothing(state["smoothing"])
 
     def __repr__(self) -> str:
-        return f"LabelSmoothing(smoothing={self.smoothing}, target_key={self.target_key!r})"
+        smoothing = self.schedule if self.schedule is not None else self._smoothing
+        return f"LabelSmoothing(smoothing={smoothing!r}, target_key={self.target_key!r})"

@@ -47,6 +47,11 @@ class Algorithm(ABC):
     def apply(self, event: Event, state: State, logger: Logger | None) -> None:
         """Run: read and change ``state``; ``logger`` may record metrics."""
 
+    def train_metrics(self) -> dict[str, float]:
+        """Values added to each epoch's training record (e.g. a scheduled hyperparameter's
+        current value); none by default."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps of this algorithm (nothing by default)."""
         return {}

@@ -733,6 +733,8 @@ class Trainer:
             metrics |= self._train_metrics.compute()
         if self.state.optimizers:
             metrics["lr"] = self.state.optimizers[0].param_groups[0]["lr"]
+        for algorithm in self.state.algorithms:
+            metrics |= algorithm.train_metrics()
         self.logger.log_metrics(metrics)
 
     def _train_batch(self) -> None:
