@@ -192,7 +192,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_two_gloo_processes_sum_to_the_single_process_matrix(tmp_path: Path) -> None:
+def test_two_gloo_processes_sum_to_the_single_process_matrix_and_resume_bit_identically(
+        tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(WORKER), str(tmp_path)]
@@ -209,6 +210,17 @@ def test_two_gloo_processes_sum_to_the_single_process_matrix(tmp_path: Path) -> 
         distributed = torch.load(tmp_path / f"rank{rank}.pt")
         assert_close(distributed, single)
     assert not torch.equal(single, run_epoch(*shards()[0], world_size=1))  # both shards count
+
+    # The mid-epoch checkpoint holds each rank's partial sums; each rank resumes from its own.
+    checkpoint = torch.load(tmp_path / "run" / "ep1-ba8.pt", weights_only=False)
+    partial = [states[0][1]["sums"] for states in checkpoint["algorithms_per_rank"]]
+    assert len(partial) == 2 and not torch.equal(partial[0], partial[1])
+    for rank in range(2):
+        runs = torch.load(tmp_path / f"resume{rank}.pt", weights_only=False)
+        reference, resumed = runs["reference"], runs["resumed"]
+        assert torch.equal(resumed["soft_labels"], reference["soft_labels"])
+        for actual, expected in zip(resumed["params"], reference["params"], strict=True):
+            assert torch.equal(actual, expected), (actual - expected).abs().max()
 
 
 def test_bad_input_is_one_line_naming_the_argument() -> None:

@@ -320,12 +320,13 @@ class OnlineLabelSmoothing(Algorithm):
         self._counts.zero_()
 
     def state_dict(self) -> dict[str, Any]:
-        """``S`` and this process's partial sums of the current epoch (copies), or ``{}``
-        before ``S`` exists."""
+        """``S`` and this process's partial sums of the current epoch (CPU copies), or ``{}``
+        before ``S`` exists. Under DDP the Trainer's checkpoint keeps every rank's, so that a
+        run resumed mid-epoch adds the same sums in the same order."""
         if self.soft_labels is None or self._sums is None or self._counts is None:
             return {}
-        return {"soft_labels": self.soft_labels.clone(), "sums": self._sums.clone(),
-                "counts": self._counts.clone()}
+        return {"soft_labels": self.soft_labels.cpu().clone(), "sums": self._sums.cpu().clone(),
+                "counts": self._counts.cpu().clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (checked against ``num_classes``)."""

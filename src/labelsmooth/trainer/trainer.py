@@ -504,6 +504,10 @@ class Trainer:
                 "there than an uninterrupted run", stacklevel=2)
         rng = dist_utils.all_gather_object({"now": get_rng_state(self._loader_generators),
                                             "epoch": self._epoch_rng})
+        # An algorithm may hold per-process state (OnlineLabelSmoothing's partial sums of the
+        # epoch): every rank's is kept, and each rank gets its own back on load.
+        algorithms = dist_utils.all_gather_object(
+            [(type(a).__name__, a.state_dict()) for a in state.algorithms])
         path = None
         if state.rank == 0:
             checkpoint = {
@@ -513,7 +517,8 @@ class Trainer:
                 "optimizers": [optimizer.state_dict() for optimizer in state.optimizers],
                 "optimizer_classes": [type(optimizer).__name__ for optimizer in state.optimizers],
                 "schedulers": [scheduler.state_dict() for scheduler in state.schedulers],
-                "algorithms": [(type(a).__name__, a.state_dict()) for a in state.algorithms],
+                "algorithms": algorithms[0],
+                **({"algorithms_per_rank": algorithms} if len(algorithms) > 1 else {}),
                 "callbacks": [(type(c).__name__, c.state_dict()) for c in state.callbacks],
                 "scaler": None if self._scaler is None else self._scaler.state_dict(),
                 "rng": rng,
@@ -589,7 +594,9 @@ class Trainer:
             optimizer.load_state_dict(saved)
         for scheduler, saved in zip(state.schedulers, checkpoint["schedulers"], strict=True):
             scheduler.load_state_dict(saved)
-        for algorithm, (_, saved) in zip(state.algorithms, checkpoint["algorithms"], strict=True):
+        per_rank = checkpoint.get("algorithms_per_rank") or [checkpoint["algorithms"]]
+        for algorithm, (_, saved) in zip(state.algorithms, per_rank[state.rank % len(per_rank)],
+                                         strict=True):
             algorithm.load_state_dict(saved)
         # Callbacks observe and may differ between runs (a progress printer added on resume):
         # each gets the state of the first saved callback of its class not yet taken.
