@@ -26,7 +26,7 @@ def _smoothed(logits: torch.Tensor, y: torch.Tensor, s: float, prior: torch.Tens
 
 def test_every_example_runs_and_states_its_formula(capsys: Any) -> None:
     blocks = _python_blocks()
-    assert len(blocks) == 8
+    assert len(blocks) == 10
     namespace: dict[str, Any] = {}
     torch.manual_seed(0)
     checked = 0
@@ -48,8 +48,16 @@ def test_every_example_runs_and_states_its_formula(capsys: Any) -> None:
             expected = torch.nn.functional.cross_entropy(logits.double(), y) - 0.1 * entropy.mean()
             assert_close(namespace["loss"], expected)
             checked += 1
+        if "online_label_targets" in block:
+            assert_close(namespace["ols"].soft_labels.sum(dim=1), torch.ones(3))
+            S = namespace["S"]
+            assert_close(namespace["loss"], _smoothed(logits, y, 0.5, S[y]))
+            checked += 1
+        if "schedules.cosine" in block:
+            assert_close(namespace["loss"], _smoothed(logits, y, 0.05, torch.full((5,), 0.2)))
+            checked += 1
         if "fit_temperature" in block:
             assert math.isfinite(namespace["temperature"]) and namespace["temperature"] > 0
             checked += 1
-    assert checked == 5
+    assert checked == 7
     assert "adaptive ECE" in capsys.readouterr().out
