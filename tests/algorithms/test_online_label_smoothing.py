@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import assert_close
+from helpers import HostSyncRecorder, assert_close
 from tiny_task import NUM_CLASSES, make_dataset, make_loader, make_model
 
 from labelsmooth import LabelSmoothing, MixUp, OnlineLabelSmoothing, Trainer
@@ -242,6 +242,11 @@ def test_bad_input_is_one_line_naming_the_argument() -> None:
     state.batch = (None, torch.zeros(2, 3))
     with pytest.raises(TypeError, match=r"^targets: expected an integer tensor"):
         OnlineLabelSmoothing().apply(Event.BEFORE_LOSS, state, None)
+    for bad in (3, -100):
+        state.batch = (None, torch.tensor([0, bad]))
+        with pytest.raises(ValueError, match=rf"^targets: expected class indices in \[0, 3\), got "
+                           rf"{bad} at position \(1,\)$"):
+            OnlineLabelSmoothing().apply(Event.BEFORE_LOSS, state, None)
     state.batch = (None, torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match=r"^targets: expected class indices of shape \(2,\)"):
         OnlineLabelSmoothing().apply(Event.BEFORE_LOSS, state, None)
@@ -265,3 +270,17 @@ def test_pure_functions_agree_with_the_formulas() -> None:
     p = logits.softmax(dim=1)
     assert torch.equal(counts, torch.tensor([1.0, 1.0]))
     assert_close(sums, torch.stack([p[0], p[1]]))
+
+
+def test_a_training_step_and_the_epoch_swap_make_no_host_synchronisation() -> None:
+    # meta tensors stand in for an accelerator's; the recorder sees every value read and copy.
+    algorithm = OnlineLabelSmoothing(alpha=0.5)
+    logits = torch.empty(8, 5, device="meta")
+    targets = torch.empty(8, dtype=torch.long, device="meta")
+    state = State(torch.nn.Identity(), batch=(None, targets), outputs=logits, device="meta")
+    with HostSyncRecorder() as recorder:
+        for event in (Event.BEFORE_LOSS, Event.AFTER_LOSS, Event.BEFORE_LOSS, Event.AFTER_LOSS,
+                      Event.EPOCH_END):
+            algorithm.apply(event, state, None)
+    assert recorder.syncs == []
+    assert algorithm.soft_labels is not None and algorithm.soft_labels.device.type == "meta"

@@ -39,6 +39,7 @@ from labelsmooth._validation import (
     check_unit_interval,
     fail,
 )
+from labelsmooth.functional._targets import check_target_range
 from labelsmooth.trainer.algorithm import Algorithm
 from labelsmooth.trainer.batch import (
     BatchKey,
@@ -162,7 +163,8 @@ class OnlineLabelSmoothing(Algorithm):
     (the swap). The loss sees a dense ``(N, C, *)`` target: the Trainer's default loss and
     PyTorch's ``F.cross_entropy`` take it, and it costs one ``N x C`` tensor per step plus the
     ``C x C`` matrix, which suits classification with up to a few thousand classes, not a
-    language model's vocabulary. Index targets only; MixUp, CutMix and ``LabelSmoothing`` in
+    language model's vocabulary. Index targets only, each a class (no ``ignore_index``: the
+    statistics and the target need one); MixUp, CutMix and ``LabelSmoothing`` in
     the same Trainer are refused (their targets are a different mixture of labels).
 
     Args:
@@ -306,6 +308,8 @@ class OnlineLabelSmoothing(Algorithm):
         if targets.shape != expected:
             fail("targets", f"class indices of shape {tuple(expected)} (the logits' shape "
                  f"{tuple(logits.shape)} without dim {dim})", targets)
+        # On the CPU only, where reading the values costs no device synchronisation.
+        check_target_range(targets, logits.shape[dim], None, validate_args=None)
         return dim
 
     def _swap(self, world_size: int) -> None:
