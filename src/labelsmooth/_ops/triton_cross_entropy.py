@@ -10,18 +10,18 @@ for the derivation and the coefficients)::
     grad_c = a * exp(x_c - lse) - u * v_c - sum_k b_k * [c == y_k]
 
 with the per-row coefficients ``a``, ``u`` and ``b_k`` computed by the caller (all zero for an
-ignored row, so its gradient is zero; ``v`` is ``w``, or ones, for the uniform prior, ``u``
-then carrying the ``1 / C``). ``K`` is a compile-time constant (1, or 2 and 4 for mixed
-batches): its loops unroll. Everything is accumulated in float32 whatever the logits' dtype
-(float16 sums over a 32k vocabulary overflow); only the stored gradient is rounded to the
-logits' dtype. The target terms are folded into the second loop with a ``where`` rather than stored afterwards, because two
-stores to one address from different threads of a program are not ordered (and two targets of
-a row may be the same class: their terms simply add). With
-``grad`` aliasing ``logits`` (``inplace_backward``) every element is read before it is
-overwritten by the same program, and rows belong to one program each, so the write is safe.
+ignored row, so its gradient is zero; ``v`` is ``w``, or ones, for the uniform prior, ``u`` then
+carrying the ``1 / C``). ``K`` is a compile-time constant (1, or 2 and 4 for mixed batches): its
+loops unroll. Everything is accumulated in float32 whatever the logits' dtype (float16 sums over
+a 32k vocabulary overflow); only the stored gradient is rounded to the logits' dtype. The target
+terms are folded into the second loop with a ``where`` rather than stored afterwards, because
+two stores to one address from different threads of a program are not ordered (and two targets
+of a row may be the same class: their terms simply add). With ``grad`` aliasing ``logits``
+(``inplace_backward``) every element is read before it is overwritten by the same program, and
+rows belong to one program each, so the write is safe.
 
-The loss itself is assembled from ``lse``, ``x_{y_k}`` and ``sum_c v_c x_c`` by the caller, with the
-same code as the CPU path. This module is not verified here without a GPU beyond Triton's CPU
+The loss itself is assembled from ``lse``, ``x_{y_k}`` and ``sum_c v_c x_c`` by the caller,
+with the same code as the CPU path. This module is not verified here without a GPU beyond Triton's CPU
 interpreter (``TRITON_INTERPRET=1``), which its tests use when Triton is installed.
 """
 
