@@ -125,7 +125,7 @@ def _chunk(state: _ChunkPass, rows: slice, scratch: Tensor | None) -> None:
     x = state.logits[rows]
     if scratch is not None:
         scratch = scratch[: x.shape[0]]
-        if state.staged:  # the probabilities then overwrite this float32 copy
+        if state.staged:  # the exponentials then overwrite this float32 copy
             x = scratch.copy_(x)
     if state.weight is None:
         torch.sum(x, 1, out=state.weighted_sum[rows])
