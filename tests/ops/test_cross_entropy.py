@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_close
+from helpers import TOLERANCES, assert_close
 
 from labelsmooth._ops import Plan, fused_smoothed_cross_entropy, plan, planning
 from labelsmooth._ops import cross_entropy as ce
@@ -176,6 +176,60 @@ def test_half_precision_large_vocabulary_is_finite(dtype):
     assert torch.isfinite(loss) and bool(torch.isfinite(grad).all())
     assert_close(loss, want_loss, dtype, what="loss")
     assert_close(grad, want_grad, dtype, what="gradient")
+
+
+# float16/bfloat16 chunks: of one row, of a few rows (a ragged end), of all rows; on worker threads.
+HALF_PLANS = {
+    "rows1": Plan("chunked", chunk_rows=1),
+    "rows5": Plan("chunked", chunk_rows=5),
+    "all_rows": Plan("chunked", chunk_rows=64),
+    "workers": Plan("chunked", chunk_rows=3, workers=2),
+}
+
+
+def _assert_rounded_once(actual, exact, what):
+    """``actual`` is ``exact`` rounded once to ``actual.dtype``, up to float32 arithmetic:
+    ``|actual - exact| <= ulp / 2 + rtol_32 * |exact|`` (rounding a float32 result that is
+    already low-precision, or rounding twice, misses by up to a whole ulp)."""
+    info = torch.finfo(actual.dtype)
+    exact = exact.detach().to(torch.float64)
+    _, exponent = torch.frexp(exact)
+    ulp = torch.ldexp(torch.full_like(exact, info.eps), exponent - 1)  # in [2^(e-1), 2^e)
+    ulp = ulp.clamp_min(info.smallest_normal * info.eps)  # the spacing of subnormals
+    bound = ulp / 2 + TOLERANCES[torch.float32][0] * exact.abs()
+    error = (actual.detach().to(torch.float64) - exact).abs()
+    worst = int(torch.argmax(error / bound))
+    assert bool((error <= bound).all()), (
+        f"{what}: {int((error > bound).sum())} of {error.numel()} entries not rounded once; "
+        f"worst at flat index {worst}: got {actual.flatten()[worst].item():.10g}, exact "
+        f"{exact.flatten()[worst].item():.10g}")
+
+
+def _far_target_case(dtype, offset=0.0):
+    """Targets from 0 to 3000 below their row's maximum, around where ``exp(max - x_y)``
+    overflows float32 (88.7), in rows mixed with ordinary ones; ``offset`` added to all."""
+    logits, target, _ = _make_case(40, 300, "some", False, seed=7)
+    gaps = [30.0, 80.0, 87.0, 88.0, 88.7, 89.0, 90.0, 100.0, 3000.0]
+    counted = [row for row in range(40) if target[row] != IGNORE]
+    for row, gap in zip(counted[: len(gaps)], gaps, strict=True):
+        logits[row, target[row]] = logits[row].max() - gap
+    logits[3, 0] = logits[3].max() - 100.0  # an ignored row is shifted by class 0's logit
+    return (logits + offset).to(dtype), target
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+@pytest.mark.parametrize("chunking", list(HALF_PLANS))
+@pytest.mark.parametrize("offset", [0.0, 1000.0], ids=["centred", "offset1000"])
+def test_half_precision_chunks_match_pytorch_and_round_once(dtype, inplace, chunking, offset):
+    logits, target = _far_target_case(dtype, offset)
+    for reduction in ("mean", "sum"):
+        want_loss, want_grad = _reference(logits, target, 0.1, None, reduction, torch.tensor(1.0))
+        loss, grad = _ours(logits, target, 0.1, None, reduction, torch.tensor(1.0, dtype=dtype),
+                           inplace=inplace, plan=HALF_PLANS[chunking])
+        assert_close(loss, want_loss, dtype, what="loss")
+        _assert_rounded_once(loss, want_loss, "loss")
+        _assert_rounded_once(grad, want_grad, "gradient")
 
 
 def test_no_gradient_work_under_no_grad_or_without_requires_grad(monkeypatch):

@@ -9,10 +9,13 @@ run in the calling thread, on PyTorch's intra-op threads, or on single-threaded 
 (:mod:`labelsmooth._ops._workers`), as the :class:`~labelsmooth._ops.planning.Plan` says.
 
 Where the probabilities go: out of place in float32/float64, straight into the gradient rows,
-which the scaling then overwrites; for float16/bfloat16, into the float32 copy of the chunk
-(everything is computed in float32 and rounded once, when the gradient rows are written);
-in place or without a gradient, into a scratch chunk of each worker's own, so that the logits
-stay readable until their row's gradient is written.
+which the scaling then overwrites; in place or without a gradient, into a scratch chunk of each
+worker's own, so that the logits stay readable until their row's gradient is written.
+float16/bfloat16 chunks are copied into a float32 scratch chunk, where they become
+``exp(x - x_y)`` rather than probabilities: ``p_y = 1 / sum_c exp(x_c - x_y)`` then gives both
+``lse`` and the row scale of the probabilities, which the gradient's multiply takes in, so this
+costs no softmax and no pass of its own (see :func:`_shifted_exponentials`). Everything is
+computed in float32 and rounded once, when the gradient rows are written.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
     from labelsmooth._ops.cross_entropy import _GradientCoefficients
 
 __all__ = ["chunked_row_statistics"]
+
+_LOG2_E = 1.4426950408889634  # exp(v) = 2^(v * log2(e))
 
 
 @dataclass
@@ -123,7 +128,7 @@ def _chunk(state: _ChunkPass, rows: slice, scratch: Tensor | None) -> None:
     x = state.logits[rows]
     if scratch is not None:
         scratch = scratch[: x.shape[0]]
-        if state.staged:  # the probabilities then overwrite this float32 copy
+        if state.staged:  # the exponentials then overwrite this float32 copy
             x = scratch.copy_(x)
     if state.weight is None:
         torch.sum(x, 1, out=state.weighted_sum[rows])
@@ -131,9 +136,48 @@ def _chunk(state: _ChunkPass, rows: slice, scratch: Tensor | None) -> None:
         torch.mv(x, state.weight, out=state.weighted_sum[rows])
     torch.gather(x, 1, state.target[rows], out=state.target_logit[rows])
     probs = scratch if scratch is not None else state.grad[rows]  # type: ignore[index]
-    _softmax_probabilities(state, x, probs, rows)
+    prob_scale = None  # p = prob_scale * probs where given, else p = probs
+    if state.staged:
+        prob_scale = _shifted_exponentials(state, x, rows)
+    else:
+        _softmax_probabilities(state, x, probs, rows)
     if state.grad is not None and state.coefficients is not None:
-        _gradient_rows(state, state.grad[rows], state.coefficients, probs, rows)
+        _gradient_rows(state, state.grad[rows], state.coefficients, probs, prob_scale, rows)
+
+
+def _shifted_exponentials(state: _ChunkPass, x: Tensor, rows: slice) -> Tensor:
+    """``exp(x - x_y)`` into the float32 chunk ``x``; returns ``p_y = 1 / S``, an ``(M, 1)`` column.
+
+    With ``S = sum_c exp(x_c - x_y)`` (at least 1: the target contributes ``exp(0)``), the
+    probabilities are ``exp(x - x_y) / S`` and ``p_y = 1 / S``, so ``lse = x_y - log p_y``
+    needs neither the row maxima nor a softmax. Where ``S`` overflowed (a target logit about 88
+    below its row's maximum) or ``p_y`` is not a normal number, the chunk is copied again and
+    shifted by its row maxima instead (:func:`_exponentials`).
+    """
+    # The first target's logit: its probability gives ``lse`` (further targets only add entries).
+    target_prob = _exponentials(x, state.target_logit[rows, :1], state.target_prob[rows])
+    if bool(torch.all(target_prob >= torch.finfo(x.dtype).tiny)):
+        return target_prob
+    row_max = torch.amax(x.copy_(state.logits[rows]), 1, keepdim=True)
+    max_prob = _exponentials(x, row_max, torch.empty_like(row_max))
+    state.row_max[rows] = row_max.squeeze(1)
+    state.max_prob[rows] = max_prob.squeeze(1)
+    state.from_maxima[rows] = True
+    return max_prob
+
+
+def _exponentials(x: Tensor, shift: Tensor, out: Tensor) -> Tensor:
+    """``exp(x - shift)`` into ``x`` in place; ``1 / sum_c exp(x_c - shift)`` into ``out``.
+
+    ``x, shift, out``: ``(M, C)``, ``(M, 1)``, ``(M, 1)``, float32. ``exp(x - shift) =
+    2^(L x - L shift)`` with ``L = log2(e)``: one fused multiply-add (``torch.add(...,
+    alpha=L)``) then PyTorch's ``exp2``, which on the CPU costs about half of its ``exp`` (the
+    softmax's; docs/fused.md has the figures). The rounding of ``L shift`` moves every exponent
+    of a row alike, so it cancels in the probabilities and moves ``lse`` by about one float32
+    ulp of the shift; each exponent is rounded once, as ``x - shift`` would be.
+    """
+    torch.add(shift * -_LOG2_E, x, alpha=_LOG2_E, out=x).exp2_()
+    return torch.sum(x, 1, keepdim=True, out=out).reciprocal_()
 
 
 def _softmax_probabilities(state: _ChunkPass, x: Tensor, out: Tensor, rows: slice) -> None:
@@ -148,13 +192,17 @@ def _softmax_probabilities(state: _ChunkPass, x: Tensor, out: Tensor, rows: slic
 
 
 def _gradient_rows(state: _ChunkPass, grad_rows: Tensor, coefficients: _GradientCoefficients,
-                   probs: Tensor, rows: slice) -> None:
+                   probs: Tensor, prob_scale: Tensor | None, rows: slice) -> None:
     """``a * p - u * v`` into the gradient rows (the target entries come later).
 
-    Row-broadcast multiply and add are vectorised (``addcmul`` with a broadcast column is not:
-    6x slower). Low precision is scaled in float32 and rounded once, by the final copy.
+    ``p = prob_scale * probs`` where a ``(M, 1)`` ``prob_scale`` is given (folded into ``a``,
+    so it costs no pass of its own), else ``p = probs``. Row-broadcast multiply and add are
+    vectorised (``addcmul`` with a broadcast column is not: 6x slower). Low precision is scaled
+    in float32 and rounded once, by the final copy.
     """
     coef = coefficients.prob[rows].unsqueeze(1)
+    if prob_scale is not None:
+        coef = coef * prob_scale
     scaled = torch.mul(probs, coef, out=probs if state.staged else grad_rows)
     neg_uniform = -coefficients.uniform[rows]
     if state.weight is None:
