@@ -158,7 +158,8 @@ class TrainingTargets(torch.Tensor):
         if isinstance(targets, TrainingTargets):
             if smoothing is None and ignore_index is None and mix is None:
                 return targets
-            base, dim, like = targets.targets, targets.class_dim, targets
+            base, dim = targets.targets, targets.class_dim
+            like: torch.Tensor = targets
             smoothing = targets.smoothing if smoothing is None else smoothing
             ignore_index = targets.ignore_index if ignore_index is None else ignore_index
             mixes = targets.mixes
