@@ -4,7 +4,8 @@ Run ``python -m benchmarks.trainer_overhead`` (``--quick`` for a tiny smoke run)
 
 The task is small enough that the Trainer's own per-step work shows: a 40-256-256-10 MLP
 (ReLU), batches of 128 from 4096 random examples shuffled by a ``DataLoader``, Adam (lr 1e-3),
-3 epochs (96 optimizer steps). Contenders, each against the hand-written loop that does the
+16 epochs (512 optimizer steps, a few seconds per run, so that a run is long against the
+machine's jitter). Contenders, each against the hand-written loop that does the
 same math:
 
 * ``loop``: ``zero_grad``, ``F.cross_entropy(model(x), y)``, ``backward``, ``step``.
@@ -23,10 +24,12 @@ same math:
 
 Method: every contender trains a fresh model from the same seed once per round, in an order
 shuffled afresh each round (the machine may be shared; a fixed order would favour whoever runs
-after a quiet spell), after one untimed warm-up run each. The time of one run is the wall time
-of the training alone (building the model, optimizer and Trainer is outside it). The median over
-rounds gives samples/s and the ratio to the contender's baseline measured in the same rounds
-(above 1 is faster than the baseline); this is repeated for each torch thread count. The
+after a quiet spell), after one short untimed warm-up run each (one epoch). The time of one run
+is the wall time of the training alone (building the model, optimizer and Trainer is outside
+it). The median over rounds gives samples/s and the ratio of the medians to the contender's
+baseline (above 1 is faster than the baseline). Each round also gives a paired ratio, the
+baseline's time in that round over the contender's: their median, minimum and maximum over the
+rounds show how far the noise moves a ratio. This is repeated for each torch thread count. The
 process's CPU time per run is reported beside the wall time: on a machine shared with other
 jobs it is the steadier measure of the work done (at one thread; at more, OpenMP's waiting
 threads count too). Rows are appended to
@@ -38,11 +41,12 @@ less than the run-to-run noise, so the loops run PyTorch's eager loss.
 from __future__ import annotations
 
 import argparse
+import csv
 import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -67,7 +71,7 @@ class Task:
 
     samples: int = 4096
     batch_size: int = 128
-    epochs: int = 3
+    epochs: int = 16
     features: int = 40
     hidden: int = 256
     classes: int = 10
@@ -160,13 +164,14 @@ def _time_once(prepare: Prepare, task: Task, data: TensorDataset) -> tuple[float
 
 def time_contenders(task: Task, names: Sequence[str], rounds: int, seed: int = 0
                     ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Wall and CPU seconds per training run of each contender: one warm-up each, then
-    ``rounds`` rounds in a freshly shuffled order."""
+    """Wall and CPU seconds per training run of each contender: one warm-up each (one epoch),
+    then ``rounds`` rounds in a freshly shuffled order."""
     data = task.data()
     order = list(names)
     shuffler = random.Random(seed)
+    warm_up = replace(task, epochs=1)
     for name in order:
-        _time_once(CONTENDERS[name], task, data)
+        _time_once(CONTENDERS[name], warm_up, data)
     wall: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(rounds):
@@ -182,8 +187,29 @@ CSV_FIELDS = [
     "run_id", "date", "git_commit", "machine", "cpu_count", "torch_threads", "torch_version",
     "python_version", "quick", "samples", "batch_size", "epochs", "contender", "baseline",
     "rounds", "median_s", "min_s", "samples_per_s", "ratio_to_baseline", "median_cpu_s",
-    "cpu_ratio_to_baseline",
+    "cpu_ratio_to_baseline", "paired_ratio_median", "paired_ratio_min", "paired_ratio_max",
 ]
+
+
+def _upgrade_header(path: Path) -> None:
+    """Rewrite a CSV written before a column was added with today's columns (empty in old rows),
+    so that appended rows line up with the header."""
+    if not path.exists():
+        return
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        old_rows, fields = list(reader), reader.fieldnames or []
+    if fields == CSV_FIELDS or not set(fields) <= set(CSV_FIELDS):
+        return
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, restval="")
+        writer.writeheader()
+        writer.writerows(old_rows)
+
+
+def paired_ratios(times: dict[str, list[float]], name: str) -> list[float]:
+    """The baseline's time over ``name``'s, round by round (above 1: faster than the baseline)."""
+    return [base / own for base, own in zip(times[BASELINES[name]], times[name], strict=True)]
 
 
 def run_benchmark(task: Task, *, threads: Sequence[int], rounds: int,
@@ -203,13 +229,16 @@ def run_benchmark(task: Task, *, threads: Sequence[int], rounds: int,
             median = {name: statistics.median(values) for name, values in times.items()}
             cpu = {name: statistics.median(values) for name, values in cpu_times.items()}
             report(f"\n{count} thread(s): {rounds} interleaved rounds, medians, "
-                   f"{trained} samples per run")
+                   f"{trained} samples per run; per round: the baseline's time over the "
+                   "contender's in the same round (median [min, max])")
             report(f"  {'contender':20s} {'samples/s':>10s} {'vs baseline':>12s} "
-                   f"{'CPU s':>7s} {'CPU vs baseline':>16s}  baseline")
+                   f"{'per round':>22s} {'CPU s':>7s} {'CPU vs baseline':>16s}  baseline")
             for name in names:
                 baseline = BASELINES[name]
                 ratio = median[baseline] / median[name]
                 cpu_ratio = cpu[baseline] / cpu[name]
+                paired = paired_ratios(times, name)
+                paired_median = statistics.median(paired)
                 rows.append({
                     **provenance_row, "run_id": run_id, "quick": str(quick),
                     "samples": str(task.samples), "batch_size": str(task.batch_size),
@@ -220,9 +249,13 @@ def run_benchmark(task: Task, *, threads: Sequence[int], rounds: int,
                     "ratio_to_baseline": f"{ratio:.4f}",
                     "median_cpu_s": f"{cpu[name]:.5f}",
                     "cpu_ratio_to_baseline": f"{cpu_ratio:.4f}",
+                    "paired_ratio_median": f"{paired_median:.4f}",
+                    "paired_ratio_min": f"{min(paired):.4f}",
+                    "paired_ratio_max": f"{max(paired):.4f}",
                 })
+                spread = f"{paired_median:.3f} [{min(paired):.3f}, {max(paired):.3f}]"
                 report(f"  {name:20s} {trained / median[name]:10.0f} {ratio:12.3f} "
-                       f"{cpu[name]:7.3f} {cpu_ratio:16.3f}  {baseline}")
+                       f"{spread:>22s} {cpu[name]:7.3f} {cpu_ratio:16.3f}  {baseline}")
     finally:
         torch.set_num_threads(previous_threads)
     return rows
@@ -234,7 +267,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="512 samples, 1 epoch, 1 round, 1 thread: a smoke run, not a measurement")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="interleaved rounds per thread count (default 7, or 1 with --quick)")
+                        help="interleaved rounds per thread count (default 8, or 1 with --quick)")
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="torch thread counts to run at (default 1 2, or 1 with --quick)")
     parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS),
@@ -254,8 +287,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, str]]:
     rows: list[dict[str, str]] = []
     # One thread count at a time, each appended as soon as it is measured.
     for count in args.threads or ([1] if args.quick else [1, 2]):
-        measured = run_benchmark(task, threads=[count], rounds=args.rounds or (1 if args.quick else 7),
+        measured = run_benchmark(task, threads=[count], rounds=args.rounds or (1 if args.quick else 8),
                                  contenders=args.contenders, quick=args.quick)
+        _upgrade_header(args.csv)
         append_csv(measured, args.csv, CSV_FIELDS)
         print(f"\nappended {len(measured)} rows to {args.csv}", flush=True)
         rows += measured

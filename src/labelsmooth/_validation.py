@@ -63,11 +63,13 @@ def check_unit_interval(value: Any, argument: str) -> float:
     Any real number is accepted (``int``, ``float``, numpy scalars, ``Fraction``); a tensor is
     not, since reading its value would be a host-device synchronisation on an accelerator.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    # A plain float or int (the usual case, checked on every step) skips the slower ABC check.
+    if type(value) is not float and type(value) is not int and (
+            isinstance(value, bool) or not isinstance(value, numbers.Real)):
         shown = repr(value) if isinstance(value, str) else value
         fail(argument, "a real number in [0, 1]", shown, error=TypeError)
     number = float(value)
-    if math.isnan(number) or not 0.0 <= number <= 1.0:
+    if not 0.0 <= number <= 1.0:  # also False for NaN
         fail(argument, "a real number in [0, 1]", value)
     return number
 
@@ -149,9 +151,10 @@ def check_int(value: Any, argument: str, *, minimum: int | None = None) -> int:
 
     Any integral number is accepted (``int``, numpy integers) and returned as a Python ``int``.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        fail(argument, "an int", value, error=TypeError)
-    value = int(value)
+    if type(value) is not int:  # a plain int skips the slower ABC check
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            fail(argument, "an int", value, error=TypeError)
+        value = int(value)
     if minimum is not None and value < minimum:
         fail(argument, f"an int >= {minimum}", value)
     return value

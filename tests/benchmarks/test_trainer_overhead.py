@@ -26,9 +26,33 @@ def test_quick_run_appends_well_formed_rows(tmp_path):
         seconds = float(row["median_s"])
         assert seconds > 0 and float(row["samples_per_s"]) == pytest.approx(512 / seconds, rel=1e-3)
         assert float(row["median_cpu_s"]) > 0
+        paired = [float(row[f"paired_ratio_{key}"]) for key in ("min", "median", "max")]
+        assert 0 < paired[0] <= paired[1] <= paired[2]
         if row["contender"] == row["baseline"]:
             assert float(row["ratio_to_baseline"]) == 1.0 and float(row["cpu_ratio_to_baseline"]) == 1.0
+            assert paired == [1.0, 1.0, 1.0]
+        else:  # one round: the paired ratio is the ratio of the two runs
+            assert paired[1] == pytest.approx(float(row["ratio_to_baseline"]), abs=2e-4)
     bench.main(["--quick", "--csv", str(path), "--contenders", "trainer_ls"])
     with path.open(newline="") as handle:
         # the contender and its baseline
         assert [row["contender"] for row in csv.DictReader(handle)][len(rows):] == ["trainer_ls", "loop_ls"]
+
+
+def test_paired_ratios_pair_each_round_with_its_baseline() -> None:
+    times = {"loop": [1.0, 2.0, 4.0], "trainer": [2.0, 2.0, 2.0]}
+    assert bench.paired_ratios(times, "trainer") == [0.5, 1.0, 2.0]
+
+
+def test_an_older_header_is_extended_before_rows_are_appended(tmp_path):
+    path = tmp_path / "results.csv"
+    old_fields = bench.CSV_FIELDS[:-3]
+    path.write_text(",".join(old_fields) + "\n" + ",".join(["x"] * len(old_fields)) + "\n")
+    bench.main(["--quick", "--csv", str(path), "--contenders", "loop"])
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames == bench.CSV_FIELDS
+    assert rows[0] == {**dict.fromkeys(old_fields, "x"), "paired_ratio_median": "",
+                       "paired_ratio_min": "", "paired_ratio_max": ""}
+    assert rows[1]["contender"] == "loop" and rows[1]["paired_ratio_median"] == "1.0000"

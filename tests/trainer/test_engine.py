@@ -75,3 +75,31 @@ def test_callback_without_a_handler_is_skipped() -> None:
     log: list[tuple[str, str]] = []
     RecordingCallback(log).run_event(Event.FIT_END, State(torch.nn.Linear(1, 1)), None)
     assert log == []
+
+
+def test_an_event_with_no_algorithm_and_no_callback_runs_nothing_and_still_checks_its_name() -> None:
+    engine = Engine(State(torch.nn.Linear(1, 1)))
+    assert engine.run_event(Event.BATCH_END) == [] and engine.run_event("after_loss") == []
+    with pytest.raises(ValueError, match="not_an_event"):
+        engine.run_event("not_an_event")
+
+
+def test_a_callback_gets_the_events_it_listens_to_with_the_trainers_state_and_logger() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from labelsmooth.trainer import Trainer
+
+    seen: list[tuple[str, object, object]] = []
+
+    class BatchEnd(Callback):
+        def batch_end(self, state: State, logger: object) -> None:
+            seen.append(("batch_end", state, logger))
+
+    log: list[tuple[str, str]] = []
+    data = DataLoader(TensorDataset(torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 1, 0])), batch_size=2)
+    trainer = Trainer(torch.nn.Linear(2, 2), data, max_duration="1ep", device="cpu",
+                      progress_bar=False, callbacks=[BatchEnd()],
+                      algorithms=[Recorder("loss", log, (Event.BEFORE_LOSS, Event.AFTER_LOSS))])
+    trainer.fit()
+    assert seen == [("batch_end", trainer.state, trainer.logger)] * 3
+    assert log == [("loss", "before_loss"), ("loss", "after_loss")] * 3

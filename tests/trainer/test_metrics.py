@@ -103,6 +103,22 @@ def test_loss_is_averaged_per_example() -> None:
     assert metrics.compute()["loss"] == pytest.approx((3 * 1.0 + 5.0) / 4)
     with pytest.raises(TypeError, match="loss: expected the batch's training loss"):
         metrics.update(torch.randn(1, 2), torch.tensor([1]))
+    with pytest.raises(TypeError, match=r"loss: expected .*a scalar tensor .*got a tensor of shape \(2,\)"):
+        metrics.update(torch.randn(2, 2), torch.tensor([1, 0]), loss=torch.ones(2))
+
+
+def test_losses_kept_across_flushes_and_resets_are_weighted_by_batch_size() -> None:
+    """Batch losses are added to the sums when the kept logits are: the mean over examples
+    equals the float64 sum by hand across buffer flushes, and a reset forgets kept losses."""
+    losses = torch.rand(7, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    sizes = [3, 1, 4, 2, 5, 1, 3]
+    metrics = ClassificationMetrics(device="cpu", track_loss=True, buffer_elements=8)
+    metrics.update(torch.randn(2, 2), torch.tensor([0, 1]), loss=torch.tensor(100.0))
+    metrics.reset()
+    for size, loss in zip(sizes, losses, strict=True):
+        metrics.update(torch.randn(size, 2), torch.zeros(size, dtype=torch.long), loss=loss.float())
+    expected = sum(size * float(loss.float()) for size, loss in zip(sizes, losses, strict=True)) / sum(sizes)
+    assert metrics.compute()["loss"] == pytest.approx(expected, rel=1e-12)
 
 
 def test_a_nan_logit_makes_the_nll_nan_instead_of_being_dropped() -> None:

@@ -108,6 +108,29 @@ def test_taking_the_parts_out_gives_back_the_original_object() -> None:
     assert target.without_mix(Mix(PERMUTATION, 0.3)).mixes == (mix,)  # another mix, equal values
 
 
+def test_of_builds_one_object_with_the_smoothing_and_the_mix_given() -> None:
+    logits, mix = _logits(), Mix(PERMUTATION, 0.3)
+    expected = 0.7 * hand_smooth(Y, C, 0.2) + 0.3 * hand_smooth(Y[PERMUTATION], C, 0.2)
+    smoothed = TrainingTargets.of(Y, logits, smoothing=0.2, ignore_index=-1)
+    assert (smoothed.targets, smoothed.smoothing, smoothed.mixes, smoothed.ignore_index) == (Y, 0.2, (), -1)
+    mixed = TrainingTargets.of(smoothed, logits, mix=mix)
+    assert (mixed.smoothing, mixed.mixes, mixed.ignore_index) == (0.2, (mix,), -1)
+    assert_close(mixed.dense(), expected)
+    # Mixing first, then smoothing: the same target.
+    assert_close(TrainingTargets.of(TrainingTargets.of(Y, logits, mix=mix), logits, smoothing=0.2)
+                 .dense(), expected)
+    with pytest.raises(ValueError, match="smoothing: expected a real number in"):
+        TrainingTargets.of(Y, logits, smoothing=1.5)
+
+
+def test_without_smoothing_gives_back_the_original_object_when_nothing_else_is_left() -> None:
+    logits, mix = _logits(), Mix(PERMUTATION, 0.3)
+    assert TrainingTargets.of(Y, logits, smoothing=0.2).without_smoothing() is Y
+    left = TrainingTargets.of(Y, logits, smoothing=0.2, mix=mix).without_smoothing()
+    assert (left.smoothing, left.mixes) == (0.0, (mix,))
+    assert_close(left.dense(), 0.7 * hand_smooth(Y, C, 0.0) + 0.3 * hand_smooth(Y[PERMUTATION], C, 0.0))
+
+
 def test_targets_that_do_not_fit_the_logits_are_refused() -> None:
     with pytest.raises(ValueError, match=r"targets: expected class indices of shape \(6,\)"):
         TrainingTargets.of(torch.zeros(6, 2, 2, dtype=torch.long), _logits())

@@ -116,11 +116,10 @@ class MixingAlgorithm(Algorithm):
                      "for this batch)", event, error=RuntimeError)
             logits = get_logits(state.outputs, argument="state.outputs")
             current = batch_get_item(state.batch, self.target_key, argument="target_key")
-            targets = TrainingTargets.of(current, logits, class_dim=self.class_dim)
-            self._mix = Mix(self.indices, self.lam, self.label_box(targets.targets),
-                            self.interpolate_loss)
-            state.batch = batch_set_item(state.batch, self.target_key, targets.with_mix(self._mix),
-                                         argument="target_key")
+            original = current.targets if isinstance(current, TrainingTargets) else current
+            self._mix = Mix(self.indices, self.lam, self.label_box(original), self.interpolate_loss)
+            targets = TrainingTargets.of(current, logits, class_dim=self.class_dim, mix=self._mix)
+            state.batch = batch_set_item(state.batch, self.target_key, targets, argument="target_key")
         elif event == Event.AFTER_LOSS:
             current = batch_get_item(state.batch, self.target_key, argument="target_key")
             if isinstance(current, TrainingTargets) and self._mix is not None:

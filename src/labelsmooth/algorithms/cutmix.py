@@ -100,8 +100,8 @@ class CutMix(MixingAlgorithm):
     def label_box(self, targets: torch.Tensor) -> Box | None:
         """:attr:`bbox` for per-pixel targets (the inputs' spatial size after the batch
         dimension, or after a class dimension for dense targets), else ``None``."""
-        if self.bbox is None:
-            return None
+        if self.bbox is None or not isinstance(targets, torch.Tensor):
+            return None  # anything but a tensor is refused when the targets are wrapped
         per_pixel = (targets.ndim == 1 + len(self.bbox) + int(targets.is_floating_point())
                      and tuple(targets.shape[-len(self.bbox):]) == self._spatial)
         return self.bbox if per_pixel else None

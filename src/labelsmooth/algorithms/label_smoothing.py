@@ -224,14 +224,14 @@ class LabelSmoothing(Algorithm):
                                                   f"at step {step + 1} of {total}")
             logits = get_logits(state.outputs, argument="state.outputs")
             current = batch_get_item(state.batch, self.target_key, argument="target_key")
-            targets = TrainingTargets.of(current, logits, class_dim=self.class_dim).replace(
-                smoothing=self.smoothing, ignore_index=self.ignore_index)
+            targets = TrainingTargets.of(current, logits, class_dim=self.class_dim,
+                                         smoothing=self.smoothing, ignore_index=self.ignore_index)
             state.batch = batch_set_item(state.batch, self.target_key, targets, argument="target_key")
         elif event == Event.AFTER_LOSS:
             current = batch_get_item(state.batch, self.target_key, argument="target_key")
             if isinstance(current, TrainingTargets):
                 state.batch = batch_set_item(state.batch, self.target_key,
-                                             current.replace(smoothing=0.0).simplified(),
+                                             current.without_smoothing(),
                                              argument="target_key")
         else:
             fail("event", "Event.BEFORE_LOSS or Event.AFTER_LOSS", event)

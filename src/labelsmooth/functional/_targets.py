@@ -73,6 +73,11 @@ def check_target_range(
         return
     if validate_args is None and targets.device.type != "cpu":
         return
+    # Usually every index is in range: one min/max pass and two reads tell, and only a batch
+    # with an index outside [0, C) (an ignored one, or a mistake) is looked at element-wise.
+    lowest, highest = torch.aminmax(targets)
+    if lowest.item() >= 0 and highest.item() < num_classes:
+        return
     # Compare as int64, the dtype the losses index with: in a narrower dtype ``ignore_index``
     # could wrap around (-6 is 250 in uint8) and excuse an out-of-range index.
     targets = targets.long()

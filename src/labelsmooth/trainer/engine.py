@@ -46,15 +46,22 @@ class Engine:
 
     def run_event(self, event: Event | str) -> list[Algorithm]:
         """Run the algorithms that match ``event`` (reversed on ``after`` events), then every
-        callback. Returns the algorithms that ran, in the order they ran."""
-        event = Event(event)
-        algorithms = [a for a in self.state.algorithms if a.match(event, self.state)]
-        if event.is_after_event:
-            algorithms.reverse()
-        for algorithm in algorithms:
-            algorithm.apply(event, self.state, self.logger)
-        for callback in self.state.callbacks:
-            callback.run_event(event, self.state, self.logger)
+        callback. Returns the algorithms that ran, in the order they ran.
+
+        Fired on every step, so with no algorithm and no callback it returns at once.
+        """
+        event = event if isinstance(event, Event) else Event(event)
+        state = self.state
+        if not state.algorithms:
+            algorithms: list[Algorithm] = []
+        else:
+            algorithms = [a for a in state.algorithms if a.match(event, state)]
+            if algorithms and event.is_after_event:
+                algorithms.reverse()
+            for algorithm in algorithms:
+                algorithm.apply(event, state, self.logger)
+        for callback in state.callbacks:
+            callback.run_event(event, state, self.logger)
         return algorithms
 
     @contextmanager

@@ -14,8 +14,8 @@ count as their arg-max for accuracy and calibration and as distributions for the
 
 Every metric is a ratio of sums that add up over batches: the
 :func:`~labelsmooth.metrics.calibration_histogram`, the summed NLL and the summed loss, kept in
-one small tensor on the device. An update copies the batch's logits and targets and adds the
-loss; once ``BUFFER_ELEMENTS`` logits are kept (or at :meth:`ClassificationMetrics.compute`),
+one small tensor on the device. An update keeps copies of the batch's logits and targets and
+the loss; once ``BUFFER_ELEMENTS`` logits are kept (or at :meth:`ClassificationMetrics.compute`),
 they are concatenated and added to the sums in one go, so the dozen small operations of the
 metrics run once per many small batches instead of once per batch, and never wait for the
 device. :meth:`ClassificationMetrics.compute` reads the sums once, after summing them across
@@ -110,6 +110,8 @@ class ClassificationMetrics:
         self._updated = False
         self.buffer_elements = check_int(buffer_elements, "buffer_elements", minimum=1)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pending_losses: list[torch.Tensor] = []
+        self._pending_loss_weights: list[int] = []
         self._pending_elements = 0
         self._pending_dense = False
 
@@ -126,8 +128,9 @@ class ClassificationMetrics:
             self.num_classes = num_classes
         elif num_classes != self.num_classes:
             fail("logits", f"{self.num_classes} classes, as in earlier batches", num_classes)
-        if self.track_loss and loss is None:
-            fail("loss", "the batch's training loss (track_loss=True)", loss, error=TypeError)
+        if self.track_loss and (not isinstance(loss, torch.Tensor) or loss.ndim != 0):
+            fail("loss", "the batch's training loss, a scalar tensor (track_loss=True)", loss,
+                 error=TypeError)
         rows, flat_targets, dense = _flatten(logits, targets, self.class_dim)
         if not dense:
             check_target_range(flat_targets, num_classes, self.ignore_index,
@@ -139,7 +142,8 @@ class ClassificationMetrics:
         self._pending_dense = dense
         self._pending_elements += rows.numel()
         if loss is not None and self.track_loss:
-            self._loss.add_(loss.detach(), alpha=logits.shape[0])
+            self._pending_losses.append(loss.detach())
+            self._pending_loss_weights.append(logits.shape[0])
             self._loss_weight += logits.shape[0]
         self._updated = True
         if self._pending_elements >= self.buffer_elements:
@@ -152,6 +156,13 @@ class ClassificationMetrics:
         rows = torch.cat([rows for rows, _ in self._pending])
         targets = torch.cat([targets for _, targets in self._pending])
         self._pending, self._pending_elements = [], 0
+        if self._pending_losses:
+            # The example-weighted sum of the batch losses, in the sums' dtype.
+            losses = torch.stack(self._pending_losses).to(self._sums.dtype)
+            weights = torch.tensor(self._pending_loss_weights, dtype=self._sums.dtype,
+                                   device=self.device)
+            self._loss.add_(losses @ weights)
+            self._pending_losses, self._pending_loss_weights = [], []
         # The unsmoothed NLL, summed: PyTorch's cross-entropy of the (M, C) rows, for either kind
         # of target (ignored positions add 0, and count nowhere in the histogram).
         if self._pending_dense:
@@ -191,5 +202,6 @@ class ClassificationMetrics:
         """Forget every batch (keep the number of classes)."""
         self._sums.zero_()
         self._pending, self._pending_elements = [], 0
+        self._pending_losses, self._pending_loss_weights = [], []
         self._loss_weight = 0
         self._updated = False

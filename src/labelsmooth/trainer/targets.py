@@ -144,18 +144,35 @@ class TrainingTargets(torch.Tensor):
         return self
 
     @classmethod
-    def of(cls, targets: Any, logits: torch.Tensor, *, class_dim: int = 1) -> TrainingTargets:
-        """``targets`` as training targets for ``logits``: unchanged if they already are, else
-        wrapped with no smoothing and no mix.
+    def of(cls, targets: Any, logits: torch.Tensor, *, class_dim: int = 1,
+           smoothing: float | None = None, ignore_index: int | None = None,
+           mix: Mix | None = None) -> TrainingTargets:
+        """``targets`` as training targets for ``logits``, with ``smoothing`` (and
+        ``ignore_index``) when given and ``mix`` added after the mixes already there.
+
+        Training targets given nothing to change come back unchanged; otherwise the result is
+        one new object (an algorithm builds one per step, whatever it changes).
 
         Raises:
             ValueError, TypeError: if ``targets`` are neither index targets nor dense targets
-                of a shape that fits ``logits``.
+                of a shape that fits ``logits``, or ``smoothing`` is not in [0, 1].
         """
+        if smoothing is not None:
+            smoothing = check_smoothing(smoothing)
         if isinstance(targets, TrainingTargets):
-            return targets
-        _, dim = classify_targets(logits, targets, class_dim)
-        return cls._make(targets, logits, smoothing=0.0, mixes=(), class_dim=dim, ignore_index=None)
+            if smoothing is None and ignore_index is None and mix is None:
+                return targets
+            base, dim = targets.targets, targets.class_dim
+            like: torch.Tensor = targets
+            smoothing = targets.smoothing if smoothing is None else smoothing
+            ignore_index = targets.ignore_index if ignore_index is None else ignore_index
+            mixes = targets.mixes
+        else:
+            _, dim = classify_targets(logits, targets, class_dim)
+            base, like, mixes = targets, logits, ()
+            smoothing = 0.0 if smoothing is None else smoothing
+        return cls._make(base, like, smoothing=smoothing, class_dim=dim, ignore_index=ignore_index,
+                         mixes=mixes if mix is None else (*mixes, mix))
 
     def replace(self, *, smoothing: float | None = None, ignore_index: int | None = None
                 ) -> TrainingTargets:
@@ -174,6 +191,11 @@ class TrainingTargets(torch.Tensor):
         mixes = tuple(kept for kept in self.mixes if kept is not mix)
         return self._make(self.targets, self, smoothing=self.smoothing, mixes=mixes,
                           class_dim=self.class_dim, ignore_index=self.ignore_index)
+
+    def without_smoothing(self) -> Any:
+        """What is left once the smoothing is taken out: the user's original target object when
+        no mix is left (no new object), else a copy with smoothing 0."""
+        return self.targets if not self.mixes else self.replace(smoothing=0.0)
 
     def simplified(self) -> Any:
         """The user's original target object when no smoothing and no mix is left, else self."""

@@ -85,6 +85,8 @@ __all__ = ["NonFiniteLossError", "Trainer"]
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,
               "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}
 CHECKPOINT_FORMAT = 1
+# Entered on every forward and loss in fp32: one reusable context that does nothing.
+_NO_AUTOCAST = contextlib.nullcontext()
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -109,7 +111,7 @@ def _close_at_exit(trainer: weakref.ref[Trainer]) -> None:
 
 def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
+        return batch if batch.device == device else batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
         return {key: _to_device(value, device) for key, value in batch.items()}
     if isinstance(batch, tuple):
@@ -801,20 +803,28 @@ class Trainer:
     def _train_microbatch(self, share: float) -> None:
         state, engine = self.state, self.engine
         # AFTER_FORWARD and AFTER_LOSS fire even when the forward or the loss raises, so that
-        # algorithms undo what they changed (MixUp's inputs, every algorithm's targets).
-        with engine.run_around(Event.BEFORE_FORWARD, Event.AFTER_FORWARD):
+        # algorithms undo what they changed (MixUp's inputs, every algorithm's targets). The
+        # try/finally blocks are Engine.run_around written out: this runs on every step.
+        try:
+            engine.run_event(Event.BEFORE_FORWARD)
             with self._autocast():
                 state.outputs = self._forward(state.batch)
+        finally:
+            engine.run_event(Event.AFTER_FORWARD)
         # A loss may write its gradient into the logits (inplace_backward=True); the metrics
         # read a copy taken before it runs, and any other loss that does is refused.
         before = _logits_or_none(state.outputs)
         snapshot = (before.detach().clone() if before is not None and self._loss_writes_logits
                     else None)
         version = None if before is None else before._version
-        with engine.run_around(Event.BEFORE_LOSS, Event.AFTER_LOSS):
+        try:
+            engine.run_event(Event.BEFORE_LOSS)
             with self._autocast():
                 state.loss = self._loss()
-        if isinstance(self._targets(), TrainingTargets):
+        finally:
+            engine.run_event(Event.AFTER_LOSS)
+        targets = self._targets()
+        if isinstance(targets, TrainingTargets):
             raise RuntimeError(
                 "training targets still in the batch after AFTER_LOSS: an algorithm that adds "
                 "its part at BEFORE_LOSS must take it out at AFTER_LOSS")
@@ -824,7 +834,7 @@ class Trainer:
                  "them after the loss), or one with an inplace_backward=True attribute",
                  "one that wrote into the logits")
         if self._train_metrics is not None:
-            self._train_metrics.update(logits if snapshot is None else snapshot, self._targets(),
+            self._train_metrics.update(logits if snapshot is None else snapshot, targets,
                                        loss=state.loss)
         engine.run_event(Event.BEFORE_BACKWARD)
         loss = state.loss if share == 1.0 else state.loss * share
@@ -833,7 +843,7 @@ class Trainer:
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.autocast_dtype is None:
-            return contextlib.nullcontext()
+            return _NO_AUTOCAST
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _inputs(self, batch: Any) -> Any:
