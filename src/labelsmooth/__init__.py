@@ -7,7 +7,7 @@ Exact, fused label-smoothed losses, the functional API (:mod:`labelsmooth.functi
 from __future__ import annotations
 
 from labelsmooth import functional
-from labelsmooth.algorithms import CutMix, LabelSmoothing, MixUp
+from labelsmooth.algorithms import CutMix, LabelSmoothing, MixUp, OnlineLabelSmoothing
 from labelsmooth.functional import (
     one_hot,
     smooth_binary_labels,
@@ -35,6 +35,7 @@ __all__ = [
     "Event",
     "LabelSmoothing",
     "MixUp",
+    "OnlineLabelSmoothing",
     "SmoothedBCEWithLogitsLoss",
     "SmoothedCrossEntropyLoss",
     "SmoothedLinearCrossEntropyLoss",
