@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
-import labelsmooth.algorithms as algorithms_module
-from labelsmooth.algorithms import CutMix, LabelSmoothing, MixUp
+from labelsmooth.algorithms import CutMix, LabelSmoothing, MixUp, OnlineLabelSmoothing
 from labelsmooth.cli.data import Dataset, flip_labels, split_validation
 from labelsmooth.cli.models import Classifier, build_model
 from labelsmooth.functional import (
@@ -162,7 +161,7 @@ def missing_method(method: str) -> str | None:
     """What this installation lacks to train ``method``, or ``None`` when it can.
 
     ``ls-prior`` and ``negative-ls`` need ``smoothed_cross_entropy``'s ``prior`` and
-    ``allow_negative`` options, ``ols`` the ``OnlineLabelSmoothing`` algorithm.
+    ``allow_negative`` options.
 
     Example:
         >>> missing_method("ce") is None
@@ -173,8 +172,6 @@ def missing_method(method: str) -> str | None:
         return "labelsmooth.functional.smoothed_cross_entropy(prior=...)"
     if method == "negative-ls" and "allow_negative" not in options:
         return "labelsmooth.functional.smoothed_cross_entropy(allow_negative=True)"
-    if method == "ols" and not hasattr(algorithms_module, "OnlineLabelSmoothing"):
-        return "labelsmooth.algorithms.OnlineLabelSmoothing"
     return None
 
 
@@ -341,7 +338,7 @@ def build_algorithms(config: RunConfig) -> list[Algorithm]:
     if config.method == "ls":
         return [LabelSmoothing(smoothing=config.strength)]
     if config.method == "ols":
-        return [algorithms_module.OnlineLabelSmoothing(alpha=config.strength)]  # type: ignore[attr-defined]
+        return [OnlineLabelSmoothing(alpha=config.strength)]
     algorithms: list[Algorithm] = []
     generator = torch.Generator().manual_seed(config.seed)
     if config.mixup > 0:
