@@ -15,12 +15,15 @@ from typing import Any, NoReturn
 import torch
 
 __all__ = [
+    "check_bool",
     "check_class_dim",
     "check_floating",
     "check_index_dtype",
     "check_int",
     "check_prior",
     "check_reduction",
+    "check_sample_smoothing",
+    "check_shares",
     "check_smoothing",
     "check_unit_interval",
     "describe",
@@ -69,9 +72,60 @@ def check_unit_interval(value: Any, argument: str) -> float:
     return number
 
 
-def check_smoothing(smoothing: Any, argument: str = "smoothing") -> float:
-    """A label smoothing ``s``: a real number in [0, 1] (see :func:`check_unit_interval`)."""
-    return check_unit_interval(smoothing, argument)
+def check_smoothing(smoothing: Any, argument: str = "smoothing", *,
+                    allow_negative: bool = False) -> float:
+    """A label smoothing ``s``: a real number in [0, 1] (see :func:`check_unit_interval`), or
+    any finite real number ``<= 1`` with ``allow_negative=True`` (negative label smoothing)."""
+    check_bool(allow_negative, "allow_negative")
+    if not allow_negative:
+        return check_unit_interval(smoothing, argument)
+    if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real):
+        shown = repr(smoothing) if isinstance(smoothing, str) else smoothing
+        fail(argument, "a real number <= 1", shown, error=TypeError)
+    number = float(smoothing)
+    if not math.isfinite(number) or number > 1.0:
+        fail(argument, "a finite real number <= 1", smoothing)
+    return number
+
+
+def check_bool(value: Any, argument: str) -> bool:
+    if not isinstance(value, bool):
+        fail(argument, "a bool", describe(value), error=TypeError)
+    return value
+
+
+def check_sample_smoothing(smoothing: torch.Tensor, shape: tuple[int, ...], *,
+                           allow_negative: bool, validate: bool) -> torch.Tensor:
+    """Per-sample smoothing: a floating tensor of ``shape``, values in [0, 1] (``<= 1`` with
+    ``allow_negative=True``). The range check reads the values (a host synchronisation on an
+    accelerator), so it runs only when ``validate`` is true."""
+    if not smoothing.is_floating_point():
+        fail("smoothing", "a float or a floating-point tensor", f"dtype {smoothing.dtype}",
+             error=TypeError)
+    if tuple(smoothing.shape) != tuple(shape):
+        fail("smoothing", f"a float or one value per sample, shape {shape_str(shape)}",
+             f"shape {shape_str(smoothing.shape)}")
+    if validate and smoothing.numel():
+        values = smoothing.detach().to("cpu", torch.float64)
+        low, high = values.min().item(), values.max().item()
+        in_range = (bool(torch.isfinite(values).all()) and high <= 1.0
+                    and (allow_negative or low >= 0.0))
+        if not in_range:
+            expected = "finite values <= 1" if allow_negative else "values in [0, 1]"
+            fail("smoothing", f"per-sample {expected}", f"minimum {low:.6g} and maximum {high:.6g}")
+    return smoothing
+
+
+def check_shares(shares: Any, count: int) -> tuple[float, ...]:
+    """Mixing shares: ``count`` real numbers in [0, 1] that sum to 1 (within 1e-6)."""
+    if isinstance(shares, torch.Tensor) or not isinstance(shares, Sequence):
+        fail("shares", "a sequence of floats", describe(shares), error=TypeError)
+    if len(shares) != count:
+        fail("shares", f"{count} shares, one per target", f"{len(shares)} shares")
+    values = tuple(check_unit_interval(share, "shares") for share in shares)
+    if abs(math.fsum(values) - 1.0) > 1e-6:
+        fail("shares", "shares summing to 1 (within 1e-06)", f"a sum of {math.fsum(values):.10g}")
+    return values
 
 
 def check_reduction(reduction: Any) -> str:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labelsmooth.functional import (
+    mixed_smoothed_cross_entropy,
     smooth_labels,
     smoothed_binary_cross_entropy_with_logits,
     smoothed_cross_entropy,
@@ -420,3 +421,183 @@ def test_spatial_inputs_match_pytorch_through_the_public_function(reduction, cla
     assert_close(got, want, torch.float32, what="loss")
     assert_close(got_grad if class_dim == 1 else got_grad.movedim(-1, 1), want_grad,
                  torch.float32, what="gradient")
+
+
+# Priors, per-sample and negative smoothing, mixed targets.
+
+def prior_reference(logits, target, smoothing, prior, *, weight=None, reduction="mean",
+                    ignore_index=-100):
+    """float64 ``-sum_c w_c t_c log p_c``, ``t = (1 - s) onehot + s q``, classes on dim 1; a
+    per-sample ``s`` of shape ``(N,)`` is the same at every position of its sample."""
+    x = logits.double()
+    num_classes = x.shape[1]
+    q = torch.full((num_classes,), 1 / num_classes, dtype=torch.float64) if prior is None \
+        else prior.double()
+    w = torch.ones(num_classes, dtype=torch.float64) if weight is None else weight.double()
+    view = [1] * x.ndim
+    view[1] = num_classes
+    s = torch.as_tensor(smoothing, dtype=torch.float64)
+    if s.ndim:
+        s = s.reshape([-1] + [1] * (x.ndim - 1))
+    valid = target != ignore_index
+    safe = target.masked_fill(~valid, 0)
+    hot = F.one_hot(safe, num_classes).movedim(-1, 1).double()
+    t = ((1 - s) * hot + s * q.reshape(view)) * valid.unsqueeze(1)
+    rows = -(t * w.reshape(view) * torch.log_softmax(x, 1)).sum(1)
+    if reduction == "none":
+        return rows
+    if reduction == "sum":
+        return rows.sum()
+    return rows.sum() / (w[safe] * valid).sum()
+
+
+def _random_prior(num_classes: int, seed: int = 0) -> torch.Tensor:
+    raw = torch.rand(num_classes, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return raw / raw.sum()
+
+
+@pytest.mark.parametrize("shape", [(8, 5), (3, 7, 4), (2, 3, 2, 5)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("per_sample", [False, True], ids=["float", "per_sample"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_prior_and_per_sample_smoothing_match_the_dense_formula(shape, reduction, per_sample, weighted):
+    torch.manual_seed(0)
+    logits, target, num_classes = make_case(shape, torch.float64, ignore=True)
+    prior = _random_prior(num_classes)
+    smoothing = torch.rand(shape[0], dtype=torch.float64) if per_sample else 0.3
+    weight = torch.rand(num_classes, dtype=torch.float64) + 0.1 if weighted else None
+    x = logits.clone().requires_grad_()
+    got = smoothed_cross_entropy(x, target, smoothing, prior=prior, weight=weight, reduction=reduction)
+    reference_x = logits.clone().requires_grad_()
+    want = prior_reference(reference_x, target, smoothing, prior, weight=weight, reduction=reduction)
+    assert_close(got, want, what="loss")
+    got.sum().backward()
+    want.sum().backward()
+    assert_close(x.grad, reference_x.grad, what="gradient")
+
+
+@pytest.mark.parametrize("smoothing", [-0.5, -2.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_negative_smoothing_matches_the_dense_formula(smoothing, dtype):
+    torch.manual_seed(1)
+    logits, target, _ = make_case((64, 300), dtype, ignore=True)
+    x = logits.clone().requires_grad_()
+    got = smoothed_cross_entropy(x, target, smoothing, allow_negative=True)
+    got.backward()
+    reference_x = logits.double().requires_grad_()
+    want = prior_reference(reference_x, target, smoothing, None)
+    want.backward()
+    assert_close(got, want, dtype, what="loss")
+    assert_close(x.grad, reference_x.grad, dtype, what="gradient")
+
+
+def test_class_dim_moves_with_a_prior_and_per_sample_smoothing():
+    torch.manual_seed(2)
+    logits, target, num_classes = make_case((3, 7, 4), torch.float64, ignore=True)
+    prior, smoothing = _random_prior(num_classes), torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    want = smoothed_cross_entropy(logits, target, smoothing, prior=prior, reduction="none")
+    moved = smoothed_cross_entropy(logits.movedim(1, -1), target, smoothing, prior=prior,
+                                   reduction="none", class_dim=-1)
+    assert_close(moved, want)
+
+
+def test_dense_targets_with_a_prior_and_per_sample_smoothing_equal_index_targets():
+    torch.manual_seed(3)
+    logits, target, num_classes = make_case((6, 5), torch.float64, ignore=False)
+    prior, smoothing = _random_prior(num_classes), torch.linspace(0, 1, 6, dtype=torch.float64)
+    dense = F.one_hot(target, num_classes).double()
+    assert_close(smoothed_cross_entropy(logits, dense, smoothing, prior=prior),
+                 smoothed_cross_entropy(logits, target, smoothing, prior=prior))
+
+
+def test_smoothing_one_trains_on_the_prior_alone():
+    torch.manual_seed(4)
+    logits, target, num_classes = make_case((5, 6), torch.float64, ignore=False)
+    prior = _random_prior(num_classes)
+    want = -(prior * torch.log_softmax(logits, 1)).sum(1).mean()
+    assert_close(smoothed_cross_entropy(logits, target, 1.0, prior=prior), want)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+def test_mixed_equals_the_share_weighted_sum_of_its_components(reduction, inplace):
+    torch.manual_seed(5)
+    logits, target, num_classes = make_case((3, 9, 4), torch.float64, ignore=True)
+    partner = target[torch.tensor([2, 0, 1])]
+    partner[0, 0] = target[0, 0] if target[0, 0] != -100 else 1  # the same class in both
+    prior = _random_prior(num_classes)
+    weight = torch.rand(num_classes, dtype=torch.float64) + 0.1
+    options = dict(prior=prior, weight=weight, reduction=reduction)
+    leaf = logits.clone().requires_grad_()
+    got = mixed_smoothed_cross_entropy(leaf * 1 if inplace else leaf, [target, partner], [0.7, 0.3],
+                                       0.2, inplace_backward=inplace, **options)
+    got.sum().backward()
+    reference_x = logits.clone().requires_grad_()
+    want = (0.7 * prior_reference(reference_x, target, 0.2, prior, weight=weight, reduction=reduction)
+            + 0.3 * prior_reference(reference_x, partner, 0.2, prior, weight=weight,
+                                    reduction=reduction))
+    want.sum().backward()
+    assert_close(got, want, what="loss")
+    assert_close(leaf.grad, reference_x.grad, what="gradient")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_mixed_equals_pytorch_on_the_dense_mixed_target(dtype):
+    torch.manual_seed(6)
+    logits, target, _ = make_case((300, 400), dtype, ignore=False)
+    partner = target.flip(0)
+    x = logits.clone().requires_grad_()
+    got = mixed_smoothed_cross_entropy(x, [target, partner], [0.6, 0.4], 0.1)
+    got.backward()
+    dense = sum(share * smooth_labels(logits.double(), part, 0.1)
+                for share, part in ((0.6, target), (0.4, partner)))
+    reference_x = logits.double().requires_grad_()
+    want = F.cross_entropy(reference_x, dense)
+    want.backward()
+    assert_close(got, want, dtype, what="loss")
+    assert_close(x.grad, reference_x.grad, dtype, what="gradient")
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"prior": torch.tensor([0.5, 0.6, -0.1])}, ValueError, r"prior: expected probabilities >= 0, got minimum -0.1$"),
+    ({"prior": torch.tensor([0.5, 0.2, 0.2])}, ValueError, r"prior: expected probabilities summing to 1 \(within .*\), got a sum of 0.9000000"),
+    ({"prior": torch.tensor([0.5, 0.5])}, ValueError, r"prior: expected a probability vector of shape \(3,\), got shape \(2,\)$"),
+    ({"prior": torch.tensor([1, 0, 0])}, TypeError, r"prior: expected a floating-point probability vector, got dtype torch.int64$"),
+    ({"smoothing": torch.tensor([0.1, 0.2])}, ValueError, r"smoothing: expected a float or one value per sample, shape \(4,\), got shape \(2,\)$"),
+    ({"smoothing": torch.tensor([0.1, 0.2, 1.5, -0.1])}, ValueError, r"smoothing: expected per-sample values in \[0, 1\], got minimum -0.1 and maximum 1.5$"),
+    ({"smoothing": torch.tensor([0.1, 0.2, 1.5, -0.1]), "allow_negative": True}, ValueError, r"smoothing: expected per-sample finite values <= 1, got minimum -0.1 and maximum 1.5$"),
+    ({"smoothing": torch.tensor([1, 0, 0, 0])}, TypeError, r"smoothing: expected a float or a floating-point tensor, got dtype torch.int64$"),
+    ({"smoothing": -0.5}, ValueError, r"smoothing: expected a real number in \[0, 1\], got -0.5$"),
+    ({"smoothing": 1.5, "allow_negative": True}, ValueError, r"smoothing: expected a finite real number <= 1, got 1.5$"),
+    ({"allow_negative": 1}, TypeError, r"allow_negative: expected a bool, got 1$"),
+])
+def test_bad_prior_and_smoothing_one_line_each(kwargs, error, message):
+    logits, target = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    options = {"smoothing": 0.1, **kwargs}
+    for call in (lambda: smoothed_cross_entropy(logits, target, **options),
+                 lambda: mixed_smoothed_cross_entropy(logits, [target, target.flip(0)], [0.5, 0.5],
+                                                      **options),
+                 lambda: smooth_labels(logits, target, **options)):
+        with pytest.raises(error, match=message) as raised:
+            call()
+        assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("targets", "shares", "error", "message"), [
+    (2, [0.6, 0.3], ValueError, r"shares: expected shares summing to 1 \(within 1e-06\), got a sum of 0.9$"),
+    (2, [1.0], ValueError, r"shares: expected 2 shares, one per target, got 1 shares$"),
+    (2, [1.5, -0.5], ValueError, r"shares: expected a real number in \[0, 1\], got 1.5$"),
+    (2, torch.tensor([0.5, 0.5]), TypeError, r"shares: expected a sequence of floats, got a tensor"),
+    (0, [], TypeError, r"targets: expected a non-empty sequence of index tensors, got \[\]$"),
+])
+def test_bad_mixed_targets_and_shares_one_line_each(targets, shares, error, message):
+    logits, target = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(error, match=message):
+        mixed_smoothed_cross_entropy(logits, [target] * targets, shares)
+
+
+def test_mixed_targets_of_different_shapes_are_refused():
+    logits = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"targets: expected tensors of one shape \(4,\), got shape \(3,\)$"):
+        mixed_smoothed_cross_entropy(logits, [torch.zeros(4, dtype=torch.long),
+                                              torch.zeros(3, dtype=torch.long)], [0.5, 0.5])

@@ -133,10 +133,16 @@ def test_bad_smoothing_value(smoothing: float) -> None:
         smooth_labels(torch.randn(2, 3), torch.tensor([0, 1]), smoothing)
 
 
-@pytest.mark.parametrize("smoothing", [True, "0.1", torch.tensor(0.1)])
+@pytest.mark.parametrize("smoothing", [True, "0.1"])
 def test_bad_smoothing_type(smoothing: object) -> None:
     with pytest.raises(TypeError, match="smoothing: expected a real number"):
         smooth_labels(torch.randn(2, 3), torch.tensor([0, 1]), smoothing)  # type: ignore[arg-type]
+
+
+def test_a_smoothing_tensor_needs_one_value_per_sample() -> None:
+    with pytest.raises(ValueError, match=r"smoothing: expected a float or one value per sample, "
+                                         r"shape \(2,\), got shape \(\)$"):
+        smooth_labels(torch.randn(2, 3), torch.tensor([0, 1]), torch.tensor(0.1))
 
 
 def test_out_of_range_index() -> None:

@@ -7,6 +7,8 @@ checks our arithmetic, not the rounding of the inputs.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -574,3 +576,152 @@ def test_torch_func_grad_and_vmap_match_pytorch():
     assert_close(torch.vmap(ours)(batch), torch.vmap(theirs)(batch), what="vmap")
     assert_close(torch.vmap(torch.func.grad(ours))(batch),
                  torch.vmap(torch.func.grad(theirs))(batch), what="vmap of grad")
+
+
+# Priors, per-row and negative smoothing, mixed targets: against the dense float64 formula
+# -sum_c w_c t_c log p_c with t = sum_k h_k ((1 - s) onehot(y_k) + s q), each component's
+# mean divided by its own sum of w_y.
+
+def _dense_reference(logits, targets, shares, smoothing, prior, weight, reduction):
+    """The float64 loss of the dense target, component by component (autograd gives the grad)."""
+    x = logits.detach().to(torch.float64).requires_grad_()
+    num_rows, num_classes = x.shape
+    q = torch.full((num_classes,), 1 / num_classes, dtype=torch.float64) if prior is None \
+        else prior.to(torch.float64)
+    w = torch.ones(num_classes, dtype=torch.float64) if weight is None else weight.to(torch.float64)
+    s = torch.as_tensor(smoothing, dtype=torch.float64).expand(num_rows).unsqueeze(1)
+    log_probs = torch.log_softmax(x, 1)
+    total = 0
+    for share, y in zip(shares, targets, strict=True):
+        valid = y != IGNORE
+        hot = F.one_hot(y.masked_fill(~valid, 0), num_classes).to(torch.float64)
+        t = ((1 - s) * hot + s * q) * valid.unsqueeze(1)
+        rows = -(t * w * log_probs).sum(1)
+        if reduction == "none":
+            part = rows
+        elif reduction == "sum":
+            part = rows.sum()
+        else:
+            part = rows.sum() / (w[y.masked_fill(~valid, 0)] * valid).sum()
+        total = total + share * part
+    return x, total
+
+
+VARIANTS = {
+    # name: (smoothing, prior?, weighted, shares)
+    "prior": (0.2, True, True, (1.0,)),
+    "prior_unweighted": (0.3, True, False, (1.0,)),
+    "per_row": ("rows", False, True, (1.0,)),
+    "negative": (-0.5, False, False, (1.0,)),
+    "negative_prior": (-2.0, True, True, (1.0,)),
+    "mixed": (0.1, False, True, (0.6, 0.4)),
+    "mixed_per_row_prior": ("rows", True, False, (0.75, 0.25)),
+}
+
+
+def _variant_case(name, num_rows=23, num_classes=13, seed=5):
+    smoothing, with_prior, weighted, shares = VARIANTS[name]
+    logits, target, weight = _make_case(num_rows, num_classes, "some", weighted, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    prior = None
+    if with_prior:
+        raw = torch.rand(num_classes, generator=generator, dtype=torch.float64)
+        raw[1] = 0.0  # a class the prior never smooths towards
+        prior = raw / raw.sum()
+    if smoothing == "rows":
+        smoothing = torch.rand(num_rows, generator=generator, dtype=torch.float64)
+        smoothing[:3] = torch.tensor([0.0, 1.0, 0.5])
+    targets = [target]
+    if len(shares) == 2:
+        partner = target[torch.randperm(num_rows, generator=generator)]
+        partner[::4] = target[::4]  # the same class twice in a row: the shares add up
+        partner[1] = IGNORE if target[1] != IGNORE else 0
+        targets.append(partner)
+    return logits, targets, shares, smoothing, prior, weight
+
+
+def _ours_variant(logits, targets, shares, smoothing, prior, weight, reduction, grad_output, *,
+                  inplace, plan):
+    leaf = logits.detach().clone().requires_grad_()
+    x = leaf * 1 if inplace else leaf
+    target = targets[0] if len(targets) == 1 else torch.stack(targets, 1)
+    loss = fused_smoothed_cross_entropy(
+        x, target, smoothing, weight=None if weight is None else weight.to(logits.dtype),
+        ignore_index=IGNORE, reduction=reduction, inplace_backward=inplace, plan=plan,
+        prior=prior, shares=shares)
+    (grad,) = torch.autograd.grad(loss, leaf, grad_output)
+    return loss, grad
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+def test_variants_match_the_dense_formula(path, variant, dtype, reduction, inplace):
+    logits, targets, shares, smoothing, prior, weight = _variant_case(variant)
+    logits = logits.to(dtype)
+    shape = (logits.shape[0],) if reduction == "none" else ()
+    grad_output = torch.rand(shape, generator=torch.Generator().manual_seed(2)).to(dtype) + 0.5
+    x, want = _dense_reference(logits, targets, shares, smoothing, prior, weight, reduction)
+    (want_grad,) = torch.autograd.grad(want, x, grad_output.to(torch.float64))
+    loss, grad = _ours_variant(logits, targets, shares, smoothing, prior, weight, reduction,
+                               grad_output, inplace=inplace, plan=path)
+    assert loss.dtype == dtype and grad.dtype == dtype
+    assert_close(loss, want, dtype, what="loss")
+    assert_close(grad, want_grad, dtype, what="gradient")
+
+
+@pytest.mark.parametrize("variant", ["prior", "per_row", "negative", "mixed"])
+def test_variants_on_tiny_problems_run_fused_under_the_default_plan(variant, monkeypatch):
+    """PyTorch's loss has no prior, per-row smoothing or second target: the default plan of a
+    tiny problem must not hand such a call to it."""
+    logits, targets, shares, smoothing, prior, weight = _variant_case(variant, 7, 5)
+    monkeypatch.setattr(F, "cross_entropy", None)  # any call to it fails
+    assert plan(7, 5, torch.float64, CPU, native=False).strategy == "chunked"
+    x, want = _dense_reference(logits, targets, shares, smoothing, prior, weight, "mean")
+    (want_grad,) = torch.autograd.grad(want, x)
+    loss, grad = _ours_variant(logits, targets, shares, smoothing, prior, weight, "mean",
+                               torch.ones(()), inplace=False, plan=None)
+    assert_close(loss, want, what="loss")
+    assert_close(grad, want_grad, what="gradient")
+
+
+def test_hand_computed_negative_and_prior_cases():
+    """One row, three classes, logits (ln 2, 0, 0): p = (1/2, 1/4, 1/4).
+
+    s = -0.5, y = 0, uniform prior: t = (4/3, -1/6, -1/6), loss = -sum t log p = 2/3 ln 2,
+    gradient p - t = (-5/6, 5/12, 5/12). s = 0.2, y = 2, q = (1/2, 1/2, 0):
+    t = (0.1, 0.1, 0.8), loss = 1.9 ln 2, gradient (0.4, 0.15, -0.55).
+    """
+    x = torch.tensor([[math.log(2.0), 0.0, 0.0]], dtype=torch.float64)
+    cases = [(-0.5, None, 0, 2 / 3, [-5 / 6, 5 / 12, 5 / 12]),
+             (0.2, torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64), 2, 1.9, [0.4, 0.15, -0.55])]
+    for smoothing, prior, label, loss_in_ln2, gradient in cases:
+        for chosen in PLANS.values():
+            loss, grad = _ours_variant(x, [torch.tensor([label])], (1.0,), smoothing, prior, None,
+                                       "mean", torch.ones((), dtype=torch.float64),
+                                       inplace=False, plan=chosen)
+            assert_close(loss, torch.tensor(loss_in_ln2 * math.log(2.0), dtype=torch.float64),
+                         torch.float64)
+            assert_close(grad, torch.tensor([gradient], dtype=torch.float64), torch.float64)
+
+
+@pytest.mark.parametrize("variant", ["prior", "per_row", "mixed_per_row_prior"])
+def test_variants_double_backward_and_meta_use_the_dense_formula(variant):
+    logits, targets, shares, smoothing, prior, weight = _variant_case(variant, 6, 5)
+    target = targets[0] if len(targets) == 1 else torch.stack(targets, 1)
+    options = dict(weight=weight, ignore_index=IGNORE, reduction="sum", prior=prior, shares=shares)
+    x = logits.clone().requires_grad_()
+    loss = fused_smoothed_cross_entropy(x, target, smoothing, plan=CHUNKED, **options)
+    (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+    (second,) = torch.autograd.grad(grad.square().sum(), x)
+    reference_x, want = _dense_reference(logits, targets, shares, smoothing, prior, weight, "sum")
+    (want_grad,) = torch.autograd.grad(want, reference_x, create_graph=True)
+    (want_second,) = torch.autograd.grad(want_grad.square().sum(), reference_x)
+    assert_close(second, want_second, what="second derivative")
+    meta = fused_smoothed_cross_entropy(
+        logits.to("meta"), target.to("meta"),
+        smoothing.to("meta") if isinstance(smoothing, torch.Tensor) else smoothing,
+        **{**options, "reduction": "none", "prior": None if prior is None else prior.to("meta"),
+           "weight": None if weight is None else weight.to("meta")})
+    assert meta.shape == (6,) and meta.device.type == "meta"

@@ -279,3 +279,51 @@ def test_a_batch_given_as_an_object_with_attributes_trains_end_to_end() -> None:
         assert batch.images is images and batch.labels is labels
         assert torch.equal(images, images_before) and torch.equal(labels, labels_before)
     assert trainer.history[-1]["split"] == "train"
+
+
+def _count_fused_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the calls of the fused kernel's entry point made by the functional losses."""
+    import labelsmooth.functional.cross_entropy as functional_ce
+
+    calls = [0]
+    original = functional_ce.fused_smoothed_cross_entropy
+
+    def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(functional_ce, "fused_smoothed_cross_entropy", spy)
+    return calls
+
+
+@pytest.mark.parametrize("mixes", [1, 2])
+def test_a_mixed_smoothed_loss_is_one_fused_call_equal_to_the_float64_dense_target(
+        mixes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loss and gradient against ``-sum t log_softmax`` with the dense mixed target ``t`` built by
+    hand in float64 (a class may be both an example's and its partner's)."""
+    calls = _count_fused_calls(monkeypatch)
+    logits = _logits(torch.float32).requires_grad_()
+    target = TrainingTargets.of(Y, logits).replace(smoothing=0.1).with_mix(Mix(PERMUTATION, 0.3))
+    dense = 0.7 * hand_smooth(Y, C, 0.1) + 0.3 * hand_smooth(Y[PERMUTATION], C, 0.1)
+    if mixes == 2:
+        second = torch.tensor([1, 0, 3, 2, 5, 4])
+        target = target.with_mix(Mix(second, 0.4))
+        dense = 0.6 * dense + 0.4 * dense[second]
+    loss = target.cross_entropy(logits)
+    loss.backward()
+    assert calls[0] == 1
+    reference = logits.detach().double().requires_grad_()
+    expected = -(dense.double() * reference.log_softmax(1)).sum(1).mean()
+    expected.backward()
+    assert_close(loss, expected, torch.float32, what="loss")
+    assert_close(logits.grad, reference.grad, torch.float32, what="gradient")
+
+
+def test_the_trainer_runs_mixup_with_label_smoothing_as_one_fused_call_per_step(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_fused_calls(monkeypatch)
+    mixup = MixUp(alpha=1.0, generator=seeded(7))
+    check = _CheckLoss(0.1, mixup)
+    Trainer(torch.nn.Linear(4, C), _data(), max_duration="1ep", algorithms=[LabelSmoothing(0.1), mixup],
+            callbacks=[check], device="cpu", progress_bar=False).fit()
+    assert check.checked == 2 and calls[0] == 2

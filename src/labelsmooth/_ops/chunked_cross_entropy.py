@@ -1,13 +1,12 @@
 """The CPU strategy of the fused cross-entropy: one pass over chunks of rows.
 
 The rows are walked in chunks small enough to stay in cache between the operations that read
-them. Per chunk: the weighted row sums and the target logits ``x_y``; the probabilities
-(PyTorch's softmax kernel) and the target probabilities ``p_y``; the gradient rows
-``a * p - (s / C) * r * w`` (notation of
-:mod:`labelsmooth._ops.cross_entropy`). The target entries, which also carry ``- b``, are
-written by one indexed write after the loop. The chunks run in the calling thread, on PyTorch's
-intra-op threads, or on single-threaded worker threads (:mod:`labelsmooth._ops._workers`), as
-the :class:`~labelsmooth._ops.planning.Plan` says.
+them. Per chunk: the row sums ``sum_c v_c x_c`` and the target logits ``x_{y_k}``; the
+probabilities (PyTorch's softmax kernel) and the first target's probabilities ``p_{y_1}``; the
+gradient rows ``a * p - u * v`` (notation of :mod:`labelsmooth._ops.cross_entropy`). The target
+entries, which also carry ``- b_k``, are written by indexed writes after the loop. The chunks
+run in the calling thread, on PyTorch's intra-op threads, or on single-threaded worker threads
+(:mod:`labelsmooth._ops._workers`), as the :class:`~labelsmooth._ops.planning.Plan` says.
 
 Where the probabilities go: out of place in float32/float64, straight into the gradient rows,
 which the scaling then overwrites; for float16/bfloat16, into the float32 copy of the chunk
@@ -37,11 +36,13 @@ __all__ = ["chunked_row_statistics"]
 
 @dataclass
 class _ChunkPass:
-    """What the chunks of one call read and write; row statistics are ``(M,)`` or ``(M, 1)``."""
+    """What the chunks of one call read and write; row statistics are ``(M,)``, ``(M, 1)`` or
+    ``(M, K)``."""
 
     logits: Tensor
-    target: Tensor  # (M, 1): each row's class, 0 for ignored rows
-    weight: Tensor | None
+    target: Tensor  # (M, K): each row's classes, 0 for ignored ones
+    first_target: Tensor  # (M, 1): the class whose probability gives lse
+    weight: Tensor | None  # the class vector v; None: all ones
     grad: Tensor | None
     coefficients: _GradientCoefficients | None
     plan: Plan
@@ -59,14 +60,15 @@ class _ChunkPass:
 def chunked_row_statistics(
     logits: Tensor,
     safe_target: Tensor,
-    class_weight: Tensor | None,
+    class_vector: Tensor | None,
     grad: Tensor | None,
     coefficients: _GradientCoefficients | None,
     plan: Plan,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One pass over row chunks: per-row ``lse``, ``x_y`` and ``sum_c w_c x_c``; the gradient.
+    """One pass over row chunks: per-row ``lse``, ``x_{y_k}`` and ``sum_c v_c x_c``; the gradient.
 
-    With the softmax, ``lse = x_y - log p_y``, exact to a few ulps wherever ``p_y`` is a normal
+    ``safe_target`` is ``(M, K)``; ``class_vector`` is ``v`` (None: all ones). With the softmax
+    of the first target, ``lse = x_y - log p_y``, exact to a few ulps wherever ``p_y`` is a normal
     number, needs no pass of its own (a row-maximum pass over the logits costs about 10% at
     C = 32000). A chunk where some ``p_y`` underflowed (a target logit about 87 below its row's
     maximum in float32) or is NaN also gets the row maxima ``m`` of the logits and of the
@@ -78,10 +80,11 @@ def chunked_row_statistics(
     column = functools.partial(logits.new_empty, (num_rows, 1), dtype=compute)
     row = functools.partial(logits.new_empty, (num_rows,), dtype=compute)
     state = _ChunkPass(
-        logits=logits, target=safe_target.unsqueeze(1), weight=class_weight, grad=grad,
-        coefficients=coefficients, plan=plan, staged=compute != logits.dtype,
+        logits=logits, target=safe_target, first_target=safe_target[:, :1], weight=class_vector,
+        grad=grad, coefficients=coefficients, plan=plan, staged=compute != logits.dtype,
         scratch=grad is None or grad.data_ptr() == logits.data_ptr() or compute != logits.dtype,
-        weighted_sum=row(), target_logit=column(), target_prob=column(), row_max=row(),
+        weighted_sum=row(), target_logit=logits.new_empty(safe_target.shape, dtype=compute),
+        target_prob=column(), row_max=row(),
         max_prob=row(), from_maxima=torch.zeros(num_rows, dtype=torch.bool,
                                                   device=logits.device),
         starts=iter(range(0, num_rows, max(1, plan.chunk_rows))),
@@ -91,11 +94,11 @@ def chunked_row_statistics(
         run_on_workers(plan.workers, task)
     else:
         task()
-    target_logit = state.target_logit.squeeze(1)
+    target_logit = state.target_logit
     lse = torch.where(state.from_maxima, state.row_max - torch.log(state.max_prob),
-                      target_logit - torch.log(state.target_prob.squeeze(1)))
+                      target_logit[:, 0] - torch.log(state.target_prob.squeeze(1)))
     if grad is not None and coefficients is not None:
-        _write_target_entries(grad, safe_target, class_weight, coefficients, target_logit, lse)
+        _write_target_entries(grad, safe_target, class_vector, coefficients, target_logit, lse)
     return lse, target_logit, state.weighted_sum
 
 
@@ -136,7 +139,7 @@ def _chunk(state: _ChunkPass, rows: slice, scratch: Tensor | None) -> None:
 def _softmax_probabilities(state: _ChunkPass, x: Tensor, out: Tensor, rows: slice) -> None:
     """``softmax(x)`` into ``out`` and ``p_y``; the maxima where some ``p_y`` underflowed."""
     torch.softmax(x, 1, out=out)
-    target_prob = torch.gather(out, 1, state.target[rows], out=state.target_prob[rows])
+    target_prob = torch.gather(out, 1, state.first_target[rows], out=state.target_prob[rows])
     # ``not >=``: a NaN p_y (from infinite or NaN logits) takes the maxima too.
     if not bool(torch.all(target_prob >= torch.finfo(out.dtype).tiny)):
         state.row_max[rows] = state.logits[rows].amax(1)  # the logits: ``x`` may be ``out``
@@ -146,7 +149,7 @@ def _softmax_probabilities(state: _ChunkPass, x: Tensor, out: Tensor, rows: slic
 
 def _gradient_rows(state: _ChunkPass, grad_rows: Tensor, coefficients: _GradientCoefficients,
                    probs: Tensor, rows: slice) -> None:
-    """``a * p - (s / C) * r * w`` into the gradient rows (the target entries come later).
+    """``a * p - u * v`` into the gradient rows (the target entries come later).
 
     Row-broadcast multiply and add are vectorised (``addcmul`` with a broadcast column is not:
     6x slower). Low precision is scaled in float32 and rounded once, by the final copy.
@@ -162,14 +165,20 @@ def _gradient_rows(state: _ChunkPass, grad_rows: Tensor, coefficients: _Gradient
         grad_rows.copy_(scaled)
 
 
-def _write_target_entries(grad: Tensor, safe_target: Tensor, class_weight: Tensor | None,
+def _write_target_entries(grad: Tensor, safe_target: Tensor, class_vector: Tensor | None,
                           coefficients: _GradientCoefficients, target_logit: Tensor,
                           lse: Tensor) -> None:
-    """``a * p_y - (s / C) * r * w_y - b`` into each row's target entry."""
-    target_class_weight = 1.0 if class_weight is None else class_weight[safe_target]
-    value = (coefficients.prob * torch.exp(target_logit - lse)
-             - coefficients.uniform * target_class_weight - coefficients.target)
+    """``a * p_y - u * v_y - b_1`` into each row's first target entry, then ``- b_k`` added
+    into the entry of each further target (which may be the first one's class)."""
+    first = safe_target[:, 0]
+    target_vector = 1.0 if class_vector is None else class_vector[first]
+    value = (coefficients.prob * torch.exp(target_logit[:, 0] - lse)
+             - coefficients.uniform * target_vector - coefficients.target[:, 0])
     # index_put_ on the flat view: ``scatter_`` on a bfloat16/float16 CPU tensor makes a float32
     # copy of the whole tensor (2x the logits' bytes).
-    flat_index = safe_target + torch.arange(grad.shape[0], device=grad.device) * grad.shape[1]
-    grad.view(-1).index_put_((flat_index,), value.to(grad.dtype))
+    row_offset = torch.arange(grad.shape[0], device=grad.device) * grad.shape[1]
+    flat = grad.view(-1)
+    flat.index_put_((first + row_offset,), value.to(grad.dtype))
+    for k in range(1, safe_target.shape[1]):
+        flat.index_put_((safe_target[:, k] + row_offset,),
+                        (-coefficients.target[:, k]).to(grad.dtype), accumulate=True)

@@ -6,26 +6,32 @@ returns, in value and gradient, for 2-d ``(M, C)`` logits, but reads the logits 
 no ``M x C`` buffer other than the gradient it must return (none at all with
 ``inplace_backward=True``), and does no gradient work when no gradient is wanted.
 
-Derivation (one row; ``x`` its logits, ``y`` its target, ``w`` the class weights, all ones when
-``weight`` is None, ``W = sum_c w_c``, ``s`` the smoothing, ``C`` the class count)::
+Derivation (one row; ``x`` its logits, ``w`` the class weights, all ones when ``weight`` is
+None, ``s`` the smoothing, ``C`` the class count, ``q`` the prior, uniform ``1 / C`` when
+``prior`` is None; the row has ``K`` index targets ``y_k`` with shares ``h_k`` summing to 1,
+``K = 1, h_1 = 1`` unless the batch is mixed)::
 
-    lse      = log sum_c exp(x_c)           l_c = x_c - lse  (log-probabilities)
-    loss     = (1 - s) * w_y * (lse - x_y) + (s / C) * sum_c w_c * (lse - x_c)
-             = -(1 - s) * w_y * l_y        - (s / C) * sum_c w_c * l_c
+    lse   = log sum_c exp(x_c)            l_c = x_c - lse  (log-probabilities)
+    v_c   = q_c * w_c                     V = sum_c v_c    (the smoothing class vector)
+    loss  = sum_k h_k * [(1 - s) * w_{y_k} * (lse - x_{y_k}) + s * (V * lse - sum_c v_c x_c)]
 
-That is PyTorch's definition: the weighted NLL of the target plus ``s / C`` times the weighted
-sum of ``-log p`` over all classes. With ``d lse / d x_c = p_c = exp(l_c)``::
+That is the cross-entropy of the target ``sum_k h_k ((1 - s) onehot(y_k) + s q)`` weighted as
+PyTorch weights it; with the uniform prior, ``v = w / C`` and it is PyTorch's
+``label_smoothing``. ``s`` may differ per row and may be negative (it is a coefficient, nothing
+in the algebra needs ``s >= 0``). With ``d lse / d x_c = p_c = exp(l_c)`` and ``r_k`` the
+reduction factor of component ``k`` (below)::
 
-    d loss / d x_c = (1 - s) * w_y * (p_c - [c == y]) + (s / C) * (W * p_c - w_c)
-                   = a * p_c - (s / C) * w_c - b * [c == y],
-    a = (1 - s) * w_y + (s / C) * W,        b = (1 - s) * w_y.
+    d loss / d x_c = a * p_c - u * v_c - sum_k b_k * [c == y_k],
+    b_k = r_k * h_k * (1 - s) * w_{y_k},   u = s * sum_k r_k * h_k,   a = sum_k b_k + u * V.
 
-Without weights (``w = 1``, ``W = C``) this is ``softmax - ((1 - s) * onehot + s / C)``.
+Without weights, a uniform prior and ``K = 1`` this is ``softmax - ((1 - s) * onehot + s / C)``.
 
-Reductions and ``ignore_index``: the reduced loss is ``sum_i r_i * loss_i`` with ``r_i = 0`` for
-an ignored row, and otherwise ``r_i = 1`` for ``"sum"`` and ``"none"`` and ``r_i = 1 / D`` for
-``"mean"``, where ``D = sum_i w_{y_i}`` over the non-ignored rows (the row count without
-weights; PyTorch normalises the smoothing term of a weighted mean by the same ``D``). ``D``
+Reductions and ``ignore_index``: each component ``k`` is reduced on its own,
+``sum_i r_ik * loss_ik``, with ``r_ik = 0`` where ``y_ik`` is ignored, and otherwise ``r_ik = 1``
+for ``"sum"`` and ``"none"`` and ``r_ik = 1 / D_k`` for ``"mean"``, where
+``D_k = sum_i w_{y_ik}`` over the non-ignored rows (the row count without weights; PyTorch
+normalises the smoothing term of a weighted mean by the same ``D``), so that a mixed loss is
+exactly ``sum_k h_k`` times the loss of each component. ``D_k``
 depends only on the targets, so it is known before the pass and the gradient of the *reduced*
 loss, ``r_i * d loss_i / d x``, is computed during the forward pass. Backward only multiplies it
 by ``grad_output``, and skips even that when ``grad_output`` is one (``loss.backward()``). An
@@ -37,13 +43,17 @@ magnitude about ``log C``; at ``C = 32000`` the sum is about ``3e5``, beyond flo
 which is why PyTorch's own float16 loss is ``inf`` there, and float16's 11-bit mantissa would
 lose the small terms of ``sum exp`` long before that. Each chunk is therefore staged into a
 float32 scratch buffer; all sums, the loss and the gradient are computed in float32, and only
-the gradient (bounded by ``max(a, b + s/C * max w) * r``) is rounded to the logits' dtype.
+the gradient (bounded by ``|a| + |u| max v + sum_k |b_k|``) is rounded to the logits' dtype.
 
 How a call runs is a :class:`~labelsmooth._ops.planning.Plan`: PyTorch's own loss (tiny CPU
 problems, meta tensors, ``torch.func`` transforms), the Triton kernel
 (:mod:`labelsmooth._ops.triton_cross_entropy`) or the chunked CPU pass
-(:mod:`labelsmooth._ops.chunked_cross_entropy`). Each returns the per-row ``lse``, ``x_y`` and
-``sum_c w_c x_c`` and writes the gradient; the loss is assembled from them here.
+(:mod:`labelsmooth._ops.chunked_cross_entropy`). Each returns the per-row ``lse``, the ``K``
+target logits and ``sum_c v_c x_c`` and writes the gradient; the loss is assembled from them
+here. PyTorch's loss knows only a uniform prior, one smoothing in ``[0, 1]`` and one target
+per row: other
+calls run fused even when tiny (or, for meta tensors and ``torch.func`` transforms, through a
+differentiable dense formula).
 """
 
 from __future__ import annotations
@@ -70,17 +80,40 @@ def _under_functorch(logits: Tensor) -> bool:
 
 
 
+Smoothing = float | Tensor  # a float, or an (M,) tensor of per-row values
+
+
+class _Options(NamedTuple):
+    """What a call computes, besides the logits: see the module docstring for the symbols."""
+
+    smoothing: Smoothing
+    weight: Tensor | None
+    prior: Tensor | None
+    shares: tuple[float, ...]
+    ignore_index: int
+    reduction: str
+
+    @property
+    def native(self) -> bool:
+        """PyTorch's ``F.cross_entropy`` computes it: uniform prior, one float ``s >= 0``, K = 1
+        (it does not compute a negative ``label_smoothing`` as the formula above)."""
+        return (self.prior is None and not isinstance(self.smoothing, Tensor)
+                and self.smoothing >= 0.0 and self.shares == (1.0,))
+
+
 @torch.compiler.disable
 def fused_smoothed_cross_entropy(
     logits: Tensor,
     target: Tensor,
-    smoothing: float,
+    smoothing: Smoothing,
     *,
     weight: Tensor | None,
     ignore_index: int,
     reduction: str,
     inplace_backward: bool = False,
     plan: Plan | None = None,
+    prior: Tensor | None = None,
+    shares: tuple[float, ...] = (1.0,),
 ) -> Tensor:
     """Label-smoothed cross-entropy of 2-d logits, equal to ``F.cross_entropy(label_smoothing=s)``.
 
@@ -89,8 +122,9 @@ def fused_smoothed_cross_entropy(
     Args:
         logits: ``(M, C)`` floating logits, class dimension last. Any strides; non-contiguous
             logits are copied first (and ``inplace_backward`` then writes into that copy).
-        target: ``(M,)`` int64 class indices in ``[0, C)`` or equal to ``ignore_index``.
-        smoothing: ``s`` in ``[0, 1]``.
+        target: ``(M,)`` int64 class indices in ``[0, C)`` or equal to ``ignore_index``; or
+            ``(M, K)``, one column per share of ``shares``.
+        smoothing: ``s <= 1``, a float or an ``(M,)`` floating tensor (one per row).
         weight: ``(C,)`` floating class weights, any floating dtype, or None. It receives no
             gradient.
         ignore_index: rows whose target equals it contribute nothing.
@@ -102,7 +136,10 @@ def fused_smoothed_cross_entropy(
             when no gradient is wanted (``torch.no_grad()`` or logits not requiring grad).
         plan: how to run (default: :func:`~labelsmooth._ops.planning.plan` of the logits'
             shape, dtype, device and where the gradient goes).
-            Meta tensors and ``torch.func`` transforms always run PyTorch's own loss.
+            Meta tensors and ``torch.func`` transforms always run PyTorch's own loss, or a
+            differentiable dense formula when that cannot compute the call.
+        prior: ``(C,)`` probability vector the smoothing moves towards (default: uniform).
+        shares: ``h_k``, one per target column, summing to 1 (default ``(1.0,)``).
 
     Returns:
         The loss in the logits' dtype; differentiable with respect to ``logits``, also twice.
@@ -119,6 +156,9 @@ def fused_smoothed_cross_entropy(
     # torch.compile traces neither the chunk loop (data-dependent Python control flow, ``out=``
     # writes into a buffer saved for backward) nor a Triton launch it did not generate: the
     # decorator breaks the graph here and runs this eagerly, which keeps results exact.
+    if target.ndim == 2 and len(shares) == 1:
+        target = target[:, 0]
+    options = _Options(smoothing, weight, prior, tuple(shares), ignore_index, reduction)
     wants_grad = torch.is_grad_enabled() and logits.requires_grad
     inplace = inplace_backward and wants_grad
     if inplace:
@@ -126,23 +166,17 @@ def fused_smoothed_cross_entropy(
     if plan is None:
         gradient: GradientTarget = "inplace" if inplace else "fresh" if wants_grad else "none"
         plan = planning.plan(logits.shape[0], logits.shape[1], logits.dtype, logits.device,
-                         gradient=gradient)
+                             gradient=gradient, native=options.native)
     if logits.device.type == "meta" or _under_functorch(logits):
         plan = Plan("native")
     if plan.strategy == "native":
-        # PyTorch wants the weight in the logits' dtype; the fused pass accepts any float dtype.
-        native_weight = None if weight is None else weight.to(logits.device, logits.dtype)
-        return F.cross_entropy(logits, target, weight=native_weight, ignore_index=ignore_index,
-                               reduction=reduction, label_smoothing=smoothing)
+        return _differentiable_loss(logits, target, options)
     if not logits.is_contiguous():
         logits = logits.contiguous()
     if not wants_grad:
         with torch.no_grad():
-            return _forward(logits, target, smoothing, weight, ignore_index, reduction, None,
-                            plan)
-    result: Tensor = _FusedSmoothedCrossEntropy.apply(
-        logits, target, smoothing, weight, ignore_index, reduction, inplace, plan
-    )
+            return _forward(logits, target, options, None, plan)
+    result: Tensor = _FusedSmoothedCrossEntropy.apply(logits, target, options, inplace, plan)
     return result
 
 
@@ -171,32 +205,24 @@ class _FusedSmoothedCrossEntropy(torch.autograd.Function):
     own it (as a leaf's ``.grad``, accumulated into in place by later backwards). A later
     backward through the same graph (``retain_graph=True``) recomputes the gradient from the
     saved logits, and a backward that records a graph (``create_graph=True``: double backward,
-    gradient penalties) takes PyTorch's differentiable formula on them. With
-    ``inplace_backward=True`` the logits are gone, so both are refused.
+    gradient penalties) takes a differentiable formula on them. With ``inplace_backward=True``
+    the logits are gone, so both are refused.
     """
 
     @staticmethod
-    def forward(
-        ctx: Any,
-        logits: Tensor,
-        target: Tensor,
-        smoothing: float,
-        weight: Tensor | None,
-        ignore_index: int,
-        reduction: str,
-        inplace: bool,
-        plan: Plan,
-    ) -> Tensor:
+    def forward(ctx: Any, logits: Tensor, target: Tensor, options: _Options, inplace: bool,
+                plan: Plan) -> Tensor:
         # In place, the writes go through ``out=`` views of ``logits``, which bump its version
         # counter: any other autograd node that saved ``logits`` then refuses to run backward.
         # Out of place the gradient is the one fresh M x C allocation.
         grad = logits if inplace else torch.empty_like(logits, memory_format=torch.contiguous_format)
-        loss = _forward(logits, target, smoothing, weight, ignore_index, reduction, grad, plan)
+        loss = _forward(logits, target, options, grad, plan)
         ctx.grad = grad
-        ctx.options = (smoothing, ignore_index, reduction, plan)
+        ctx.options = options
+        ctx.plan = plan
         ctx.inplace = inplace
         if not inplace:
-            ctx.save_for_backward(logits, target, weight)
+            ctx.save_for_backward(logits, target)
         return loss
 
     @staticmethod
@@ -211,99 +237,177 @@ class _FusedSmoothedCrossEntropy(torch.autograd.Function):
                        else "a second backward through the same graph")
                     + "; pass inplace_backward=False")
             grad = _recomputed_gradient(ctx, grad_output)
-            return grad, None, None, None, None, None, None, None
-        reduction = ctx.options[2]
-        if reduction == "none":
+            return grad, None, None, None, None
+        if ctx.options.reduction == "none":
             factor = grad_output.unsqueeze(1)
             if not bool(torch.all(factor == 1)):
                 grad.mul_(factor.to(grad.dtype))
         elif not bool(grad_output == 1):  # ``loss.backward()`` passes one: nothing to do
             grad.mul_(grad_output.to(grad.dtype))
-        return grad, None, None, None, None, None, None, None
+        return grad, None, None, None, None
 
 
 def _recomputed_gradient(ctx: Any, grad_output: Tensor) -> Tensor:
     """The gradient from the saved logits, differentiable when backward records a graph."""
-    logits, target, weight = ctx.saved_tensors
-    smoothing, ignore_index, reduction, plan = ctx.options
+    logits, target = ctx.saved_tensors
+    options: _Options = ctx.options
     if torch.is_grad_enabled():
-        # create_graph=True: PyTorch's own loss, whose backward is differentiable, in float32
-        # at least (the fused pass's accumulation dtype).
-        compute = compute_dtype(logits.dtype)
-        x = logits.to(compute)
-        w = None if weight is None else weight.to(logits.device, compute)
-        loss = F.cross_entropy(x, target, weight=w, ignore_index=ignore_index,
-                               reduction=reduction, label_smoothing=smoothing)
+        # create_graph=True: a formula whose backward is differentiable, in float32 at least
+        # (the fused pass's accumulation dtype).
+        loss = _differentiable_loss(logits.to(compute_dtype(logits.dtype)), target, options)
         (grad,) = torch.autograd.grad(loss, logits, grad_output.to(loss.dtype), create_graph=True)
         return grad
     with torch.no_grad():
         grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
-        _forward(logits, target, smoothing, weight, ignore_index, reduction, grad, plan)
-        factor = grad_output.unsqueeze(1) if reduction == "none" else grad_output
+        _forward(logits, target, options, grad, ctx.plan)
+        factor = grad_output.unsqueeze(1) if options.reduction == "none" else grad_output
         return grad.mul_(factor.to(grad.dtype))
 
 
+def _differentiable_loss(logits: Tensor, target: Tensor, options: _Options) -> Tensor:
+    """The loss with PyTorch's own operations: ``F.cross_entropy`` when it computes the call,
+    else the dense formula of the module docstring on ``log_softmax`` (an ``M x C`` tensor)."""
+    weight = options.weight
+    if weight is not None:
+        # PyTorch wants the weight in the logits' dtype; the fused pass accepts any float dtype.
+        weight = weight.to(logits.device, logits.dtype)
+    if options.native and not isinstance(options.smoothing, Tensor):
+        return F.cross_entropy(logits, target, weight=weight, ignore_index=options.ignore_index,
+                               reduction=options.reduction, label_smoothing=options.smoothing)
+    log_probs = torch.log_softmax(logits, 1)
+    vector = _smoothing_vector(logits.shape[1], weight, options.prior, logits)
+    smoothing = options.smoothing
+    if isinstance(smoothing, Tensor):
+        smoothing = smoothing.to(logits.dtype)
+    # s * sum_c v_c * (-l_c): skipped for s = 0, where -inf logits would make it 0 * inf.
+    smooth_row = (-(log_probs * vector).sum(1) if vector is not None else -log_probs.sum(1)
+                  / logits.shape[1])
+    columns = target.unsqueeze(1) if target.ndim == 1 else target
+    total: Tensor | None = None
+    for share, labels in zip(options.shares, columns.unbind(1), strict=True):
+        valid = labels != options.ignore_index
+        safe = labels.masked_fill(~valid, 0)
+        label_weight = valid.to(logits.dtype) if weight is None else torch.where(
+            valid, weight[safe], 0.0)
+        nll = -log_probs.gather(1, safe.unsqueeze(1)).squeeze(1)
+        row = (1 - smoothing) * label_weight * nll
+        if isinstance(smoothing, Tensor) or smoothing != 0.0:
+            row = row + torch.where(valid, smoothing * smooth_row, 0.0)
+        reduced = _reduce(row, torch.zeros_like(row), label_weight.sum(), options.reduction)
+        total = reduced * share if total is None else total + reduced * share
+    assert total is not None  # at least one share
+    return total
+
+
+def _smoothing_vector(num_classes: int, weight: Tensor | None, prior: Tensor | None,
+                      like: Tensor) -> Tensor | None:
+    """``v = q * w`` of the module docstring in ``like``'s dtype and device, or None for the
+    uniform prior without weights (``v = 1 / C``: a row sum instead of a matrix-vector product)."""
+    if prior is None:
+        return None if weight is None else weight / num_classes
+    prior = prior.to(device=like.device, dtype=like.dtype)
+    return prior if weight is None else prior * weight
+
+
 class _GradientCoefficients(NamedTuple):
-    """Per-row ``r * a``, ``r * s / C`` and ``r * b`` of the module docstring, shape ``(M,)``."""
+    """Per-row ``a`` and ``u`` of the module docstring, ``(M,)``, and ``b``, ``(M, K)``.
+
+    ``u`` multiplies the kernels' class vector: ``v`` itself with a prior, and ``w`` (ones when
+    there are no weights) with the uniform prior, ``u`` then holding the ``1 / C``.
+    """
 
     prob: Tensor
     uniform: Tensor
     target: Tensor
 
 
-def _forward(
-    logits: Tensor,
-    target: Tensor,
-    smoothing: float,
-    weight: Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    grad: Tensor | None,
-    plan: Plan,
-) -> Tensor:
+def _forward(logits: Tensor, target: Tensor, options: _Options, grad: Tensor | None,
+             plan: Plan) -> Tensor:
     """Loss of the whole batch; when ``grad`` is given, also write the reduced-loss gradient."""
     num_classes = logits.shape[1]
     compute = compute_dtype(logits.dtype)
-    class_weight = None if weight is None else weight.to(device=logits.device, dtype=compute)
-    valid = target != ignore_index
-    safe_target = target.masked_fill(~valid, 0)
-    # w_y of each row, 0 for ignored rows: the NLL weight and (summed) the mean's denominator.
+    reduction = options.reduction
+    smoothing: Smoothing = options.smoothing
+    if isinstance(smoothing, Tensor):
+        smoothing = smoothing.to(device=logits.device, dtype=compute)
+    class_weight = None if options.weight is None else options.weight.to(
+        device=logits.device, dtype=compute)
+    # The kernels' class vector and its scale: w (or ones) and s / C for the uniform prior, the
+    # arithmetic of PyTorch's loss; q * w and s with a prior.
+    if options.prior is None:
+        class_vector = class_weight
+        total_weight: Tensor | float = (float(num_classes) if class_weight is None
+                                        else class_weight.sum())
+        spread: Smoothing = smoothing / num_classes
+    else:
+        prior = options.prior.to(device=logits.device, dtype=compute)
+        class_vector = prior if class_weight is None else prior * class_weight
+        total_weight = class_vector.sum()
+        spread = smoothing
+    columns = target.unsqueeze(1) if target.ndim == 1 else target
+    valid = columns != options.ignore_index
+    safe_target = columns.masked_fill(~valid, 0)
+    # w_y of each (row, component), 0 where ignored: the NLL weight and the mean's D_k.
     if class_weight is None:
         target_weight = valid.to(compute)
-        total_weight: Tensor | float = float(num_classes)
     else:
         target_weight = torch.where(valid, class_weight[safe_target], 0.0)
-        total_weight = class_weight.sum()
-    denominator = target_weight.sum()
+    denominators = [target_weight[:, k].sum() for k in range(len(options.shares))]
     coefficients = None
     if grad is not None:
-        # r_i (see the module docstring): 1 / D for mean, 1 otherwise, 0 on ignored rows.
-        row_scale = torch.where(valid, 1.0 / denominator if reduction == "mean" else 1.0,
-                                0.0).to(compute)
-        coefficients = _GradientCoefficients(
-            prob=row_scale * ((1.0 - smoothing) * target_weight
-                              + (smoothing / num_classes) * total_weight),
-            uniform=row_scale * (smoothing / num_classes),
-            target=row_scale * (1.0 - smoothing) * target_weight,
-        )
+        coefficients = _coefficients(valid, target_weight, denominators, options.shares,
+                                     smoothing, spread, total_weight, reduction, compute)
     if plan.strategy == "triton":
         from labelsmooth._ops.triton_cross_entropy import triton_row_statistics
 
-        stats = triton_row_statistics(logits, safe_target, class_weight, grad, coefficients)
+        stats = triton_row_statistics(logits, safe_target, class_vector, grad, coefficients)
     else:
-        stats = chunked_row_statistics(logits, safe_target, class_weight, grad, coefficients,
+        stats = chunked_row_statistics(logits, safe_target, class_vector, grad, coefficients,
                                        plan)
     lse, target_logit, weighted_logit_sum = stats
-    # loss_i = (1 - s) * w_y * (lse - x_y) + (s / C) * (W * lse - sum_c w_c x_c), 0 if ignored.
-    target_term = torch.where(valid, (1.0 - smoothing) * target_weight * (lse - target_logit), 0.0)
-    if smoothing == 0.0:
-        # Not 0 * (W * lse - sum_c w_c x_c): logits masked with -inf make that 0 * inf = NaN,
-        # where plain cross-entropy (PyTorch's, without smoothing) is finite.
-        uniform_term = torch.zeros_like(target_term)
-    else:
-        uniform_term = torch.where(
-            valid, (smoothing / num_classes) * (total_weight * lse - weighted_logit_sum), 0.0)
-    return _reduce(target_term, uniform_term, denominator, reduction).to(logits.dtype)
+    total: Tensor | None = None
+    for k, share in enumerate(options.shares):
+        counted = valid[:, k]
+        # loss_ik = (1 - s) * w_y * (lse - x_y) + spread * (W * lse - sum_c v_c x_c), 0 if ignored.
+        target_term = torch.where(
+            counted, (1.0 - smoothing) * target_weight[:, k] * (lse - target_logit[:, k]), 0.0)
+        if isinstance(smoothing, float) and smoothing == 0.0:
+            # Not 0 * (W * lse - sum_c v_c x_c): logits masked with -inf make that 0 * inf = NaN,
+            # where plain cross-entropy (PyTorch's, without smoothing) is finite.
+            uniform_term = torch.zeros_like(target_term)
+        else:
+            if isinstance(smoothing, Tensor):
+                counted = counted & (smoothing != 0.0)
+            uniform_term = torch.where(
+                counted, spread * (total_weight * lse - weighted_logit_sum), 0.0)
+        loss = _reduce(target_term, uniform_term, denominators[k], reduction)
+        loss = loss if share == 1.0 else loss * share
+        total = loss if total is None else total + loss
+    assert total is not None  # at least one share
+    return total.to(logits.dtype)
+
+
+def _coefficients(valid: Tensor, target_weight: Tensor, denominators: list[Tensor],
+                  shares: tuple[float, ...], smoothing: Smoothing, spread: Smoothing,
+                  total_weight: Tensor | float, reduction: str,
+                  compute: torch.dtype) -> _GradientCoefficients:
+    """``a``, ``u`` and ``b_k`` of the module docstring, ``r_k * h_k`` folded in."""
+    prob: Tensor | None = None
+    uniform: Tensor | None = None
+    targets = []
+    for k, share in enumerate(shares):
+        # r_k: 1 / D_k for mean, 1 otherwise, 0 on ignored rows.
+        row_scale = torch.where(valid[:, k], 1.0 / denominators[k] if reduction == "mean"
+                                else 1.0, 0.0).to(compute)
+        if share != 1.0:
+            row_scale = row_scale * share
+        part_prob = row_scale * ((1.0 - smoothing) * target_weight[:, k] + spread * total_weight)
+        part_uniform = row_scale * spread
+        targets.append(row_scale * (1.0 - smoothing) * target_weight[:, k])
+        prob = part_prob if prob is None else prob + part_prob
+        uniform = part_uniform if uniform is None else uniform + part_uniform
+    assert prob is not None and uniform is not None  # at least one share
+    return _GradientCoefficients(prob=prob, uniform=uniform, target=torch.stack(targets, 1))
 
 
 def _reduce(target_term: Tensor, uniform_term: Tensor, denominator: Tensor,

@@ -53,18 +53,22 @@ class Plan:
 
 
 def plan(num_rows: int, num_classes: int, dtype: torch.dtype, device: torch.device, *,
-         gradient: GradientTarget = "fresh", threads: int | None = None) -> Plan:
+         gradient: GradientTarget = "fresh", threads: int | None = None,
+         native: bool = True) -> Plan:
     """The plan for ``(num_rows, num_classes)`` logits of ``dtype`` on ``device``.
 
     ``gradient``: where the gradient goes: a fresh buffer, the logits (``"inplace"``), or
     nowhere (no gradient wanted). ``threads``: PyTorch's intra-op thread count (default
-    ``torch.get_num_threads()``). Every plan gives the same values (the tests run each one).
+    ``torch.get_num_threads()``). ``native``: whether PyTorch's own loss can compute the call
+    (not with a prior, per-row smoothing or mixed targets); when not, small problems run the
+    chunked pass too. Every plan gives the same values (the tests run each one).
     """
     if device.type == "meta":
         return Plan("native")  # shape inference only: PyTorch's loss has meta kernels
     if device.type == "cuda" and dtype != torch.float64 and _triton_available():
         return Plan("triton")  # float64 stays chunked: the kernel computes in float32
-    if (device.type == "cpu" and gradient != "inplace" and dtype in (torch.float32, torch.float64)
+    if (native and device.type == "cpu" and gradient != "inplace"
+            and dtype in (torch.float32, torch.float64)
             and (num_rows * num_classes <= NATIVE_MAX_ELEMENTS or num_classes < NATIVE_BELOW_CLASSES)):
         return Plan("native")
     threads = max(1, torch.get_num_threads() if threads is None else threads)

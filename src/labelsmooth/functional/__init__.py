@@ -11,6 +11,7 @@ Example:
 """
 
 from labelsmooth.functional.cross_entropy import (
+    mixed_smoothed_cross_entropy,
     smoothed_binary_cross_entropy_with_logits,
     smoothed_cross_entropy,
     soft_cross_entropy,
@@ -38,6 +39,7 @@ __all__ = [
     "cutmix_batch",
     "entropy",
     "mix_targets",
+    "mixed_smoothed_cross_entropy",
     "mixup_batch",
     "one_hot",
     "paste_box",

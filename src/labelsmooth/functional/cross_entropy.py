@@ -8,14 +8,21 @@ _with_logits`` is the binary / multi-label counterpart.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
 from labelsmooth._ops.cross_entropy import fused_smoothed_cross_entropy
 from labelsmooth._validation import (
+    check_bool,
     check_floating,
+    check_index_dtype,
     check_int,
+    check_prior,
     check_reduction,
+    check_sample_smoothing,
+    check_shares,
     check_smoothing,
     describe,
     fail,
@@ -25,6 +32,7 @@ from labelsmooth.functional._targets import check_target_range, classify_targets
 from labelsmooth.functional.smoothing import smooth_binary_labels, smooth_labels
 
 __all__ = [
+    "mixed_smoothed_cross_entropy",
     "smoothed_binary_cross_entropy_with_logits",
     "smoothed_cross_entropy",
     "soft_cross_entropy",
@@ -114,11 +122,51 @@ def soft_cross_entropy(
     return F.cross_entropy(moved, dense, weight=w, reduction=red)
 
 
+def _check_smoothing_argument(smoothing: object, positions: tuple[int, ...], *,
+                              allow_negative: bool, device: torch.device,
+                              validate_args: bool | None) -> float | torch.Tensor:
+    """A float ``s``, or a tensor of one value per sample (shape ``positions[:1]``)."""
+    if not isinstance(smoothing, torch.Tensor):
+        return check_smoothing(smoothing, allow_negative=check_bool(allow_negative, "allow_negative"))
+    check_bool(allow_negative, "allow_negative")
+    validate = smoothing.device.type == "cpu" if validate_args is None else bool(validate_args)
+    return check_sample_smoothing(smoothing, positions[:1], allow_negative=allow_negative,
+                                  validate=validate).to(device)
+
+
+def _per_position(smoothing: float | torch.Tensor, positions: tuple[int, ...]
+                  ) -> float | torch.Tensor:
+    """Per-sample smoothing ``(N,)`` broadcast over ``(N, *)`` and flattened to rows."""
+    if not isinstance(smoothing, torch.Tensor):
+        return smoothing
+    view = smoothing.reshape(smoothing.shape + (1,) * (len(positions) - smoothing.ndim))
+    return view.expand(positions).reshape(-1)
+
+
+def _fused_index_loss(input: torch.Tensor, targets: list[torch.Tensor], shares: tuple[float, ...],
+                      smoothing: float | torch.Tensor, *, dim: int, prior: torch.Tensor | None,
+                      weight: torch.Tensor | None, ignore_index: int, reduction: str,
+                      inplace_backward: bool) -> torch.Tensor:
+    """The fused pass over ``input`` moved to ``(M, C)``, one target column per share."""
+    num_classes = input.shape[dim]
+    rows = input.movedim(dim, -1).reshape(-1, num_classes)
+    columns = [part.reshape(-1).to(device=input.device, dtype=torch.long) for part in targets]
+    target = columns[0] if len(columns) == 1 else torch.stack(columns, 1)
+    loss = fused_smoothed_cross_entropy(
+        rows, target, _per_position(smoothing, tuple(targets[0].shape)), weight=weight,
+        ignore_index=ignore_index, reduction=reduction, inplace_backward=inplace_backward,
+        prior=prior, shares=shares,
+    )
+    return loss.reshape(targets[0].shape) if reduction == "none" else loss
+
+
 def smoothed_cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
-    smoothing: float = 0.1,
+    smoothing: float | torch.Tensor = 0.1,
     *,
+    prior: torch.Tensor | None = None,
+    allow_negative: bool = False,
     weight: torch.Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
@@ -128,14 +176,17 @@ def smoothed_cross_entropy(
 ) -> torch.Tensor:
     """Label-smoothed cross-entropy that never builds the dense ``N x C`` target.
 
-    For index target ``y``, logits ``x`` and ``lse = logsumexp_c x_c``, the unreduced loss is
+    For index target ``y``, logits ``x``, ``lse = logsumexp_c x_c`` and the prior ``q``
+    (uniform, ``1 / C``, by default), the unreduced loss is
 
     .. math::
 
-        \\ell = (1 - s)\\, w_y (\\mathrm{lse} - x_y) + \\frac{s}{C} \\sum_c w_c (\\mathrm{lse} - x_c)
+        \\ell = (1 - s)\\, w_y (\\mathrm{lse} - x_y) + s \\sum_c q_c w_c (\\mathrm{lse} - x_c)
 
-    (0 where ``y == ignore_index``); ``"mean"`` divides the sum by ``sum w_y`` over the
-    non-ignored positions, ``"sum"`` sums. This equals
+    that is ``(1 - s) CE(y) + s CE(q)``, the cross-entropy of the target
+    ``(1 - s) onehot(y) + s q`` (0 where ``y == ignore_index``); ``"mean"`` divides the sum by
+    ``sum w_y`` over the non-ignored positions, ``"sum"`` sums. Its gradient is
+    ``softmax - (1 - s) onehot - s q`` (without weights). With the uniform prior this equals
     ``torch.nn.functional.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
     reduction=reduction, label_smoothing=smoothing)`` in value and gradient, the all-ignored
     (NaN mean) and empty batches included. For float16 / bfloat16 input the class sums
@@ -145,10 +196,10 @@ def smoothed_cross_entropy(
     the logits computes the loss and the gradient together (derivation beside that code), keeps
     only the gradient, and does no gradient work under ``torch.no_grad()``. Its only ``N x C``
     allocation is the gradient it must return, or none with ``inplace_backward=True``. (Tiny
-    float32/float64 CPU problems, at most 65536 logits and not in place, run PyTorch's own
-    loss instead: its fixed cost is lower there; so do meta tensors and ``torch.func``
-    transforms.) Backward may run more than once, and twice (``create_graph=True``) as
-    PyTorch's does, except after ``inplace_backward=True``.
+    float32/float64 CPU problems with the uniform prior and a float ``smoothing``, at most
+    65536 logits and not in place, run PyTorch's own loss instead: its fixed cost is lower
+    there; so do meta tensors and ``torch.func`` transforms.) Backward may run more than once,
+    and twice (``create_graph=True``) as PyTorch's does, except after ``inplace_backward=True``.
 
     Dense targets are accepted too: they are smoothed with :func:`smooth_labels` and passed to
     :func:`soft_cross_entropy` (whose ``"mean"`` divides by the number of positions).
@@ -157,7 +208,15 @@ def smoothed_cross_entropy(
         input: logits ``(N, C, *)`` with classes on ``class_dim``, or ``(C,)``; floating.
         target: class indices ``(N, *)`` in ``[0, C)`` or ``ignore_index``, or dense targets of
             ``input``'s shape; on another device than ``input`` they are copied to ``input``'s.
-        smoothing: ``s`` in ``[0, 1]`` (default 0.1); 0 gives plain cross-entropy.
+        smoothing: ``s`` in ``[0, 1]`` (default 0.1), a float or a floating tensor of shape
+            ``(N,)`` (one per sample, the same at every position of that sample); 0 gives plain
+            cross-entropy.
+        prior: the distribution the smoothing moves towards, a ``(C,)`` probability vector
+            (default ``None``: uniform). Checked once per call (a host synchronisation on an
+            accelerator; pass it once per step, not per micro-batch, if that matters).
+        allow_negative: accept ``s < 0``, negative label smoothing (Wei et al., 2022), which
+            pushes the prediction away from the prior (default ``False``: ``s`` must be in
+            ``[0, 1]``, as in PyTorch). ``s <= 1`` either way.
         weight: class weights ``(C,)``, any floating dtype (default ``None``). Index targets
             use it in float32 (float64 for float64 input); dense ones cast it to ``input``'s.
         ignore_index: index-target value that contributes nothing (default -100).
@@ -170,7 +229,8 @@ def smoothed_cross_entropy(
             another autograd node that saved the logits raises in backward (the write bumps
             their version counter). Saves memory only when the logits, moved to ``(M, C)``,
             are contiguous (the usual ``(N, C)`` head output); otherwise it writes into that copy.
-        validate_args: index-range checking, as in :func:`labelsmooth.functional.one_hot`.
+        validate_args: index-range checking, as in :func:`labelsmooth.functional.one_hot`; also
+            the range of a per-sample ``smoothing`` tensor.
 
     Returns:
         The loss, in ``input``'s dtype.
@@ -180,30 +240,113 @@ def smoothed_cross_entropy(
         >>> torch.allclose(smoothed_cross_entropy(x, y, 0.1),
         ...                torch.nn.functional.cross_entropy(x, y, label_smoothing=0.1))
         True
+        >>> prior = torch.tensor([0.4, 0.3, 0.1, 0.1, 0.1])
+        >>> dense = 0.9 * torch.eye(5)[y] + 0.1 * prior
+        >>> torch.allclose(smoothed_cross_entropy(x, y, 0.1, prior=prior),
+        ...                torch.nn.functional.cross_entropy(x, dense))
+        True
 
     References:
         Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016;
-        Müller, Kornblith and Hinton, "When does label smoothing help?", NeurIPS 2019.
+        Müller, Kornblith and Hinton, "When does label smoothing help?", NeurIPS 2019;
+        Wei et al., "To Smooth or Not? When Label Smoothing Meets Noisy Labels", ICML 2022.
     """
     check_floating(input, "input")
-    s = check_smoothing(smoothing)
     red = check_reduction(reduction)
     ignore = check_int(ignore_index, "ignore_index")
     kind, dim = classify_targets(input, target, class_dim, logits_name="input", targets_name="target")
     num_classes = input.shape[dim]
+    positions = tuple(input.shape[:dim] + input.shape[dim + 1:])
+    s = _check_smoothing_argument(smoothing, positions, allow_negative=allow_negative,
+                                  device=input.device, validate_args=validate_args)
     w = _check_weight(weight, num_classes)
-    if not isinstance(inplace_backward, bool):
-        fail("inplace_backward", "a bool", describe(inplace_backward), error=TypeError)
+    q = None if prior is None else check_prior(prior, num_classes)
+    check_bool(inplace_backward, "inplace_backward")
     if kind == "dense":
-        dense = smooth_labels(input, target, s, class_dim=dim)
+        dense = smooth_labels(input, target, s, prior=q, allow_negative=allow_negative,
+                              class_dim=dim)
         return soft_cross_entropy(input, dense, weight=w, reduction=red, class_dim=dim)
     check_target_range(target, num_classes, ignore, validate_args=validate_args, targets_name="target")
-    rows = input.movedim(dim, -1).reshape(-1, num_classes)
-    loss = fused_smoothed_cross_entropy(
-        rows, target.reshape(-1).to(device=input.device, dtype=torch.long), s, weight=w,
-        ignore_index=ignore, reduction=red, inplace_backward=inplace_backward,
-    )
-    return loss.reshape(target.shape) if red == "none" else loss
+    return _fused_index_loss(input, [target], (1.0,), s, dim=dim, prior=q, weight=w,
+                             ignore_index=ignore, reduction=red, inplace_backward=inplace_backward)
+
+
+def mixed_smoothed_cross_entropy(
+    input: torch.Tensor,
+    targets: Sequence[torch.Tensor],
+    shares: Sequence[float],
+    smoothing: float | torch.Tensor = 0.1,
+    *,
+    prior: torch.Tensor | None = None,
+    allow_negative: bool = False,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    class_dim: int = 1,
+    inplace_backward: bool = False,
+    validate_args: bool | None = None,
+) -> torch.Tensor:
+    """The smoothed cross-entropy of a mixed target (MixUp, CutMix) in one fused pass.
+
+    .. math::
+
+        L = \\sum_k h_k\\, \\mathrm{CE}_s(x, y_k)
+
+    with ``CE_s`` :func:`smoothed_cross_entropy` (same ``smoothing``, ``prior``, ``weight``,
+    ``ignore_index`` and ``reduction``; each component's ``"mean"`` divides by its own
+    ``sum w_y``). Cross-entropy is linear in the target, so this is the loss of the mixed target
+    ``sum_k h_k ((1 - s) onehot(y_k) + s q)``; one pass reads the logits once for all
+    components and allocates one gradient (none with ``inplace_backward=True``).
+
+    Args:
+        input: logits ``(N, C, *)`` with classes on ``class_dim``; floating.
+        targets: ``K >= 1`` index tensors of one shape ``(N, *)``: MixUp's ``(y, y[indices])``.
+        shares: ``K`` floats in ``[0, 1]`` summing to 1: MixUp's ``(1 - lam, lam)``. A target may
+            have the same class as another at some position; the shares then add up.
+        smoothing, prior, allow_negative, weight, ignore_index, reduction, class_dim,
+            inplace_backward, validate_args: as in :func:`smoothed_cross_entropy`.
+
+    Returns:
+        The loss, in ``input``'s dtype (shape ``(N, *)`` for ``reduction="none"``).
+
+    Example:
+        >>> x, y = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+        >>> loss = mixed_smoothed_cross_entropy(x, [y, y.flip(0)], [0.7, 0.3], 0.1)
+        >>> dense = 0.7 * (0.9 * torch.eye(5)[y] + 0.02) + 0.3 * (0.9 * torch.eye(5)[y.flip(0)] + 0.02)
+        >>> torch.allclose(loss, torch.nn.functional.cross_entropy(x, dense))
+        True
+
+    References:
+        Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018; Yun et al.,
+        "CutMix", ICCV 2019.
+    """
+    check_floating(input, "input")
+    red = check_reduction(reduction)
+    ignore = check_int(ignore_index, "ignore_index")
+    if isinstance(targets, torch.Tensor) or not isinstance(targets, Sequence) or not targets:
+        fail("targets", "a non-empty sequence of index tensors", describe(targets), error=TypeError)
+    parts = list(targets)
+    mix = check_shares(shares, len(parts))
+    for part in parts:
+        if not isinstance(part, torch.Tensor):
+            fail("targets", "a sequence of index tensors", type(part).__name__, error=TypeError)
+        check_index_dtype(part, "targets")
+        if part.shape != parts[0].shape:
+            fail("targets", f"tensors of one shape {shape_str(parts[0].shape)}",
+                 f"shape {shape_str(part.shape)}")
+    _, dim = classify_targets(input, parts[0], class_dim, logits_name="input", targets_name="targets")
+    num_classes = input.shape[dim]
+    positions = tuple(input.shape[:dim] + input.shape[dim + 1:])
+    s = _check_smoothing_argument(smoothing, positions, allow_negative=allow_negative,
+                                  device=input.device, validate_args=validate_args)
+    w = _check_weight(weight, num_classes)
+    q = None if prior is None else check_prior(prior, num_classes)
+    check_bool(inplace_backward, "inplace_backward")
+    for part in parts:
+        check_target_range(part, num_classes, ignore, validate_args=validate_args,
+                           targets_name="targets")
+    return _fused_index_loss(input, parts, mix, s, dim=dim, prior=q, weight=w, ignore_index=ignore,
+                             reduction=red, inplace_backward=inplace_backward)
 
 
 def smoothed_binary_cross_entropy_with_logits(

@@ -16,10 +16,13 @@ from __future__ import annotations
 import torch
 
 from labelsmooth._validation import (
+    check_bool,
     check_class_dim,
     check_floating,
     check_index_dtype,
     check_int,
+    check_prior,
+    check_sample_smoothing,
     check_smoothing,
     fail,
 )
@@ -105,8 +108,10 @@ def one_hot(
 def smooth_labels(
     logits: torch.Tensor,
     targets: torch.Tensor,
-    smoothing: float = 0.1,
+    smoothing: float | torch.Tensor = 0.1,
     *,
+    prior: torch.Tensor | None = None,
+    allow_negative: bool = False,
     class_dim: int = 1,
     ignore_index: int | None = None,
     validate_args: bool | None = None,
@@ -115,25 +120,30 @@ def smooth_labels(
 
     .. math::
 
-        \\tilde y = (1 - s)\\, y + \\frac{s}{C}, \\qquad C = \\text{logits.shape[class\\_dim]}
+        \\tilde y = (1 - s)\\, y + s\\, q, \\qquad q = \\tfrac{1}{C} \\text{ by default},
+        \\quad C = \\text{logits.shape[class\\_dim]}
 
     where ``y`` is the one-hot encoding of index targets, or the dense targets themselves
-    (one-hot, soft or mixed distributions are smoothed as distributions). Index targets give
-    exactly the values of Composer's ``smooth_labels``: the true class
-    holds ``float(1 - s) + float(s / C)`` rounded once in the logits' dtype, every other class
-    ``s / C``.
+    (one-hot, soft or mixed distributions are smoothed as distributions), and ``q`` the prior.
+    With the uniform prior and a float ``smoothing``, index targets give exactly the values of
+    Composer's ``smooth_labels``: the true class holds ``float(1 - s) + float(s / C)`` rounded
+    once in the logits' dtype, every other class ``s / C``.
 
     Args:
         logits: the model's outputs, shape ``(N, C, *)`` (class dim at ``class_dim``), floating.
             Only its shape, dtype and device are used.
         targets: class indices of shape ``(N, *)`` (the logits' shape without the class dim), or
             dense targets of the logits' shape.
-        smoothing: ``s`` in ``[0, 1]`` (default 0.1). 0 returns the one-hot / dense targets, 1
-            the uniform distribution.
+        smoothing: ``s`` in ``[0, 1]`` (default 0.1), a float or a floating tensor of shape
+            ``(N,)``, one per sample. 0 returns the one-hot / dense targets, 1 the prior.
+        prior: a ``(C,)`` probability vector (default ``None``: uniform).
+        allow_negative: accept ``s < 0`` (negative label smoothing: the target entries of the
+            other classes become negative; default ``False``). ``s <= 1`` either way.
         class_dim: the class dimension of ``logits`` (default 1).
         ignore_index: for index targets, a value whose positions come out all zero, so they add
             nothing to a dense loss (default ``None``). Dense targets ignore it.
-        validate_args: index-range checking, as in :func:`one_hot`.
+        validate_args: index-range checking, as in :func:`one_hot`; also the range of a
+            per-sample ``smoothing`` tensor.
 
     Returns:
         A tensor of ``logits``' shape and dtype; each non-ignored row sums to 1 when the input
@@ -144,19 +154,41 @@ def smooth_labels(
         >>> smooth_labels(logits, torch.tensor([0, 3]), smoothing=0.2)
         tensor([[0.8500, 0.0500, 0.0500, 0.0500],
                 [0.0500, 0.0500, 0.0500, 0.8500]])
+        >>> smooth_labels(logits, torch.tensor([0, 3]), smoothing=0.2,
+        ...               prior=torch.tensor([0.5, 0.5, 0.0, 0.0]))
+        tensor([[0.9000, 0.1000, 0.0000, 0.0000],
+                [0.1000, 0.1000, 0.0000, 0.8000]])
 
     References:
-        Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016.
+        Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016;
+        Wei et al., "To Smooth or Not? When Label Smoothing Meets Noisy Labels", ICML 2022.
     """
     check_floating(logits, "logits")
-    s = check_smoothing(smoothing)
     ignore = check_ignore_index(ignore_index, optional=True)
     kind, dim = classify_targets(logits, targets, class_dim)
+    num_classes = logits.shape[dim]
+    check_bool(allow_negative, "allow_negative")
+    if isinstance(smoothing, torch.Tensor):
+        positions = tuple(logits.shape[:dim] + logits.shape[dim + 1:])
+        validate = smoothing.device.type == "cpu" if validate_args is None else bool(validate_args)
+        s: float | torch.Tensor = check_sample_smoothing(
+            smoothing, positions[:1], allow_negative=allow_negative, validate=validate)
+    else:
+        s = check_smoothing(smoothing, allow_negative=allow_negative)
+    q = None if prior is None else check_prior(prior, num_classes)
+    if kind == "index":
+        check_target_range(targets, num_classes, ignore, validate_args=validate_args)
+    if q is None and not isinstance(s, torch.Tensor):
+        return _uniform_smooth_labels(logits, targets, s, kind=kind, dim=dim, ignore=ignore)
+    return _prior_smooth_labels(logits, targets, s, q, kind=kind, dim=dim, ignore=ignore)
+
+
+def _uniform_smooth_labels(logits: torch.Tensor, targets: torch.Tensor, s: float, *, kind: str,
+                           dim: int, ignore: int | None) -> torch.Tensor:
     num_classes = logits.shape[dim]
     off = s / num_classes
     if kind == "dense":
         return targets.to(dtype=logits.dtype, device=logits.device) * (1.0 - s) + off
-    check_target_range(targets, num_classes, ignore, validate_args=validate_args)
     # The true class gets (1 - s) + s / C with each term rounded to the logits' dtype first and
     # the sum rounded once, as `onehot * (1 - s) + s / C` computes it: bit-identical to Composer's.
     on = torch.full((), 1.0 - s, dtype=logits.dtype, device=logits.device) + off
@@ -164,6 +196,33 @@ def smooth_labels(
         targets.to(logits.device), num_classes, dim, off=off, on=on, ignore_index=ignore,
         dtype=logits.dtype,
     )
+
+
+def _prior_smooth_labels(logits: torch.Tensor, targets: torch.Tensor, s: float | torch.Tensor,
+                         prior: torch.Tensor | None, *, kind: str, dim: int,
+                         ignore: int | None) -> torch.Tensor:
+    """``(1 - s) y + s q`` with a prior and/or per-sample ``s`` (computed in the logits' dtype)."""
+    num_classes = logits.shape[dim]
+    shape = [1] * logits.ndim
+    shape[dim] = num_classes
+    q = (torch.full(shape, 1.0 / num_classes, dtype=logits.dtype, device=logits.device)
+         if prior is None else prior.to(device=logits.device, dtype=logits.dtype).reshape(shape))
+    if isinstance(s, torch.Tensor):
+        sample_dim = 0 if dim != 0 else 1  # (N,) values along the logits' batch dimension
+        per_sample = [1] * logits.ndim
+        if logits.ndim > 1:
+            per_sample[sample_dim] = s.numel()
+        s = s.to(device=logits.device, dtype=logits.dtype).reshape(per_sample)
+    if kind == "dense":
+        dense = targets.to(dtype=logits.dtype, device=logits.device)
+        return dense * (1.0 - s) + s * q
+    hot = one_hot(targets.to(logits.device), num_classes, class_dim=dim, ignore_index=ignore,
+                  dtype=logits.dtype, validate_args=False)
+    out = hot * (1.0 - s) + s * q
+    if ignore is not None:
+        ignored = (targets.to(logits.device) == ignore).unsqueeze(dim)
+        out = out.masked_fill(ignored, 0.0)
+    return out
 
 
 def smooth_binary_labels(targets: torch.Tensor, smoothing: float = 0.1) -> torch.Tensor:

@@ -9,7 +9,8 @@ batch), which ``timm.loss.SoftTargetCrossEntropy`` consumes. Two ways to use lab
   ``reduction`` and argument checks on top.
 - **Index targets, no dense target at all**: mix with
   :func:`labelsmooth.functional.mixup_batch` / :func:`~labelsmooth.functional.cutmix_batch` and
-  train on :func:`mixed_smoothed_cross_entropy`, which runs the fused loss once per label. Since
+  train on :func:`mixed_smoothed_cross_entropy`, which runs the fused loss once for both labels
+  (:func:`labelsmooth.functional.mixed_smoothed_cross_entropy`). Since
   cross-entropy is linear in the target,
 
   .. math::
@@ -30,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from labelsmooth._validation import check_int, check_smoothing, fail, shape_str
+from labelsmooth.functional import mixed_smoothed_cross_entropy as functional_mixed_loss
 from labelsmooth.functional import smoothed_cross_entropy
 
 __all__ = ["flip_partners", "mixed_smoothed_cross_entropy"]
@@ -111,9 +113,8 @@ def mixed_smoothed_cross_entropy(
         fail("target", "class indices (dense targets: use labelsmooth.SoftCrossEntropyLoss)",
              f"dtype {target.dtype}", error=TypeError)
 
-    def loss(labels: torch.Tensor) -> torch.Tensor:
-        return smoothed_cross_entropy(input, labels, s, weight=weight, ignore_index=ignore_index,
+    if mix == 0.0:
+        return smoothed_cross_entropy(input, target, s, weight=weight, ignore_index=ignore_index,
                                       class_dim=class_dim)
-
-    own = loss(target)
-    return own if mix == 0.0 else torch.lerp(own, loss(permuted_target), mix)
+    return functional_mixed_loss(input, [target, permuted_target], [1.0 - mix, mix], s,
+                                 weight=weight, ignore_index=ignore_index, class_dim=class_dim)

@@ -39,7 +39,11 @@ import torch.nn.functional as F
 
 from labelsmooth._validation import check_smoothing, fail
 from labelsmooth.functional._targets import classify_targets
-from labelsmooth.functional.cross_entropy import smoothed_cross_entropy, soft_cross_entropy
+from labelsmooth.functional.cross_entropy import (
+    mixed_smoothed_cross_entropy,
+    smoothed_cross_entropy,
+    soft_cross_entropy,
+)
 from labelsmooth.functional.mixing import Box, paste_box
 from labelsmooth.functional.smoothing import smooth_labels
 from labelsmooth.losses import SmoothedBCEWithLogitsLoss, SmoothedCrossEntropyLoss, SoftCrossEntropyLoss
@@ -211,22 +215,27 @@ class TrainingTargets(torch.Tensor):
                       inplace_backward: bool = False) -> torch.Tensor:
         """The cross-entropy of ``input`` against this target, from the index targets.
 
-        ``sum_k w_k * smoothed_cross_entropy(input, y_k, s, ...)`` (fused, no ``N x C`` target);
-        with one component it is ``F.cross_entropy(input, y, label_smoothing=s)`` with the same
-        options. ``ignore_index`` is this target's when set, else the argument.
-        ``inplace_backward`` applies only with a single component (the logits are read again
-        for every further one).
+        ``sum_k w_k * smoothed_cross_entropy(input, y_k, s, ...)``, computed by
+        :func:`~labelsmooth.functional.mixed_smoothed_cross_entropy` in one fused pass (no
+        ``N x C`` target; one gradient buffer, none with ``inplace_backward=True``); with one
+        component it is ``F.cross_entropy(input, y, label_smoothing=s)`` with the same options.
+        ``ignore_index`` is this target's when set, else the argument. Dense user targets are
+        computed component by component.
         """
         if class_dim is not None and class_dim % input.ndim != self.class_dim:
             fail("class_dim", f"the training targets' class dimension {self.class_dim}", class_dim)
         ignore = self.ignore_index if self.ignore_index is not None else ignore_index
         components = self.components()
+        options: dict[str, Any] = dict(weight=weight, ignore_index=ignore, reduction=reduction,
+                                       class_dim=self.class_dim)
+        if not any(part.is_floating_point() for _, part in components):
+            return mixed_smoothed_cross_entropy(
+                input, [part for _, part in components], [share for share, _ in components],
+                self.smoothing, inplace_backward=inplace_backward, **options)
         total: torch.Tensor | None = None
         for share, part in components:
-            term = smoothed_cross_entropy(
-                input, part, self.smoothing, weight=weight, ignore_index=ignore,
-                reduction=reduction, class_dim=self.class_dim,
-                inplace_backward=inplace_backward and len(components) == 1)
+            term = smoothed_cross_entropy(input, part, self.smoothing, **options,
+                                          inplace_backward=inplace_backward and len(components) == 1)
             term = term if share == 1.0 else term * share
             total = term if total is None else total + term
         assert total is not None  # components are never empty
