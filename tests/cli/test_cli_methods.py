@@ -15,7 +15,7 @@ from cli_invoke import invoke
 
 import labelsmooth.cli.command as cli_main
 from labelsmooth.cli import main
-from labelsmooth.cli.experiment import METHODS, RunConfig, build_algorithms, build_loss, missing_method
+from labelsmooth.cli.experiment import METHODS, RunConfig, build_algorithms, build_loss
 from labelsmooth.cli.report import group_runs, summary_table
 from labelsmooth.metrics import expected_calibration_error
 from labelsmooth.metrics.extra import (
@@ -144,11 +144,10 @@ def test_report_redraws_the_same_summary(method_run: Path, tmp_path: Path,
 def test_all_is_every_method_in_the_table_order_with_the_default_strengths() -> None:
     args = cli_main.build_parser().parse_args([*TINY, "--method", "all"])
     configs = cli_main._configs(args, "cpu")
-    available = [method for method in METHODS if missing_method(method) is None]
-    assert [config.method for config in configs] == available * 2  # seed-major
-    defaults = {"ce": 0.0, "ls": 0.1, "ls-prior": 0.1, "ols": 0.5, "negative-ls": -0.2,
-                "confidence-penalty": 0.1, "ts": 0.0}
-    assert {config.method: config.strength for config in configs} == {m: defaults[m] for m in available}
+    assert [config.method for config in configs] == [*METHODS, *METHODS]  # seed-major
+    assert {config.method: config.strength for config in configs} == {
+        "ce": 0.0, "ls": 0.1, "ls-prior": 0.1, "ols": 0.5, "negative-ls": -0.2, "confidence-penalty": 0.1,
+        "ts": 0.0}
 
 
 def test_method_strengths_come_from_their_options() -> None:
@@ -173,6 +172,45 @@ def test_the_confidence_penalty_loss_is_cross_entropy_minus_beta_entropy() -> No
     assert float(loss(logits, targets)) == pytest.approx(float(expected), rel=1e-5)
     assert build_loss(RunConfig("digits", "mlp", 0.0, 0, 1, 32, 1e-3, method="ls", strength=0.1),
                       targets, 4) is None
+
+
+def _dense_smoothed(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,
+                    prior: torch.Tensor) -> torch.Tensor:
+    """float64 ``CE((1 - s) onehot(y) + s prior)``, the dense target written out."""
+    target = (1 - smoothing) * F.one_hot(targets, logits.shape[1]).double() + smoothing * prior.double()
+    return -(target * logits.double().log_softmax(dim=1)).sum(dim=1).mean()
+
+
+def test_ls_prior_smooths_towards_the_class_frequencies_of_the_labels_trained_on() -> None:
+    config = RunConfig("digits", "mlp", 0.0, 0, 1, 32, 1e-3, method="ls-prior", strength=0.2)
+    fit_targets = torch.tensor([0, 0, 0, 1, 2, 2, 0, 1])  # frequencies 4/8, 2/8, 2/8, 0/8
+    logits, targets = torch.randn(5, 4, generator=torch.Generator().manual_seed(2)), torch.tensor([0, 1, 2, 3, 0])
+    loss = build_loss(config, fit_targets, 4)
+    assert loss is not None
+    expected = _dense_smoothed(logits, targets, 0.2, torch.tensor([0.5, 0.25, 0.25, 0.0]))
+    assert float(loss(logits, targets)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_negative_ls_is_cross_entropy_towards_a_target_beyond_the_one_hot() -> None:
+    config = RunConfig("digits", "mlp", 0.0, 0, 1, 32, 1e-3, method="negative-ls", strength=-0.5)
+    logits, targets = torch.randn(5, 4, generator=torch.Generator().manual_seed(3)), torch.tensor([0, 1, 2, 3, 0])
+    loss = build_loss(config, targets, 4)
+    assert loss is not None
+    expected = _dense_smoothed(logits, targets, -0.5, torch.full((4,), 0.25))
+    assert float(loss(logits, targets)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_the_methods_that_change_the_loss_or_the_targets_run_end_to_end(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "out"
+    status, _, err = invoke([*TINY[:-4], "--seeds", "1", "--method", "ls-prior", "ols", "negative-ls",
+                             "--negative-smoothing", "-0.4", "--ols-alpha", "0.6", "--out", str(folder)],
+                            capsys)
+    assert status == 0, err
+    runs = _runs(folder)
+    assert [(run["method"], run["strength"]) for run in runs] == [("ls-prior", 0.1), ("ols", 0.6),
+                                                                  ("negative-ls", -0.4)]
+    assert list(_table_rows(folder)) == ["ls-prior s=0.1", "ols alpha=0.6", "negative-ls s=-0.4"]
 
 
 def test_ls_and_ols_are_their_algorithms() -> None:

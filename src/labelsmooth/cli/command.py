@@ -30,7 +30,7 @@ from labelsmooth._validation import check_smoothing
 from labelsmooth.cli import plots
 from labelsmooth.cli.data import DATASETS, load_dataset
 from labelsmooth.cli.errors import CommandError, require
-from labelsmooth.cli.experiment import METHODS, RunConfig, missing_method, run_one
+from labelsmooth.cli.experiment import METHODS, RunConfig, run_one
 from labelsmooth.cli.folder import DERIVED_FILES, RESULT_FILES, FolderLock, remove_files, run_files
 from labelsmooth.cli.models import DEFAULT_MODEL, MODELS
 from labelsmooth.cli.report import (
@@ -267,20 +267,8 @@ _METHOD_OPTIONS = ("negative_smoothing", "penalty", "ols_alpha")
 
 
 def _methods(requested: list[str]) -> list[str]:
-    """The methods of ``--method`` in the table's order; ``all`` is every method this
-    installation can train (the others named in a warning)."""
-    if "all" in requested:
-        missing = [method for method in METHODS if missing_method(method) is not None]
-        if missing:
-            print(f"labelsmooth: warning: --method all leaves out {', '.join(missing)} (not available "
-                  "in this installation)", file=sys.stderr)
-        return [method for method in METHODS if method not in missing]
-    for method in requested:
-        lacking = missing_method(method)
-        if lacking is not None:
-            raise CommandError(f"--method: expected a method available in this installation, got "
-                               f"{method} (it needs {lacking})")
-    return [method for method in METHODS if method in requested]
+    """The methods of ``--method`` in the table's order (``all``: every one)."""
+    return [method for method in METHODS if method in requested or "all" in requested]
 
 
 def _complete_options(args: argparse.Namespace) -> None:

@@ -10,7 +10,6 @@ pictures and the bootstrap intervals need (the test-set logits).
 from __future__ import annotations
 
 import functools
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -53,7 +52,6 @@ __all__ = [
     "build_algorithms",
     "build_loss",
     "method_label",
-    "missing_method",
     "run_one",
     "score",
     "steady_throughput",
@@ -155,24 +153,6 @@ def method_label(method: str, strength: float) -> str:
     """
     name = STRENGTH_NAMES.get(method)
     return method if name is None else f"{method} {name}={strength:g}"
-
-
-def missing_method(method: str) -> str | None:
-    """What this installation lacks to train ``method``, or ``None`` when it can.
-
-    ``ls-prior`` and ``negative-ls`` need ``smoothed_cross_entropy``'s ``prior`` and
-    ``allow_negative`` options.
-
-    Example:
-        >>> missing_method("ce") is None
-        True
-    """
-    options = inspect.signature(smoothed_cross_entropy).parameters
-    if method == "ls-prior" and "prior" not in options:
-        return "labelsmooth.functional.smoothed_cross_entropy(prior=...)"
-    if method == "negative-ls" and "allow_negative" not in options:
-        return "labelsmooth.functional.smoothed_cross_entropy(allow_negative=True)"
-    return None
 
 
 @dataclass(frozen=True)
