@@ -242,9 +242,10 @@ def _print_summary(payload: dict[str, Any], folder: Path, intervals: list[dict[s
     table = rich_table.Table(title=f"{first['dataset']}, {first['model']}: test set, mean ± std "
                              f"over {len(variants[0].runs)} seed(s){shown}")
     for index, header in enumerate(headers):
-        table.add_column(header, justify="left" if index == 0 else "right", no_wrap=True)
+        table.add_column(header, justify="left" if index == 0 else "right", no_wrap=index == 0)
     for row in rows:
-        table.add_row(*row)
+        # The interval on a line of its own keeps seven methods' columns narrow enough to read.
+        table.add_row(*(cell.replace(" [", "\n[") for cell in row))
     console = rich_console.Console()
     console.print(table)
     for sentence in metric_sentences(variants):
@@ -266,6 +267,12 @@ def _render(payload: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
 _METHOD_OPTIONS = ("negative_smoothing", "penalty", "ols_alpha")
 
 
+class _OptionError(CommandError):
+    """Options that do not go together: a bad command line (exit status 2)."""
+
+    exit_status = 2
+
+
 def _methods(requested: list[str]) -> list[str]:
     """The methods of ``--method`` in the table's order (``all``: every one)."""
     return [method for method in METHODS if method in requested or "all" in requested]
@@ -277,7 +284,7 @@ def _complete_options(args: argparse.Namespace) -> None:
     if args.method is None:
         for name in _METHOD_OPTIONS:
             if getattr(args, name) is not None:
-                raise CommandError(f"--{name.replace('_', '-')}: expected --method to go with it, got none")
+                raise _OptionError(f"--{name.replace('_', '-')}: expected --method to go with it, got none")
         args.smoothing = args.smoothing or [0.0, 0.1]
         args.mixup = args.mixup or [0.0]
         args.cutmix = args.cutmix or [0.0]
@@ -286,11 +293,11 @@ def _complete_options(args: argparse.Namespace) -> None:
     for name in ("mixup", "cutmix"):
         if getattr(args, name) not in (None, [0.0]):
             shown = " ".join(f"{value:g}" for value in getattr(args, name))
-            raise CommandError(f"--{name}: expected 0 with --method (methods are compared without "
+            raise _OptionError(f"--{name}: expected 0 with --method (methods are compared without "
                                f"mixing), got {shown}")
     if args.smoothing is not None and len(args.smoothing) != 1:
         shown = " ".join(f"{value:g}" for value in args.smoothing)
-        raise CommandError(f"--smoothing: expected one value with --method (the smoothing of ls and "
+        raise _OptionError(f"--smoothing: expected one value with --method (the smoothing of ls and "
                            f"ls-prior), got {shown}")
     args.smoothing = args.smoothing or [DEFAULT_METHOD_SMOOTHING]
     args.mixup, args.cutmix = [0.0], [0.0]
