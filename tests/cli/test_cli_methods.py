@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,14 @@ from cli_invoke import invoke
 
 import labelsmooth.cli.command as cli_main
 from labelsmooth.cli import main
-from labelsmooth.cli.experiment import METHODS, RunConfig, build_algorithms, build_loss
+from labelsmooth.cli.experiment import (
+    METHODS,
+    METRICS,
+    NUM_BINS,
+    RunConfig,
+    build_algorithms,
+    build_loss,
+)
 from labelsmooth.cli.report import group_runs, summary_table
 from labelsmooth.metrics import expected_calibration_error
 from labelsmooth.metrics.extra import (
@@ -278,3 +286,34 @@ def test_a_results_json_without_logits_has_no_intervals() -> None:
     headers, rows = summary_table(group_runs([run | {"seed": 0}, run | {"seed": 1}]))
     assert "adaptive ECE (%)" not in headers
     assert rows[0][2] == "90.0 ± 0.0"
+
+
+def test_a_run_folder_from_before_methods_is_drawn_and_resumed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    trained: list[RunConfig] = []
+
+    def fake_run_one(config: RunConfig, data: object, *, on_epoch: object = None) -> dict[str, Any]:
+        trained.append(config)
+        return {**asdict(config), **dict.fromkeys(METRICS, 0.5), "temperature": 1.5, "nll_ts": 0.4,
+                "history": {"train_loss": [1.0], "test_accuracy": [0.5], "test_nll": [1.0]},
+                "reliability": {"count": [1.0] * NUM_BINS, "accuracy": [0.5] * NUM_BINS,
+                                "confidence": [0.5] * NUM_BINS},
+                "projection": None}
+
+    folder = tmp_path / "run"
+    argv = [*TINY[:-4], "--seeds", "1", "--out", str(folder)]
+    monkeypatch.setattr(cli_main, "run_one", fake_run_one)
+    assert invoke(argv, capsys)[0] == 0
+    assert len(trained) == 2
+    payload = json.loads((folder / "results.json").read_text())
+    for run in payload["runs"]:
+        del run["method"], run["strength"]
+    for name in ("method", "negative_smoothing", "penalty", "ols_alpha"):
+        del payload["settings"][name]
+    (folder / "results.json").write_text(json.dumps(payload))
+    status, _, err = invoke(["report", str(folder)], capsys)
+    assert status == 0, err
+    assert "| smoothing | seeds | top-1 (%) |" in (folder / "summary.md").read_text()
+    status, out, err = invoke([*argv, "--resume"], capsys)
+    assert status == 0, err
+    assert len(trained) == 2 and out.endswith("every training of the run is in results.json\n")
