@@ -15,6 +15,13 @@ Contenders, all computing the loss and the gradient of the logits from index tar
 * ``ours``: :func:`labelsmooth._ops.fused_smoothed_cross_entropy` (what
   ``labelsmooth.functional.smoothed_cross_entropy`` runs).
 * ``ours_inplace``: the same with ``inplace_backward=True``.
+* ``ours_prior``, ``ours_per_sample``, ``ours_mixed``: ``ours`` with a ``prior`` vector, with a
+  per-row smoothing tensor, and with two target columns and shares (a MixUp batch). Their
+  values are chosen so that the loss is the same as everyone's (the uniform prior as a vector,
+  ``s`` repeated per row, the target twice with shares 1/2), so every contender still computes
+  one loss, but each runs the general code path (a matrix-vector product with the prior, per-row
+  coefficients, a second target column). Their time is printed as a ratio to ``ours`` of the
+  same run from ``VARIANT_MIN_CLASSES`` classes on.
 
 Plan variants, run only when named with ``--contenders`` (they measure the choices of
 :func:`labelsmooth._ops.planning.plan` against the alternatives): ``ours_pytorch_threads`` and
@@ -131,6 +138,34 @@ def _ours_inplace(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
                                         reduction="mean", inplace_backward=True)
 
 
+_GENERAL_INPUTS: dict[tuple[str, int, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _cached(kind: str, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The uniform prior or the per-row smoothing, made once per shape (not timed)."""
+    key = (kind, size, dtype, device)
+    if key not in _GENERAL_INPUTS:
+        value = 1.0 / size if kind == "prior" else SMOOTHING
+        _GENERAL_INPUTS[key] = torch.full((size,), value, dtype=dtype, device=device)
+    return _GENERAL_INPUTS[key]
+
+
+def _ours_prior(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return fused_smoothed_cross_entropy(x, y, SMOOTHING, weight=None, ignore_index=-100,
+                                        reduction="mean",
+                                        prior=_cached("prior", x.shape[1], x.dtype, x.device))
+
+
+def _ours_per_sample(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return fused_smoothed_cross_entropy(x, y, _cached("smoothing", x.shape[0], x.dtype, x.device),
+                                        weight=None, ignore_index=-100, reduction="mean")
+
+
+def _ours_mixed(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return fused_smoothed_cross_entropy(x, torch.stack([y, y], 1), SMOOTHING, weight=None,
+                                        ignore_index=-100, reduction="mean", shares=(0.5, 0.5))
+
+
 def _variant(inplace: bool, **changes: Any) -> LossFn:
     """``ours`` (in place or not) with the plan's fields ``changes`` replaced."""
     gradient: planning.GradientTarget = "inplace" if inplace else "fresh"
@@ -147,7 +182,7 @@ def _variant(inplace: bool, **changes: Any) -> LossFn:
 
 
 DEFAULT_CONTENDERS = ("native", "compiled", "composer_dense", "timm_logsoftmax", "ours",
-                      "ours_inplace")
+                      "ours_inplace", "ours_prior", "ours_per_sample", "ours_mixed")
 CONTENDERS: dict[str, LossFn] = {
     "native": _native,
     "compiled": _compiled,
@@ -155,6 +190,9 @@ CONTENDERS: dict[str, LossFn] = {
     "timm_logsoftmax": _timm_logsoftmax,
     "ours": _ours,
     "ours_inplace": _ours_inplace,
+    "ours_prior": _ours_prior,
+    "ours_per_sample": _ours_per_sample,
+    "ours_mixed": _ours_mixed,
     "ours_pytorch_threads": _variant(False, workers=1),
     "ours_inplace_pytorch_threads": _variant(True, workers=1),
     "ours_chunked": _variant(False),
@@ -379,6 +417,9 @@ def run_benchmark(
         if shape.classes >= TARGET_MIN_CLASSES:
             for line in target_lines(median):
                 report(line)
+        if shape.classes >= VARIANT_MIN_CLASSES:
+            for line in variant_lines(median):
+                report(line)
     return rows
 
 
@@ -403,6 +444,24 @@ def target_lines(median: dict[str, float]) -> list[str]:
         ratio = median[contender] / sum(median[part] for part in parts)
         verdict = "met" if ratio <= bound else "MISSED"
         lines.append(f"  target {contender} / {baseline}: {ratio:.3f} (<= {bound}) {verdict}")
+    return lines
+
+
+# The general code paths (prior, per-row smoothing, mixed targets) against the uniform fused
+# path of the same run, from this many classes on.
+VARIANT_MIN_CLASSES = 1000
+VARIANT_BOUND = 1.1
+VARIANTS = ("ours_prior", "ours_per_sample", "ours_mixed")
+
+
+def variant_lines(median: dict[str, float]) -> list[str]:
+    """One line per general-path contender that ran with ``ours``: its time ratio to ``ours``."""
+    lines = []
+    for name in VARIANTS:
+        if name in median and "ours" in median:
+            ratio = median[name] / median["ours"]
+            verdict = "met" if ratio <= VARIANT_BOUND else "MISSED"
+            lines.append(f"  target {name} / ours: {ratio:.3f} (<= {VARIANT_BOUND}) {verdict}")
     return lines
 
 

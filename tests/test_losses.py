@@ -7,7 +7,12 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_close
 
-from labelsmooth import SmoothedBCEWithLogitsLoss, SmoothedCrossEntropyLoss, SoftCrossEntropyLoss
+from labelsmooth import (
+    SmoothedBCEWithLogitsLoss,
+    SmoothedCrossEntropyLoss,
+    SoftCrossEntropyLoss,
+    smoothed_cross_entropy,
+)
 
 
 def test_smoothed_cross_entropy_loss_is_a_drop_in_for_pytorch() -> None:
@@ -59,3 +64,22 @@ def test_smoothed_cross_entropy_loss_inplace_backward_option() -> None:
     head.zero_grad()
     SmoothedCrossEntropyLoss(0.1, inplace_backward=True)(head(x), y).backward()
     assert_close(head.weight.grad, expected)
+
+
+def test_smoothed_cross_entropy_loss_with_a_prior_and_negative_smoothing() -> None:
+    prior = torch.tensor([0.5, 0.25, 0.25, 0.0], dtype=torch.float64)
+    x = torch.randn(6, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 0, -100])
+    criterion = SmoothedCrossEntropyLoss(0.3, prior=prior)
+    assert "prior" in criterion.state_dict()
+    assert torch.equal(criterion(x, y), smoothed_cross_entropy(x, y, 0.3, prior=prior))
+    negative = SmoothedCrossEntropyLoss(-0.5, allow_negative=True, reduction="sum")
+    assert torch.equal(negative(x, y),
+                       smoothed_cross_entropy(x, y, -0.5, allow_negative=True, reduction="sum"))
+    with pytest.raises(ValueError, match=r"smoothing: expected a real number in \[0, 1\], got -0.5$"):
+        SmoothedCrossEntropyLoss(-0.5)
+    with pytest.raises(ValueError, match=r"prior: expected a 1-d probability vector of shape \(C,\), "
+                                         r"got shape \(1, 4\)$"):
+        SmoothedCrossEntropyLoss(0.1, prior=prior[None])
+    with pytest.raises(ValueError, match=r"prior: expected probabilities summing to 1"):
+        SmoothedCrossEntropyLoss(0.1, prior=prior * 2)

@@ -193,10 +193,12 @@ def prior_tolerance(dtype: torch.dtype, num_classes: int) -> float:
     return 2.0 * eps * max(1.0, math.log2(max(num_classes, 1)))
 
 
-def check_prior(prior: Any, num_classes: int, argument: str = "prior") -> torch.Tensor:
+def check_prior(prior: Any, num_classes: int, argument: str = "prior", *,
+                check_values: bool = True) -> torch.Tensor:
     """``prior`` must be a ``(num_classes,)`` probability vector: floating, finite, >= 0, summing
     to 1 within :func:`prior_tolerance`. Reads the values (a host synchronisation on an
-    accelerator), so call it once per prior, not per step.
+    accelerator), so call it once per prior, not per step; ``check_values=False`` checks only the
+    type, dtype and shape.
     """
     if not isinstance(prior, torch.Tensor):
         fail(argument, f"a tensor of shape ({num_classes},)", type(prior).__name__, error=TypeError)
@@ -204,6 +206,8 @@ def check_prior(prior: Any, num_classes: int, argument: str = "prior") -> torch.
         fail(argument, "a floating-point probability vector", f"dtype {prior.dtype}", error=TypeError)
     if tuple(prior.shape) != (num_classes,):
         fail(argument, f"a probability vector of shape ({num_classes},)", f"shape {tuple(prior.shape)}")
+    if not check_values:
+        return prior
     values = prior.detach().to("cpu", torch.float64)
     if not bool(torch.isfinite(values).all()):
         fail(argument, "finite probabilities", f"{int((~torch.isfinite(values)).sum())} non-finite entries")

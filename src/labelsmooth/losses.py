@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from labelsmooth._validation import check_int, check_reduction, check_smoothing, fail
+from labelsmooth._validation import check_int, check_prior, check_reduction, check_smoothing, fail
 from labelsmooth.functional.cross_entropy import (
     smoothed_binary_cross_entropy_with_logits,
     smoothed_cross_entropy,
@@ -106,11 +106,19 @@ class SmoothedCrossEntropyLoss(_WeightedLoss):
         Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016.
     """
 
-    def __init__(self, smoothing: float = 0.1, *, weight: torch.Tensor | None = None,
+    prior: torch.Tensor | None
+
+    def __init__(self, smoothing: float = 0.1, *, prior: torch.Tensor | None = None,
+                 allow_negative: bool = False, weight: torch.Tensor | None = None,
                  ignore_index: int = -100, reduction: str = "mean", class_dim: int = 1,
                  inplace_backward: bool = False) -> None:
         super().__init__(weight=weight, reduction=reduction)
-        self.smoothing = check_smoothing(smoothing)
+        self.smoothing = check_smoothing(smoothing, allow_negative=allow_negative)
+        self.allow_negative = allow_negative
+        if isinstance(prior, torch.Tensor) and prior.ndim != 1:
+            fail("prior", "a 1-d probability vector of shape (C,)", f"shape {tuple(prior.shape)}")
+        self.register_buffer(
+            "prior", None if prior is None else check_prior(prior, prior.shape[0]))
         self.ignore_index = check_int(ignore_index, "ignore_index")
         self.class_dim = check_int(class_dim, "class_dim")
         if not isinstance(inplace_backward, bool):
@@ -118,7 +126,8 @@ class SmoothedCrossEntropyLoss(_WeightedLoss):
         self.inplace_backward = inplace_backward
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return smoothed_cross_entropy(input, target, self.smoothing, weight=self.weight,
+        return smoothed_cross_entropy(input, target, self.smoothing, prior=self.prior,
+                                      allow_negative=self.allow_negative, weight=self.weight,
                                       ignore_index=self.ignore_index, reduction=self.reduction,
                                       class_dim=self.class_dim, inplace_backward=self.inplace_backward)
 

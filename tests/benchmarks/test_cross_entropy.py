@@ -72,6 +72,14 @@ def test_target_lines_compare_medians_of_the_same_run():
     assert len(bench.target_lines(median)) == 2  # targets without their baseline are left out
 
 
+def test_variant_lines_compare_the_general_paths_with_ours_of_the_same_run():
+    median = {"ours": 1.0, "ours_prior": 1.05, "ours_mixed": 1.2}
+    assert bench.variant_lines(median) == [
+        "  target ours_prior / ours: 1.050 (<= 1.1) met",
+        "  target ours_mixed / ours: 1.200 (<= 1.1) MISSED",
+    ]
+
+
 def test_shape_parsing():
     assert bench.Shape.parse("4096x32000") == bench.Shape(4096, 32000, torch.float32)
     assert bench.Shape.parse("2x3:bfloat16").dtype == torch.bfloat16

@@ -11,7 +11,13 @@ from helpers import HostSyncRecorder, assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labelsmooth.functional import one_hot, smooth_binary_labels, smooth_labels
+from labelsmooth.functional import (
+    mixed_smoothed_cross_entropy,
+    one_hot,
+    smooth_binary_labels,
+    smooth_labels,
+    smoothed_cross_entropy,
+)
 
 
 def seed_smooth_labels(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -227,3 +233,65 @@ def test_out_of_range_index_of_a_narrow_dtype_is_not_taken_for_ignore_index() ->
         smooth_labels(torch.randn(2, 5), targets, ignore_index=-6)
     with pytest.raises(ValueError, match=r"got 250 at position \(0,\)"):
         one_hot(targets, 5, ignore_index=-6)
+
+
+# --- priors, per-sample and negative smoothing -----------------------------------------------
+
+def test_smooth_labels_with_a_prior_hand_computed() -> None:
+    prior = torch.tensor([0.5, 0.25, 0.25, 0.0])
+    got = smooth_labels(torch.zeros(2, 4), torch.tensor([3, 0]), 0.4, prior=prior)
+    # (1 - 0.4) onehot + 0.4 q: q scaled by 0.4 is (0.2, 0.1, 0.1, 0).
+    assert_close(got, torch.tensor([[0.2, 0.1, 0.1, 0.6], [0.8, 0.1, 0.1, 0.0]]))
+
+
+def test_smooth_labels_negative_hand_computed() -> None:
+    """s = -0.5 over 3 classes: the true class 1.5 - 1/6 = 4/3, the others -1/6; rows sum to 1."""
+    got = smooth_labels(torch.zeros(1, 3, dtype=torch.float64), torch.tensor([1]), -0.5,
+                        allow_negative=True)
+    assert_close(got, torch.tensor([[-1 / 6, 4 / 3, -1 / 6]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("class_dim", [1, -1])
+def test_per_sample_smoothing_and_prior_over_positions(class_dim: int) -> None:
+    """Each sample's ``s`` holds at every one of its positions; ignored positions are zero."""
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randint(5, (3, 4), generator=generator)
+    target[0, 1] = -100
+    raw = torch.rand(5, generator=generator, dtype=torch.float64)
+    prior = raw / raw.sum()
+    smoothing = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+    logits = torch.zeros(3, 5, 4, dtype=torch.float64)
+    if class_dim == -1:
+        logits = logits.movedim(1, -1)
+    got = smooth_labels(logits, target, smoothing, prior=prior, class_dim=class_dim,
+                        ignore_index=-100)
+    hot = F.one_hot(target.clamp(min=0), 5).double()  # (3, 4, 5)
+    want = (1 - smoothing.view(3, 1, 1)) * hot + smoothing.view(3, 1, 1) * prior
+    want[0, 1] = 0.0
+    assert_close(got if class_dim == -1 else got.movedim(1, -1), want)
+
+
+def test_dense_targets_with_a_prior_and_per_sample_smoothing() -> None:
+    soft = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    prior = torch.tensor([0.2, 0.2, 0.6])
+    got = smooth_labels(torch.zeros(2, 3), soft, torch.tensor([0.5, 0.0]), prior=prior)
+    assert_close(got, torch.tensor([[0.35, 0.35, 0.3], [0.0, 0.0, 1.0]]))
+    assert_close(got.sum(1), torch.ones(2))
+
+
+def test_a_uniform_prior_equals_no_prior() -> None:
+    target = torch.tensor([0, 3, 2])
+    got = smooth_labels(torch.zeros(3, 4), target, 0.2, prior=torch.full((4,), 0.25))
+    assert_close(got, smooth_labels(torch.zeros(3, 4), target, 0.2))
+
+
+def test_a_prior_and_per_sample_smoothing_on_an_accelerator_need_no_host_sync() -> None:
+    logits = torch.empty(4, 5, device="meta")
+    targets = torch.empty(4, dtype=torch.long, device="meta")
+    prior = torch.empty(5, device="meta")
+    smoothing = torch.empty(4, device="meta")
+    with HostSyncRecorder() as recorder:
+        smooth_labels(logits, targets, smoothing, prior=prior)
+        smoothed_cross_entropy(logits, targets, smoothing, prior=prior)
+        mixed_smoothed_cross_entropy(logits, [targets, targets], [0.5, 0.5], smoothing, prior=prior)
+    assert recorder.syncs == []

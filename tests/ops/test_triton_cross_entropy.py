@@ -48,6 +48,59 @@ def _check_against_pytorch(device: str, dtype: torch.dtype, reduction: str, weig
     assert_close(leaf.grad, reference_input.grad, dtype, what="gradient")
 
 
+def _check_variant(device: str, dtype: torch.dtype, smoothing: float | str, with_prior: bool,
+                   shares: tuple[float, ...], inplace: bool, chosen: Plan | None = None,
+                   num_rows: int = 7, num_classes: int = 700) -> None:
+    """A prior, per-row or negative smoothing and K target columns against the float64 dense
+    formula ``-sum_c w_c t_c log p_c``, ``t = sum_k h_k ((1 - s) onehot(y_k) + s q)``."""
+    generator = torch.Generator().manual_seed(1)
+    base = torch.randn(num_rows, num_classes, generator=generator, dtype=torch.float64) * 3
+    columns = torch.randint(0, num_classes, (num_rows, len(shares)), generator=generator)
+    columns[::3, 0] = IGNORE
+    if len(shares) > 1:
+        columns[1::3, 1] = columns[1::3, 0]  # the same class twice in a row
+    weight = torch.rand(num_classes, generator=generator, dtype=torch.float64) + 0.1
+    prior = None
+    if with_prior:
+        raw = torch.rand(num_classes, generator=generator, dtype=torch.float64)
+        prior = raw / raw.sum()
+    s = (torch.rand(num_rows, generator=generator, dtype=torch.float64) if smoothing == "rows"
+         else torch.tensor(smoothing, dtype=torch.float64))
+    logits = base.to(dtype)
+    reference_input = logits.double().requires_grad_()
+    log_probs = torch.log_softmax(reference_input, 1)
+    q = prior if prior is not None else torch.full((num_classes,), 1 / num_classes,
+                                                    dtype=torch.float64)
+    want = 0
+    for share, y in zip(shares, columns.unbind(1), strict=True):
+        valid = y != IGNORE
+        hot = F.one_hot(y.masked_fill(~valid, 0), num_classes).double()
+        t = ((1 - s.reshape(-1, 1)) * hot + s.reshape(-1, 1) * q) * valid.unsqueeze(1)
+        want = want + share * -(t * weight * log_probs).sum() / (weight[y.masked_fill(~valid, 0)]
+                                                                 * valid).sum()
+    want.backward()
+
+    leaf = logits.to(device).requires_grad_()
+    x = leaf * 1 if inplace else leaf
+    loss = fused_smoothed_cross_entropy(
+        x, (columns[:, 0] if len(shares) == 1 else columns).to(device),
+        s.to(device) if smoothing == "rows" else float(smoothing), weight=weight.to(device, dtype),
+        ignore_index=IGNORE, reduction="mean", inplace_backward=inplace, plan=chosen,
+        prior=None if prior is None else prior.to(device), shares=shares)
+    loss.backward()
+    assert_close(loss, want, dtype, what="loss")
+    assert_close(leaf.grad, reference_input.grad, dtype, what="gradient")
+
+
+VARIANTS = [  # (smoothing, prior?, shares)
+    (0.2, True, (1.0,)),
+    ("rows", False, (1.0,)),
+    (-2.0, False, (1.0,)),
+    (0.1, True, (0.6, 0.4)),
+    ("rows", False, (0.4, 0.3, 0.2, 0.1)),
+]
+
+
 def interpreter_check() -> None:
     """Run in a subprocess with ``TRITON_INTERPRET=1``: the kernel on CPU tensors."""
     triton = Plan("triton")  # the kernel on CPU tensors
@@ -65,6 +118,10 @@ def interpreter_check() -> None:
         want = F.cross_entropy(logits, target, reduction="none", label_smoothing=0.1)
         assert_close(got, want, what="no-grad loss")
     _check_masked_first_block("cpu", triton)
+    for dtype in (torch.float32, torch.bfloat16):
+        for inplace in (False, True):
+            for smoothing, with_prior, shares in VARIANTS:
+                _check_variant("cpu", dtype, smoothing, with_prior, shares, inplace, chosen=triton)
 
 
 def _check_masked_first_block(device: str, chosen: Plan | None = None) -> None:
@@ -110,6 +167,16 @@ needs_cuda = pytest.mark.skipif(
 def test_kernel_matches_pytorch_on_cuda(dtype, reduction, weighted, inplace):
     assert plan(9, 5000, dtype, torch.device("cuda")).strategy == "triton"
     _check_against_pytorch("cuda", dtype, reduction, weighted, inplace)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("variant", range(len(VARIANTS)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+def test_kernel_prior_per_row_negative_and_mixed_on_cuda(variant, dtype, inplace):
+    smoothing, with_prior, shares = VARIANTS[variant]
+    _check_variant("cuda", dtype, smoothing, with_prior, shares, inplace)
 
 
 @pytest.mark.cuda

@@ -2,23 +2,26 @@
 
 One program per row. The first loop over the row's column blocks is an online softmax: it keeps
 the running maximum ``m`` and ``d = sum exp(x - m)``, rescaling ``d`` by ``exp(m_old - m_new)``
-whenever the maximum grows, together with the weighted logit sum ``sum_c w_c x_c``; at the end
-``lse = m + log d``, and the target logit is read once. The second loop writes the gradient of
-the reduced loss (see :mod:`labelsmooth._ops.cross_entropy` for the derivation)::
+whenever the maximum grows, together with the row sum ``sum_c v_c x_c`` over the smoothing class
+vector ``v``; at the end ``lse = m + log d``, and the ``K`` target logits are read once. The
+second loop writes the gradient of the reduced loss (see :mod:`labelsmooth._ops.cross_entropy`
+for the derivation and the coefficients)::
 
-    grad_c = a * exp(x_c - lse) - u * w_c - b * [c == y]
+    grad_c = a * exp(x_c - lse) - u * v_c - sum_k b_k * [c == y_k]
 
-with the per-row coefficients ``a = r * ((1 - s) w_y + (s / C) W)``, ``u = r * s / C`` and
-``b = r * (1 - s) w_y`` computed by the caller (all zero for an ignored row, so its gradient is
-zero). Everything is accumulated in float32 whatever the logits' dtype (float16 sums over a
-32k vocabulary overflow); only the stored gradient is rounded to the logits' dtype. The target
-term is folded into the second loop with a ``where`` rather than stored afterwards, because two
-stores to one address from different threads of a program are not ordered. With
-``grad`` aliasing ``logits`` (``inplace_backward``) every element is read before it is
-overwritten by the same program, and rows belong to one program each, so the write is safe.
+with the per-row coefficients ``a``, ``u`` and ``b_k`` computed by the caller (all zero for an
+ignored row, so its gradient is zero; ``v`` is ``w``, or ones, for the uniform prior, ``u`` then
+carrying the ``1 / C``). ``K`` is a compile-time constant (1, or 2 and 4 for mixed batches): its
+loops unroll. Everything is accumulated in float32 whatever the logits' dtype (float16 sums over
+a 32k vocabulary overflow); only the stored gradient is rounded to the logits' dtype. The target
+terms are folded into the second loop with a ``where`` rather than stored afterwards, because
+two stores to one address from different threads of a program are not ordered (and two targets
+of a row may be the same class: their terms simply add). With ``grad`` aliasing ``logits``
+(``inplace_backward``) every element is read before it is overwritten by the same program, and
+rows belong to one program each, so the write is safe.
 
-The loss itself is assembled from ``lse``, ``x_y`` and ``sum_c w_c x_c`` by the caller, with the
-same code as the CPU path. This module is not verified here without a GPU beyond Triton's CPU
+The loss itself is assembled from ``lse``, ``x_{y_k}`` and ``sum_c v_c x_c`` by the caller,
+with the same code as the CPU path. This module is not verified here without a GPU beyond Triton's CPU
 interpreter (``TRITON_INTERPRET=1``), which its tests use when Triton is installed.
 """
 
@@ -48,7 +51,7 @@ def _smoothed_cross_entropy_rows(
     grad_ptr,
     grad_row_stride,
     target_ptr,
-    weight_ptr,
+    vector_ptr,
     prob_coef_ptr,
     uniform_coef_ptr,
     target_coef_ptr,
@@ -56,13 +59,14 @@ def _smoothed_cross_entropy_rows(
     target_logit_ptr,
     weighted_sum_ptr,
     n_cols,
-    HAS_WEIGHT: tl.constexpr,
+    HAS_VECTOR: tl.constexpr,
     HAS_GRAD: tl.constexpr,
+    NUM_TARGETS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     row_logits = logits_ptr + row * logits_row_stride
-    target = tl.load(target_ptr + row)
+    row_targets = target_ptr + row * NUM_TARGETS
 
     running_max = float("-inf")
     running_sum = 0.0
@@ -81,29 +85,35 @@ def _smoothed_cross_entropy_rows(
         )
         running_max = new_max
         x_in = tl.where(mask, x, 0.0)
-        if HAS_WEIGHT:
-            w = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-            weighted_sum += tl.sum(x_in * w, axis=0)
+        if HAS_VECTOR:
+            v = tl.load(vector_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+            weighted_sum += tl.sum(x_in * v, axis=0)
         else:
             weighted_sum += tl.sum(x_in, axis=0)
     lse = running_max + tl.log(running_sum)
     tl.store(lse_ptr + row, lse)
-    tl.store(target_logit_ptr + row, tl.load(row_logits + target).to(tl.float32))
+    for k in tl.static_range(NUM_TARGETS):
+        target = tl.load(row_targets + k)
+        tl.store(target_logit_ptr + row * NUM_TARGETS + k,
+                 tl.load(row_logits + target).to(tl.float32))
     tl.store(weighted_sum_ptr + row, weighted_sum)
 
     if HAS_GRAD:
         prob_coef = tl.load(prob_coef_ptr + row)
         uniform_coef = tl.load(uniform_coef_ptr + row)
-        target_coef = tl.load(target_coef_ptr + row)
         row_grad = grad_ptr + row * grad_row_stride
         for start in range(0, n_cols, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             mask = cols < n_cols
             x = tl.load(row_logits + cols, mask=mask, other=0.0).to(tl.float32)
-            grad = prob_coef * tl.exp(x - lse) - tl.where(cols == target, target_coef, 0.0)
-            if HAS_WEIGHT:
-                w = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-                grad -= uniform_coef * w
+            grad = prob_coef * tl.exp(x - lse)
+            for k in tl.static_range(NUM_TARGETS):
+                target = tl.load(row_targets + k)
+                target_coef = tl.load(target_coef_ptr + row * NUM_TARGETS + k)
+                grad -= tl.where(cols == target, target_coef, 0.0)
+            if HAS_VECTOR:
+                v = tl.load(vector_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+                grad -= uniform_coef * v
             else:
                 grad -= uniform_coef
             tl.store(row_grad + cols, grad.to(grad_ptr.dtype.element_ty), mask=mask)
@@ -112,19 +122,21 @@ def _smoothed_cross_entropy_rows(
 def triton_row_statistics(
     logits: Tensor,
     safe_target: Tensor,
-    class_weight: Tensor | None,
+    class_vector: Tensor | None,
     grad: Tensor | None,
     coefficients: _GradientCoefficients | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-row float32 ``lse``, ``x_y`` and ``sum_c w_c x_c``; the gradient into ``grad``.
+    """Per-row float32 ``lse``, ``x_{y_k}`` ``(M, K)`` and ``sum_c v_c x_c``; the gradient.
 
     ``logits`` and ``grad`` are contiguous ``(M, C)`` (``grad`` may be ``logits`` itself),
-    ``safe_target`` holds class indices (ignored rows pointed at class 0, with zero
-    coefficients), ``class_weight`` and the coefficients are float32.
+    ``safe_target`` holds ``(M, K)`` class indices (ignored ones pointed at class 0, with zero
+    coefficients), ``class_vector`` (``v``; None: ones) and the coefficients are float32.
     """
     num_rows, num_classes = logits.shape
+    num_targets = safe_target.shape[1]
+    safe_target = safe_target.contiguous()
     lse = torch.empty(num_rows, dtype=torch.float32, device=logits.device)
-    target_logit = torch.empty_like(lse)
+    target_logit = torch.empty(num_rows, num_targets, dtype=torch.float32, device=logits.device)
     weighted_sum = torch.empty_like(lse)
     if num_rows == 0:
         return lse, target_logit, weighted_sum
@@ -138,16 +150,17 @@ def triton_row_statistics(
         grad if grad is not None else placeholder,
         grad.stride(0) if grad is not None else 0,
         safe_target,
-        class_weight if class_weight is not None else placeholder,
+        class_vector if class_vector is not None else placeholder,
         coefficients.prob if coefficients is not None else placeholder,
         coefficients.uniform if coefficients is not None else placeholder,
-        coefficients.target if coefficients is not None else placeholder,
+        coefficients.target.contiguous() if coefficients is not None else placeholder,
         lse,
         target_logit,
         weighted_sum,
         num_classes,
-        HAS_WEIGHT=class_weight is not None,
+        HAS_VECTOR=class_vector is not None,
         HAS_GRAD=grad is not None,
+        NUM_TARGETS=num_targets,
         BLOCK=block,
         num_warps=8 if block >= 2048 else 4,
     )

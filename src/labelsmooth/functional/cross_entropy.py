@@ -134,6 +134,17 @@ def _check_smoothing_argument(smoothing: object, positions: tuple[int, ...], *,
                                   validate=validate).to(device)
 
 
+def _check_prior_argument(prior: object, num_classes: int, device: torch.device,
+                          validate_args: bool | None) -> torch.Tensor | None:
+    """``None`` or a ``(C,)`` probability vector; its values are read (a host synchronisation on
+    an accelerator) only where ``validate_args`` says the index range is checked."""
+    if prior is None:
+        return None
+    on_cpu = isinstance(prior, torch.Tensor) and prior.device.type == "cpu"
+    validate = on_cpu if validate_args is None else bool(validate_args)
+    return check_prior(prior, num_classes, check_values=validate).to(device)
+
+
 def _per_position(smoothing: float | torch.Tensor, positions: tuple[int, ...]
                   ) -> float | torch.Tensor:
     """Per-sample smoothing ``(N,)`` broadcast over ``(N, *)`` and flattened to rows."""
@@ -212,8 +223,9 @@ def smoothed_cross_entropy(
             ``(N,)`` (one per sample, the same at every position of that sample); 0 gives plain
             cross-entropy.
         prior: the distribution the smoothing moves towards, a ``(C,)`` probability vector
-            (default ``None``: uniform). Checked once per call (a host synchronisation on an
-            accelerator; pass it once per step, not per micro-batch, if that matters).
+            (default ``None``: uniform). Its values are checked where ``validate_args`` checks
+            the target range (by default on the CPU only: reading them from an accelerator
+            would synchronise).
         allow_negative: accept ``s < 0``, negative label smoothing (Wei et al., 2022), which
             pushes the prediction away from the prior (default ``False``: ``s`` must be in
             ``[0, 1]``, as in PyTorch). ``s <= 1`` either way.
@@ -230,7 +242,7 @@ def smoothed_cross_entropy(
             their version counter). Saves memory only when the logits, moved to ``(M, C)``,
             are contiguous (the usual ``(N, C)`` head output); otherwise it writes into that copy.
         validate_args: index-range checking, as in :func:`labelsmooth.functional.one_hot`; also
-            the range of a per-sample ``smoothing`` tensor.
+            the values of ``prior`` and of a per-sample ``smoothing`` tensor.
 
     Returns:
         The loss, in ``input``'s dtype.
@@ -260,7 +272,7 @@ def smoothed_cross_entropy(
     s = _check_smoothing_argument(smoothing, positions, allow_negative=allow_negative,
                                   device=input.device, validate_args=validate_args)
     w = _check_weight(weight, num_classes)
-    q = None if prior is None else check_prior(prior, num_classes)
+    q = _check_prior_argument(prior, num_classes, input.device, validate_args)
     check_bool(inplace_backward, "inplace_backward")
     if kind == "dense":
         dense = smooth_labels(input, target, s, prior=q, allow_negative=allow_negative,
@@ -340,7 +352,7 @@ def mixed_smoothed_cross_entropy(
     s = _check_smoothing_argument(smoothing, positions, allow_negative=allow_negative,
                                   device=input.device, validate_args=validate_args)
     w = _check_weight(weight, num_classes)
-    q = None if prior is None else check_prior(prior, num_classes)
+    q = _check_prior_argument(prior, num_classes, input.device, validate_args)
     check_bool(inplace_backward, "inplace_backward")
     for part in parts:
         check_target_range(part, num_classes, ignore, validate_args=validate_args,

@@ -142,8 +142,8 @@ def smooth_labels(
         class_dim: the class dimension of ``logits`` (default 1).
         ignore_index: for index targets, a value whose positions come out all zero, so they add
             nothing to a dense loss (default ``None``). Dense targets ignore it.
-        validate_args: index-range checking, as in :func:`one_hot`; also the range of a
-            per-sample ``smoothing`` tensor.
+        validate_args: index-range checking, as in :func:`one_hot`; also the values of
+            ``prior`` and of a per-sample ``smoothing`` tensor.
 
     Returns:
         A tensor of ``logits``' shape and dtype; each non-ignored row sums to 1 when the input
@@ -175,7 +175,10 @@ def smooth_labels(
             smoothing, positions[:1], allow_negative=allow_negative, validate=validate)
     else:
         s = check_smoothing(smoothing, allow_negative=allow_negative)
-    q = None if prior is None else check_prior(prior, num_classes)
+    q = None
+    if prior is not None:
+        on_cpu = isinstance(prior, torch.Tensor) and prior.device.type == "cpu"
+        q = check_prior(prior, num_classes, check_values=on_cpu if validate_args is None else validate_args)
     if kind == "index":
         check_target_range(targets, num_classes, ignore, validate_args=validate_args)
     if q is None and not isinstance(s, torch.Tensor):
