@@ -30,12 +30,13 @@ from labelsmooth._validation import check_smoothing
 from labelsmooth.cli import plots
 from labelsmooth.cli.data import DATASETS, load_dataset
 from labelsmooth.cli.errors import CommandError, require
-from labelsmooth.cli.experiment import RunConfig, run_one
+from labelsmooth.cli.experiment import METHODS, RunConfig, run_one
 from labelsmooth.cli.folder import DERIVED_FILES, RESULT_FILES, FolderLock, remove_files, run_files
 from labelsmooth.cli.models import DEFAULT_MODEL, MODELS
 from labelsmooth.cli.report import (
     CONFIG_FIELDS,
     RunFolderError,
+    bootstrap_intervals,
     group_runs,
     load_results,
     metric_sentences,
@@ -51,6 +52,11 @@ __all__ = ["build_parser", "main"]
 DEFAULT_EPOCHS = 40
 DEFAULT_BATCH_SIZE = 128
 DEFAULT_LR = 3e-3
+# The strengths of the methods of --method (see docs/methods.md for where they come from).
+DEFAULT_METHOD_SMOOTHING = 0.1
+DEFAULT_NEGATIVE_SMOOTHING = -0.2
+DEFAULT_PENALTY = 0.1
+DEFAULT_OLS_ALPHA = 0.5
 # More seeds than this is a typo (a run trains seeds x variants models), refused before any work.
 MAX_SEEDS = 1000
 _N = TypeVar("_N", int, float)
@@ -94,6 +100,14 @@ _alpha = _number(lambda text: float(text) + 0.0, lambda value: math.isfinite(val
 _positive_int = _number(int, lambda value: value >= 1, "a positive integer")
 _seed_count = _number(int, lambda value: 1 <= value <= MAX_SEEDS, f"an integer from 1 to {MAX_SEEDS}")
 _finite_positive = _number(float, lambda value: 0 < value < math.inf, "a finite positive number")
+_negative = _number(lambda text: float(text) + 0.0, lambda value: -math.inf < value < 0,
+                    "a finite negative number")
+
+
+def _method(text: str) -> str:
+    if text not in (*METHODS, "all"):
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(METHODS)}, all, got {text!r}")
+    return text
 
 
 def _folder_name(text: str) -> Path:
@@ -131,12 +145,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help="embedded data set, nothing downloaded (default: mnist1d)")
     run.add_argument("--model", choices=MODELS, default=None,
                      help="classifier (default: cnn for mnist1d, mlp for digits)")
-    run.add_argument("--smoothing", type=_smoothing, nargs="+", default=[0.0, 0.1], metavar="S",
-                     help="label smoothing values in [0, 1] (default: 0.0 0.1)")
-    run.add_argument("--mixup", type=_alpha, nargs="+", default=[0.0], metavar="ALPHA",
+    run.add_argument("--method", type=_method, nargs="+", default=None, metavar="M",
+                     help=f"compare methods instead of smoothing values: {', '.join(METHODS)}, or all "
+                     "(ts: the ce model after temperature scaling); see docs/methods.md")
+    run.add_argument("--smoothing", type=_smoothing, nargs="+", default=None, metavar="S",
+                     help="label smoothing values in [0, 1] (default: 0.0 0.1); with --method, the one "
+                     f"smoothing of ls and ls-prior (default: {DEFAULT_METHOD_SMOOTHING:g})")
+    run.add_argument("--negative-smoothing", type=_negative, default=None, metavar="S",
+                     help=f"with --method: the smoothing of negative-ls, < 0 (default: "
+                     f"{DEFAULT_NEGATIVE_SMOOTHING:g})")
+    run.add_argument("--penalty", type=_finite_positive, default=None, metavar="BETA",
+                     help=f"with --method: the weight of confidence-penalty (default: {DEFAULT_PENALTY:g})")
+    run.add_argument("--ols-alpha", type=_open_fraction, default=None, metavar="A",
+                     help=f"with --method: the weight of the hard labels in ols (default: "
+                     f"{DEFAULT_OLS_ALPHA:g})")
+    run.add_argument("--mixup", type=_alpha, nargs="+", default=None, metavar="ALPHA",
                      help="MixUp Beta(alpha, alpha) concentrations to compare, 0 = off; combined "
                      "with every smoothing value (default: 0)")
-    run.add_argument("--cutmix", type=_alpha, nargs="+", default=[0.0], metavar="ALPHA",
+    run.add_argument("--cutmix", type=_alpha, nargs="+", default=None, metavar="ALPHA",
                      help="CutMix Beta(alpha, alpha) concentrations to compare, 0 = off; combined "
                      "with every smoothing and mixup value (default: 0)")
     run.add_argument("--seeds", type=_seed_count, default=3, metavar="N",
@@ -206,18 +232,20 @@ def _environment(device: str, threads: int) -> dict[str, Any]:
     }
 
 
-def _print_summary(payload: dict[str, Any], folder: Path) -> None:
+def _print_summary(payload: dict[str, Any], folder: Path, intervals: list[dict[str, Any]]) -> None:
     rich_console = require("rich.console", "rich")
     rich_table = require("rich.table", "rich")
     variants = group_runs(payload["runs"])
-    headers, rows = metric_table(variants)
+    headers, rows = metric_table(variants, intervals)
     first = payload["runs"][0]
+    shown = " [95% bootstrap interval over the test set]" if any(intervals) else ""
     table = rich_table.Table(title=f"{first['dataset']}, {first['model']}: test set, mean ± std "
-                             f"over {len(variants[0].runs)} seed(s)")
+                             f"over {len(variants[0].runs)} seed(s){shown}")
     for index, header in enumerate(headers):
-        table.add_column(header, justify="left" if index == 0 else "right", no_wrap=True)
+        table.add_column(header, justify="left" if index == 0 else "right", no_wrap=index == 0)
     for row in rows:
-        table.add_row(*row)
+        # The interval on a line of its own keeps seven methods' columns narrow enough to read.
+        table.add_row(*(cell.replace(" [", "\n[") for cell in row))
     console = rich_console.Console()
     console.print(table)
     for sentence in metric_sentences(variants):
@@ -227,13 +255,76 @@ def _print_summary(payload: dict[str, Any], folder: Path) -> None:
     console.print(f"Results, summary and pictures in {folder}", markup=False, highlight=False)
 
 
-def _render(payload: dict[str, Any], folder: Path) -> None:
-    write_summary(folder, payload)
-    plots.draw_all(group_runs(payload["runs"]), folder)
+def _render(payload: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+    """Write the summary and pictures; return the bootstrap intervals, for the terminal table."""
+    variants = group_runs(payload["runs"])
+    intervals = [bootstrap_intervals(variant) for variant in variants]
+    write_summary(folder, payload, intervals)
+    plots.draw_all(variants, folder)
+    return intervals
+
+
+_METHOD_OPTIONS = ("negative_smoothing", "penalty", "ols_alpha")
+
+
+class _OptionError(CommandError):
+    """Options that do not go together: a bad command line (exit status 2)."""
+
+    exit_status = 2
+
+
+def _methods(requested: list[str]) -> list[str]:
+    """The methods of ``--method`` in the table's order (``all``: every one)."""
+    return [method for method in METHODS if method in requested or "all" in requested]
+
+
+def _complete_options(args: argparse.Namespace) -> None:
+    """Fill in the defaults that depend on ``--method``, refusing options that do not apply
+    (in place; a second call changes nothing)."""
+    if args.method is None:
+        for name in _METHOD_OPTIONS:
+            if getattr(args, name) is not None:
+                raise _OptionError(f"--{name.replace('_', '-')}: expected --method to go with it, got none")
+        args.smoothing = args.smoothing or [0.0, 0.1]
+        args.mixup = args.mixup or [0.0]
+        args.cutmix = args.cutmix or [0.0]
+        return
+    args.method = _methods(args.method)
+    for name in ("mixup", "cutmix"):
+        if getattr(args, name) not in (None, [0.0]):
+            shown = " ".join(f"{value:g}" for value in getattr(args, name))
+            raise _OptionError(f"--{name}: expected 0 with --method (methods are compared without "
+                               f"mixing), got {shown}")
+    if args.smoothing is not None and len(args.smoothing) != 1:
+        shown = " ".join(f"{value:g}" for value in args.smoothing)
+        raise _OptionError(f"--smoothing: expected one value with --method (the smoothing of ls and "
+                           f"ls-prior), got {shown}")
+    args.smoothing = args.smoothing or [DEFAULT_METHOD_SMOOTHING]
+    args.mixup, args.cutmix = [0.0], [0.0]
+    defaults = (DEFAULT_NEGATIVE_SMOOTHING, DEFAULT_PENALTY, DEFAULT_OLS_ALPHA)
+    for name, default in zip(_METHOD_OPTIONS, defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
+def _strength(args: argparse.Namespace, method: str) -> float:
+    strengths = {"ls": args.smoothing[0], "ls-prior": args.smoothing[0], "ols": args.ols_alpha,
+                 "negative-ls": args.negative_smoothing, "confidence-penalty": args.penalty}
+    return float(strengths.get(method, 0.0))
 
 
 def _configs(args: argparse.Namespace, device: str) -> list[RunConfig]:
+    _complete_options(args)
     model = args.model or DEFAULT_MODEL[args.dataset]
+    if args.method is not None:
+        return [
+            RunConfig(dataset=args.dataset, model=model, smoothing=0.0, seed=seed, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, label_noise=args.label_noise,
+                      val_fraction=args.val_fraction, device=device, method=method,
+                      strength=_strength(args, method))
+            for seed in range(args.seeds)
+            for method in args.method
+        ]
     # Seed-major order: an interrupted run still holds every variant for its first seeds.
     return [
         RunConfig(dataset=args.dataset, model=model, smoothing=smoothing, seed=seed,
@@ -248,8 +339,16 @@ def _configs(args: argparse.Namespace, device: str) -> list[RunConfig]:
 
 
 # The options that decide which trainings a run holds and what they compute; --resume checks them.
-_SETTINGS = ("dataset", "model", "smoothing", "mixup", "cutmix", "seeds", "epochs", "batch_size", "lr",
-             "label_noise", "val_fraction", "device")
+# The --method options are None in a run without --method (and in results.json written before them).
+_SETTINGS = ("dataset", "model", "method", "smoothing", "negative_smoothing", "penalty", "ols_alpha",
+             "mixup", "cutmix", "seeds", "epochs", "batch_size", "lr", "label_noise", "val_fraction",
+             "device")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(item if isinstance(item, str) else f"{item:g}" for item in value)
+    return str(value)
 
 
 def _settings(args: argparse.Namespace, device: str) -> dict[str, Any]:
@@ -265,9 +364,9 @@ def _check_same_settings(folder: Path, recorded: Any, settings: dict[str, Any]) 
                              "(its results.json has none); use --overwrite or another --out")
     for name, value in settings.items():
         if recorded.get(name) != value:
-            shown = " ".join(f"{item:g}" for item in value) if isinstance(value, list) else value
+            shown = "(none)" if value is None else _shown(value)
             before = recorded.get(name)
-            before = " ".join(f"{item:g}" for item in before) if isinstance(before, list) else before
+            before = "none" if before is None else _shown(before)
             raise RunFolderError(f"--resume: expected the options of the run in {str(folder)!r}, got "
                                  f"--{name.replace('_', '-')} {shown} where that run has {before}; "
                                  "resume with its options, or use --overwrite or another --out")
@@ -342,6 +441,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     require("numpy", "numpy")
     progress_module = require("rich.progress", "rich")
     require("matplotlib.figure", "matplotlib")
+    _complete_options(args)
     device = _device(args.device)
     _warn_threads(args.threads)
     torch.set_num_threads(args.threads)
@@ -369,8 +469,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         payload["status"] = "complete"
         payload["wall_time_s"] = payload.get("wall_time_s", 0.0) + time.perf_counter() - started
         write_results(folder, payload)
-        _render(payload, folder)
-    _print_summary(payload, folder)
+        intervals = _render(payload, folder)
+    _print_summary(payload, folder, intervals)
     if todo:
         print(f"{len(todo)} trainings in {time.perf_counter() - started:.1f} s")
     else:
@@ -401,11 +501,11 @@ def _report(args: argparse.Namespace) -> int:
     with FolderLock(args.run_dir, "RUN_DIR"):
         payload = load_results(args.run_dir)
         try:
-            _render(payload, args.run_dir)
+            intervals = _render(payload, args.run_dir)
         except OSError as error:
             raise CommandError(f"RUN_DIR: cannot write to {str(args.run_dir)!r} "
                                f"({error.strerror or error})") from None
-    _print_summary(payload, args.run_dir)
+    _print_summary(payload, args.run_dir, intervals)
     return 0
 
 

@@ -1,12 +1,15 @@
 """One training run of the command: configuration, data preparation, training, scoring.
 
 :class:`RunConfig` is the whole description of one run; a new option is one more field here plus
-its entry in :data:`TREATMENTS` if runs are compared by it (as ``mixup`` and ``cutmix`` are). ``run_one``
-turns a config into a flat result row (config fields, metrics) plus the arrays the pictures need.
+its entry in :data:`TREATMENTS` if runs are compared by it (as ``mixup`` and ``cutmix`` are). A run
+of ``labelsmooth run --method`` names its :data:`METHODS` entry and that method's strength instead.
+``run_one`` turns a config into a flat result row (config fields, metrics) plus the arrays the
+pictures and the bootstrap intervals need (the test-set logits).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -16,9 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
-from labelsmooth.algorithms import CutMix, LabelSmoothing, MixUp
+from labelsmooth.algorithms import CutMix, LabelSmoothing, MixUp, OnlineLabelSmoothing
 from labelsmooth.cli.data import Dataset, flip_labels, split_validation
 from labelsmooth.cli.models import Classifier, build_model
+from labelsmooth.functional import (
+    class_prior,
+    confidence_penalty,
+    smoothed_cross_entropy,
+    soft_cross_entropy,
+)
 from labelsmooth.metrics import (
     brier_score,
     expected_calibration_error,
@@ -27,16 +36,22 @@ from labelsmooth.metrics import (
     reliability_bins,
     template_plane,
 )
+from labelsmooth.metrics.extra import adaptive_calibration_error, classwise_calibration_error
 from labelsmooth.trainer import Algorithm, Callback, Logger, State, Trainer
 
 __all__ = [
+    "METHODS",
     "METRICS",
     "NUM_BINS",
     "PROJECTED_CLASSES",
+    "STRENGTH_NAMES",
     "TEMPERATURE_RANGE",
+    "TEST_METRICS",
     "TREATMENTS",
     "RunConfig",
     "build_algorithms",
+    "build_loss",
+    "method_label",
     "run_one",
     "score",
     "steady_throughput",
@@ -45,6 +60,12 @@ __all__ = [
 # Fields of RunConfig whose values define the variants being compared (one summary row each).
 # ``mixup`` and ``cutmix`` (Beta concentrations, 0 = off) are shown only when a run uses them.
 TREATMENTS = ("smoothing", "mixup", "cutmix")
+# What `labelsmooth run --method` compares, in the order of the table. ``ts`` is the ``ce`` model
+# with its logits divided by the temperature fitted on the validation split.
+METHODS = ("ce", "ls", "ls-prior", "ols", "negative-ls", "confidence-penalty", "ts")
+# The name of each method's strength (RunConfig.strength); ce and ts have none.
+STRENGTH_NAMES = {"ls": "s", "ls-prior": "s", "ols": "alpha", "negative-ls": "s",
+                  "confidence-penalty": "beta"}
 # What every run reports, in the order of the CSV columns.
 METRICS = (
     "accuracy",
@@ -57,6 +78,8 @@ METRICS = (
     "nll_ts",
     "train_time_s",
     "samples_per_s",
+    "ece_adaptive",
+    "ece_classwise",
 )
 NUM_BINS = 15
 # Where the temperature is searched; a fit that ends on either end did not find a minimum.
@@ -85,6 +108,11 @@ class RunConfig:
         device: torch device string.
         mixup: MixUp's Beta(alpha, alpha) concentration, 0 for no MixUp.
         cutmix: CutMix's Beta(alpha, alpha) concentration, 0 for no CutMix.
+        method: one of :data:`METHODS` (then ``smoothing``, ``mixup`` and ``cutmix`` are 0), or
+            ``""`` for a run of the smoothing/mixup/cutmix grid.
+        strength: the method's strength (:data:`STRENGTH_NAMES`): the smoothing of ``ls``,
+            ``ls-prior`` and ``negative-ls``, OLS's ``alpha``, the confidence penalty's ``beta``;
+            0 for ``ce``, ``ts`` and the grid.
 
     Example:
         >>> config = RunConfig("digits", "mlp", smoothing=0.1, seed=0, epochs=1, batch_size=32, lr=1e-3)
@@ -104,11 +132,27 @@ class RunConfig:
     device: str = "cpu"
     mixup: float = 0.0
     cutmix: float = 0.0
+    method: str = ""
+    strength: float = 0.0
 
     def label(self) -> str:
-        """A short name of the variant, e.g. ``"smoothing=0.1"`` or ``"smoothing=0.1, mixup=0.2"``."""
+        """A short name of the variant, e.g. ``"smoothing=0.1"``, ``"smoothing=0.1, mixup=0.2"``
+        or ``"negative-ls s=-0.2"``."""
+        if self.method:
+            return method_label(self.method, self.strength)
         return ", ".join(f"{name}={getattr(self, name):g}" for name in TREATMENTS
                          if name == "smoothing" or getattr(self, name))
+
+
+def method_label(method: str, strength: float) -> str:
+    """The name of a method's row: ``"ce"``, ``"ts"``, ``"ls s=0.1"``, ``"confidence-penalty beta=0.1"``.
+
+    Example:
+        >>> method_label("ols", 0.5), method_label("ce", 0.0)
+        ('ols alpha=0.5', 'ce')
+    """
+    name = STRENGTH_NAMES.get(method)
+    return method if name is None else f"{method} {name}={strength:g}"
 
 
 @dataclass(frozen=True)
@@ -152,6 +196,34 @@ def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int | None)
     return DataLoader(TensorDataset(x, y), sampler=sampler, batch_size=None)
 
 
+def _saved(logits: torch.Tensor) -> tuple[torch.Tensor, list[list[float]]]:
+    """The logits rounded to 4 decimals, as the tensor scored and the lists saved in results.json:
+    every metric of a run is computed from exactly the numbers saved with it."""
+    rows = [[round(value, 4) for value in row] for row in logits.tolist()]
+    return torch.tensor(rows, dtype=torch.float32).reshape(logits.shape), rows
+
+
+def _accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(dim=1) == targets).double().mean()
+
+
+def _confidence(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return logits.softmax(dim=1).max(dim=1).values.mean()
+
+
+# The test-set metrics, each a function of (logits, targets): score() and the summary's
+# bootstrap intervals compute them with the same functions.
+TEST_METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "accuracy": _accuracy,
+    "nll": lambda z, y: F.cross_entropy(z, y),
+    "ece": lambda z, y: expected_calibration_error(z.softmax(dim=1), y, num_bins=NUM_BINS),
+    "ece_adaptive": lambda z, y: adaptive_calibration_error(z.softmax(dim=1), y, num_bins=NUM_BINS),
+    "ece_classwise": lambda z, y: classwise_calibration_error(z.softmax(dim=1), y, num_bins=NUM_BINS),
+    "brier": lambda z, y: brier_score(z.softmax(dim=1), y),
+    "confidence": _confidence,
+}
+
+
 @torch.no_grad()
 def predict(
     model: Classifier, x: torch.Tensor, *, device: str, chunk: int = 1024
@@ -178,10 +250,11 @@ def score(
         val_targets: ``(M,)`` its clean class indices.
 
     Returns:
-        ``accuracy`` (top-1), ``nll``, ``ece`` (15 bins), ``brier``, ``confidence`` (mean top-1
-        probability), ``temperature`` (fitted on the validation split by
-        :func:`~labelsmooth.metrics.fit_temperature`), ``ece_ts`` and ``nll_ts`` (the test set's
-        ECE and NLL at that temperature), as Python floats.
+        The :data:`TEST_METRICS`: ``accuracy`` (top-1), ``nll``, ``ece`` (15 equal-width bins),
+        ``ece_adaptive`` (15 equal-mass bins), ``ece_classwise`` (15 bins per class), ``brier``,
+        ``confidence`` (mean top-1 probability); then ``temperature`` (fitted on the validation
+        split by :func:`~labelsmooth.metrics.fit_temperature`), ``ece_ts`` and ``nll_ts`` (the
+        test set's ECE and NLL at that temperature), as Python floats.
 
     Example:
         >>> z = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
@@ -189,19 +262,14 @@ def score(
         >>> metrics["accuracy"], round(metrics["temperature"], 3)
         (1.0, 2.885)
     """
-    probs = logits.softmax(dim=1)
     temperature = fit_temperature(val_logits, val_targets, min_temperature=TEMPERATURE_RANGE[0],
                                   max_temperature=TEMPERATURE_RANGE[1])
     scaled = logits / temperature
     return {
-        "accuracy": float((logits.argmax(dim=1) == targets).float().mean()),
-        "nll": float(F.cross_entropy(logits, targets)),
-        "ece": float(expected_calibration_error(probs, targets, num_bins=NUM_BINS)),
-        "brier": float(brier_score(probs, targets)),
-        "confidence": float(probs.max(dim=1).values.mean()),
+        **{name: float(metric(logits, targets)) for name, metric in TEST_METRICS.items()},
         "temperature": temperature,
-        "ece_ts": float(expected_calibration_error(scaled.softmax(dim=1), targets, num_bins=NUM_BINS)),
-        "nll_ts": float(F.cross_entropy(scaled, targets)),
+        "ece_ts": float(TEST_METRICS["ece"](scaled, targets)),
+        "nll_ts": float(TEST_METRICS["nll"](scaled, targets)),
     }
 
 
@@ -226,7 +294,9 @@ def _projection(model: Classifier, features: torch.Tensor, targets: torch.Tensor
 
 def build_algorithms(config: RunConfig) -> list[Algorithm]:
     """The Trainer algorithms of a run: ``MixUp`` when ``mixup > 0``, ``CutMix`` when
-    ``cutmix > 0``, ``LabelSmoothing`` when ``smoothing > 0``.
+    ``cutmix > 0``, ``LabelSmoothing`` when ``smoothing > 0``; for a method, ``LabelSmoothing``
+    for ``ls`` and ``OnlineLabelSmoothing`` for ``ols`` (the other methods change the loss, see
+    :func:`build_loss`).
 
     The baseline gets no algorithm at all (index targets, plain cross-entropy), so that the
     throughput comparison includes whatever smoothing costs. The mixers share one generator
@@ -245,6 +315,10 @@ def build_algorithms(config: RunConfig) -> list[Algorithm]:
         >>> [type(algorithm).__name__ for algorithm in build_algorithms(config)]
         ['MixUp', 'LabelSmoothing']
     """
+    if config.method == "ls":
+        return [LabelSmoothing(smoothing=config.strength)]
+    if config.method == "ols":
+        return [OnlineLabelSmoothing(alpha=config.strength)]
     algorithms: list[Algorithm] = []
     generator = torch.Generator().manual_seed(config.seed)
     if config.mixup > 0:
@@ -254,6 +328,43 @@ def build_algorithms(config: RunConfig) -> list[Algorithm]:
     if config.smoothing > 0:
         algorithms.append(LabelSmoothing(smoothing=config.smoothing))
     return algorithms
+
+
+def _penalised_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *, beta: float) -> torch.Tensor:
+    return F.cross_entropy(logits, targets) + confidence_penalty(logits, beta)
+
+
+def build_loss(config: RunConfig, fit_targets: torch.Tensor, num_classes: int) -> Callable[..., Any] | None:
+    """The training loss of a method that changes it, else ``None`` (the Trainer's default).
+
+    * ``ls-prior``: ``smoothed_cross_entropy(smoothing=s, prior=class_prior(fit_targets))``,
+      the prior the frequencies of the labels trained on (noisy ones included);
+    * ``negative-ls``: ``smoothed_cross_entropy(smoothing=s, allow_negative=True)``, ``s < 0``;
+    * ``confidence-penalty``: ``cross_entropy + confidence_penalty(beta)`` (Pereyra et al. 2017).
+
+    Args:
+        config: the run.
+        fit_targets: ``(N,)`` the labels trained on.
+        num_classes: ``C``.
+
+    Returns:
+        ``loss_fn(logits, targets)`` or ``None``.
+
+    Example:
+        >>> config = RunConfig("digits", "mlp", 0.0, 0, 1, 32, 1e-3, method="confidence-penalty",
+        ...                    strength=0.5)
+        >>> loss_fn = build_loss(config, torch.tensor([0, 1]), 2)
+        >>> round(float(loss_fn(torch.zeros(2, 2), torch.tensor([0, 1]))), 4)  # log 2 - 0.5 log 2
+        0.3466
+    """
+    if config.method == "ls-prior":
+        prior = class_prior(fit_targets, num_classes)
+        return functools.partial(smoothed_cross_entropy, smoothing=config.strength, prior=prior)
+    if config.method == "negative-ls":
+        return functools.partial(smoothed_cross_entropy, smoothing=config.strength, allow_negative=True)
+    if config.method == "confidence-penalty":
+        return functools.partial(_penalised_cross_entropy, beta=config.strength)
+    return None
 
 
 class _EpochClock(Callback):
@@ -277,7 +388,8 @@ class _EpochClock(Callback):
 
 
 def _train(
-    model: Classifier, splits: Splits, config: RunConfig, on_epoch: Callable[[], None] | None
+    model: Classifier, splits: Splits, config: RunConfig, on_epoch: Callable[[], None] | None,
+    num_classes: int,
 ) -> tuple[list[float], dict[str, list[float]]]:
     """Train with the project's ``Trainer``: AdamW, a per-step cosine schedule, the run's
     algorithms, evaluation on the test set after every epoch.
@@ -291,10 +403,11 @@ def _train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * len(loader))
     clock = _EpochClock(on_epoch)
+    loss_fn = build_loss(config, splits.y_fit, num_classes)
     trainer = Trainer(model, loader, max_duration=f"{config.epochs}ep", optimizers=optimizer,
                       schedulers=[scheduler], algorithms=build_algorithms(config), callbacks=[clock],
                       eval_dataloader=test_loader, eval_interval="1ep", device=config.device,
-                      seed=config.seed, progress_bar=False)
+                      seed=config.seed, progress_bar=False, loss_fn=loss_fn or soft_cross_entropy)
     trainer.fit()
     trainer.close()
     train = [record for record in trainer.history if record["split"] == "train"]
@@ -342,14 +455,22 @@ def run_one(
         A dict with the config's fields, :data:`METRICS`, and ``history`` (per-epoch training
         loss, test accuracy and test NLL), ``reliability`` (the 15 test-set bins) and
         ``projection`` (penultimate activations of :data:`PROJECTED_CLASSES` in their templates'
-        plane) for the pictures.
+        plane) for the pictures, ``test_logits`` (rounded to 4 decimals, the numbers every
+        metric was computed from) and ``test_targets`` for the bootstrap intervals. The ``ts``
+        method trains as ``ce`` and is scored on the logits divided by the temperature fitted
+        on the validation split (its own fitted temperature is then about 1).
     """
     torch.manual_seed(config.seed)
     splits = make_splits(data, config)
     model = build_model(config.model, input_shape=data.input_shape, num_classes=data.num_classes)
-    seconds, history = _train(model, splits, config, on_epoch)
+    seconds, history = _train(model, splits, config, on_epoch, data.num_classes)
     logits, features = predict(model, splits.x_test, device=config.device)
     val_logits, _ = predict(model, splits.x_val, device=config.device)
+    if config.method == "ts":
+        temperature = fit_temperature(val_logits, splits.y_val, min_temperature=TEMPERATURE_RANGE[0],
+                                      max_temperature=TEMPERATURE_RANGE[1])
+        logits, val_logits = logits / temperature, val_logits / temperature
+    logits, saved_logits = _saved(logits)
     metrics = score(logits, splits.y_test, val_logits, splits.y_val)
     metrics["train_time_s"] = sum(seconds)
     metrics["samples_per_s"] = steady_throughput(seconds, len(splits.y_fit))
@@ -364,4 +485,6 @@ def run_one(
             "confidence": bins.confidence.tolist(),
         },
         "projection": _projection(model, features, splits.y_test),
+        "test_logits": saved_logits,
+        "test_targets": splits.y_test.tolist(),
     }

@@ -1,8 +1,8 @@
 """The run folder: ``results.json`` / ``results.csv`` written after every training, and the
-summary (mean ± std per variant, one plain sentence per metric) as Markdown.
+summary (mean ± std per variant, a bootstrap interval, one plain sentence per metric) as Markdown.
 
-Everything here is plain Python on the saved rows, so ``labelsmooth report RUN_DIR`` redraws the
-same summary from disk.
+Everything here is computed from the saved rows (and the test-set logits saved with them), so
+``labelsmooth report RUN_DIR`` redraws the same summary from disk.
 """
 
 from __future__ import annotations
@@ -17,22 +17,32 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from labelsmooth.cli.errors import CommandError
 from labelsmooth.cli.experiment import (
+    METHODS,
     METRICS,
     NUM_BINS,
     PROJECTED_CLASSES,
     TEMPERATURE_RANGE,
+    TEST_METRICS,
     TREATMENTS,
     RunConfig,
+    method_label,
 )
 from labelsmooth.cli.folder import atomic_write
+from labelsmooth.metrics.extra import bootstrap_interval
 
 __all__ = [
+    "BOOTSTRAP_CONFIDENCE",
+    "BOOTSTRAP_SAMPLES",
+    "BOOTSTRAP_SEED",
     "METRIC_RANGES",
     "MetricInfo",
     "RunFolderError",
     "Variant",
+    "bootstrap_intervals",
     "group_runs",
     "load_results",
     "metric_sentences",
@@ -50,6 +60,16 @@ RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 SUMMARY_MD = "summary.md"
 CONFIG_FIELDS = tuple(RunConfig.__dataclass_fields__)
+# Fields a results.json written before ``--method`` lacks (read as a run of the grid), and what
+# it lacks from before the adaptive and classwise ECE and the saved logits (then not shown).
+_LATER_FIELDS = {"method": "", "strength": 0.0}
+_LATER_METRICS = ("ece_adaptive", "ece_classwise")
+_PREDICTIONS = ("test_logits", "test_targets")
+# The summary's intervals: percentile bootstrap over the test set, the same resamples (drawn
+# from a generator seeded by BOOTSTRAP_SEED) for every seed and variant.
+BOOTSTRAP_SAMPLES = 200
+BOOTSTRAP_CONFIDENCE = 0.95
+BOOTSTRAP_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,8 @@ METRIC_INFO: dict[str, MetricInfo] = {
     "accuracy": MetricInfo("top-1 accuracy", 100, "%", 1, True),
     "nll": MetricInfo("NLL", 1, "", 3, False),
     "ece": MetricInfo("ECE", 100, "%", 1, False),
+    "ece_adaptive": MetricInfo("adaptive ECE", 100, "%", 1, False),
+    "ece_classwise": MetricInfo("classwise ECE", 100, "%", 2, False),
     "brier": MetricInfo("Brier score", 1, "", 3, False),
     "confidence": MetricInfo("mean confidence", 100, "%", 1, None),
     "temperature": MetricInfo("fitted temperature", 1, "", 2, None),
@@ -74,12 +96,14 @@ METRIC_INFO: dict[str, MetricInfo] = {
     "nll_ts": MetricInfo("NLL after temperature scaling", 1, "", 3, False),
     "samples_per_s": MetricInfo("training throughput (samples/s)", 1, "", 0, True),
 }
-TABLE_METRICS = ("accuracy", "nll", "ece", "brier", "ece_ts", "nll_ts", "temperature",
-                 "confidence", "samples_per_s")
+TABLE_METRICS = ("accuracy", "nll", "ece", "ece_adaptive", "ece_classwise", "brier", "ece_ts", "nll_ts",
+                 "temperature", "confidence", "samples_per_s")
 TABLE_HEADERS = {
     "accuracy": "top-1 (%)",
     "nll": "NLL",
     "ece": "ECE (%)",
+    "ece_adaptive": "adaptive ECE (%)",
+    "ece_classwise": "classwise ECE (%)",
     "brier": "Brier",
     "ece_ts": "ECE after TS (%)",
     "nll_ts": "NLL after TS",
@@ -125,6 +149,7 @@ METRIC_RANGES: dict[str, tuple[float, float]] = {
     "accuracy": (0.0, 1.0), "nll": (0.0, math.inf), "ece": (0.0, 1.0), "brier": (0.0, 2.0),
     "confidence": (0.0, 1.0), "temperature": (0.0, math.inf), "ece_ts": (0.0, 1.0),
     "nll_ts": (0.0, math.inf), "train_time_s": (0.0, math.inf), "samples_per_s": (0.0, math.inf),
+    "ece_adaptive": (0.0, 1.0), "ece_classwise": (0.0, 1.0),
 }
 _FIELD_TYPES = {field.name: field.type for field in fields(RunConfig)}
 
@@ -142,6 +167,18 @@ def _numbers(value: Any, length: int | None = None) -> bool:
 def _field_problem(run: dict[str, Any], key: str) -> str | None:
     """What is wrong with ``run[key]`` (the expectation), or ``None``."""
     value = run[key]
+    if key == "method":
+        return None if value in ("", *METHODS) else f"one of {', '.join(METHODS)} or \"\""
+    if key == "test_logits":
+        good = (isinstance(value, list) and bool(value) and isinstance(value[0], list)
+                and all(_numbers(row, len(value[0])) for row in value))
+        return None if good else "a non-empty list of rows of finite numbers, all of one length"
+    if key == "test_targets":
+        logits = run.get("test_logits")
+        good = (isinstance(value, list) and isinstance(logits, list) and len(value) == len(logits)
+                and all(isinstance(item, int) and not isinstance(item, bool)
+                        and isinstance(logits[0], list) and 0 <= item < len(logits[0]) for item in value))
+        return None if good else "a list of class indices, one per row of test_logits"
     if key in _FIELD_TYPES:
         kind = _FIELD_TYPES[key]
         if kind == "str":
@@ -202,13 +239,20 @@ def read_results(folder: Path, argument: str = "RUN_DIR") -> dict[str, Any]:
         raise RunFolderError(f"{argument}: cannot read {path}: {error}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("runs"), list):
         raise RunFolderError(f"{argument}: expected {path} to hold a list of runs, got none")
-    required = (*CONFIG_FIELDS, *METRICS, "history", "reliability", "projection")
+    required = tuple(key for key in (*CONFIG_FIELDS, *METRICS, "history", "reliability", "projection")
+                     if key not in _LATER_FIELDS and key not in _LATER_METRICS)
     for number, run in enumerate(payload["runs"], start=1):
         missing = [key for key in required if not isinstance(run, dict) or key not in run]
         if missing:
             raise RunFolderError(f"{argument}: expected every run in {path} to have {', '.join(required)}; "
                                  f"run {number} lacks {', '.join(missing)}")
-        for key in required:
+        for key, value in _LATER_FIELDS.items():
+            run.setdefault(key, value)
+        later = [key for key in (*_LATER_FIELDS, *_LATER_METRICS, *_PREDICTIONS) if key in run]
+        if "test_logits" in run and "test_targets" not in run:
+            raise RunFolderError(f"{argument}: expected run {number} in {path} to have test_targets "
+                                 "beside its test_logits; it lacks them")
+        for key in (*required, *later):
             problem = _field_problem(run, key)
             if problem is not None:
                 shown = json.dumps(run[key])
@@ -239,19 +283,24 @@ def load_results(folder: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Variant:
-    """The runs (one per seed) that share their treatment values, e.g. smoothing=0.1.
+    """The runs (one per seed) that share their treatment values, e.g. smoothing=0.1, or their
+    method and its strength.
 
     Example:
         >>> variant = Variant({"smoothing": 0.1}, [{"accuracy": 0.9}, {"accuracy": 0.94}])
         >>> variant.label, round(variant.mean("accuracy"), 2), round(variant.std("accuracy"), 4)
         ('smoothing=0.1', 0.92, 0.0283)
+        >>> Variant({"method": "ls", "strength": 0.1}, []).label
+        'ls s=0.1'
     """
 
-    treatment: dict[str, float]
+    treatment: dict[str, Any]
     runs: list[dict[str, Any]]
 
     @property
     def label(self) -> str:
+        if "method" in self.treatment:
+            return method_label(self.treatment["method"], self.treatment["strength"])
         return ", ".join(f"{name}={value:g}" for name, value in self.treatment.items())
 
     def values(self, metric: str) -> list[float]:
@@ -270,7 +319,9 @@ def group_runs(runs: Sequence[dict[str, Any]]) -> list[Variant]:
     """Group runs by their :data:`TREATMENTS` values, sorted by those values.
 
     Smoothing is always a treatment; the others (``mixup``, ``cutmix``) only when some run uses
-    them, so a smoothing-only comparison (or an older results.json) reads as before.
+    them, so a smoothing-only comparison (or an older results.json) reads as before. Runs of
+    ``--method`` are grouped by method and strength instead, in the order of
+    :data:`~labelsmooth.cli.experiment.METHODS`.
 
     Args:
         runs: result rows, each with ``smoothing`` (and optionally ``mixup``, ``cutmix``).
@@ -283,6 +334,12 @@ def group_runs(runs: Sequence[dict[str, Any]]) -> list[Variant]:
         >>> [(variant.label, len(variant.runs)) for variant in group_runs(runs)]
         [('smoothing=0', 2), ('smoothing=0.1', 2)]
     """
+    if any(run.get("method") for run in runs):
+        methods: dict[tuple[int, float], list[dict[str, Any]]] = {}
+        for run in runs:
+            methods.setdefault((METHODS.index(run["method"]), float(run["strength"]) + 0.0), []).append(run)
+        return [Variant({"method": METHODS[index], "strength": strength}, methods[index, strength])
+                for index, strength in sorted(methods)]
     names = [name for name in TREATMENTS
              if name == TREATMENTS[0] or any(float(run.get(name, 0.0)) for run in runs)]
     groups: dict[tuple[float, ...], list[dict[str, Any]]] = {}
@@ -345,19 +402,93 @@ def _fit_failed(variant: Variant) -> bool:
     return any(temperature_problem(run) is not None for run in variant.runs)
 
 
-def _cell(variant: Variant, metric: str) -> str:
+def _metric_bootstrap(name: str, temperatures: torch.Tensor) -> Any:
+    """``metric(logits, targets)`` of the ``(N, S, C)`` logits of S seeds: the mean over seeds
+    of the test-set metric ``name`` (``ece_ts`` and ``nll_ts`` at each seed's temperature)."""
+    base, scale = (name[:-3], True) if name in ("ece_ts", "nll_ts") else (name, False)
+    metric = TEST_METRICS[base]
+
+    def seed_mean(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        values = [metric(logits[:, seed] / float(temperatures[seed]) if scale else logits[:, seed], targets)
+                  for seed in range(logits.shape[1])]
+        return torch.stack([value.double() for value in values]).mean()
+
+    return seed_mean
+
+
+def bootstrap_intervals(variant: Variant) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of the variant's test-set metrics, over the test set.
+
+    Each of :data:`BOOTSTRAP_SAMPLES` resamples draws the test set's rows with replacement (from
+    a generator seeded by :data:`BOOTSTRAP_SEED`, so every variant and metric sees the same
+    resamples); the metric is computed for every seed on the same rows and averaged over the
+    seeds, as in the table. The interval holds the middle :data:`BOOTSTRAP_CONFIDENCE` of those
+    means: how much the number would move on another test set of the same size. The fitted
+    temperature and the throughput are not test-set metrics and get none.
+
+    Args:
+        variant: from :func:`group_runs`; its runs hold ``test_logits`` and ``test_targets``.
+
+    Returns:
+        ``{metric: (low, high)}`` for every metric of :data:`TABLE_METRICS` computed on the test
+        set that the runs report; empty when the runs hold no logits (a results.json written
+        before they were saved).
+    """
+    runs = variant.runs
+    if not runs or not all("test_logits" in run for run in runs):
+        return {}
+    if any(run["test_targets"] != runs[0]["test_targets"] for run in runs):
+        return {}
+    logits = torch.stack([torch.tensor(run["test_logits"], dtype=torch.float32) for run in runs], dim=1)
+    targets = torch.tensor(runs[0]["test_targets"])
+    temperatures = torch.tensor([float(run["temperature"]) for run in runs], dtype=torch.float64)
+    intervals = {}
+    # Thousands of metrics of a few thousand numbers each: more threads only add synchronisation.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name in TABLE_METRICS:
+            if name not in (*TEST_METRICS, "ece_ts", "nll_ts") or not all(name in run for run in runs):
+                continue
+            result = bootstrap_interval(_metric_bootstrap(name, temperatures), logits, targets,
+                                        num_samples=BOOTSTRAP_SAMPLES, confidence=BOOTSTRAP_CONFIDENCE,
+                                        generator=torch.Generator().manual_seed(BOOTSTRAP_SEED))
+            intervals[name] = (result.low, result.high)
+    finally:
+        torch.set_num_threads(threads)
+    return intervals
+
+
+def _shown_metrics(variants: Sequence[Variant]) -> list[str]:
+    """The columns of :data:`TABLE_METRICS` every run reports (an older results.json lacks some)."""
+    return [metric for metric in TABLE_METRICS
+            if all(metric in run for variant in variants for run in variant.runs)]
+
+
+def _cell(variant: Variant, metric: str, intervals: dict[str, tuple[float, float]] | None = None) -> str:
     info = METRIC_INFO[metric]
     mark = f" {FAILED_FIT}" if metric in TS_METRICS and _fit_failed(variant) else ""
-    if len(variant.runs) < 2:
-        return _fmt(variant.mean(metric), info) + mark
-    return f"{_fmt(variant.mean(metric), info)} ± {_fmt(variant.std(metric), info)}{mark}"
+    text = _fmt(variant.mean(metric), info)
+    if len(variant.runs) >= 2:
+        text += f" ± {_fmt(variant.std(metric), info)}"
+    if intervals and metric in intervals:
+        low, high = intervals[metric]
+        text += f" [{_fmt(low, info)}, {_fmt(high, info)}]"
+    return text + mark
 
 
-def summary_table(variants: Sequence[Variant]) -> tuple[list[str], list[list[str]]]:
+Intervals = Sequence[dict[str, tuple[float, float]]]
+
+
+def summary_table(
+    variants: Sequence[Variant], intervals: Intervals | None = None
+) -> tuple[list[str], list[list[str]]]:
     """Headers and rows (strings) of the mean ± std table: one row per variant (``summary.md``).
 
     Args:
         variants: from :func:`group_runs`.
+        intervals: :func:`bootstrap_intervals` of each variant, shown as ``[low, high]`` after
+            the mean ± std. Default: none shown.
 
     Returns:
         ``(headers, rows)``: the treatments, ``seeds``, then the metric columns.
@@ -371,22 +502,32 @@ def summary_table(variants: Sequence[Variant]) -> tuple[list[str], list[list[str
         >>> headers[:3], rows[1][:3]
         (['smoothing', 'seeds', 'top-1 (%)'], ['0.1', '1', '94.0'])
     """
+    shown = _shown_metrics(variants)
+    spans = intervals or [{} for _ in variants]
+    if variants and "method" in variants[0].treatment:
+        headers = ["method", "seeds", *(TABLE_HEADERS[m] for m in shown)]
+        rows = [[v.label, str(len(v.runs)), *(_cell(v, m, span) for m in shown)]
+                for v, span in zip(variants, spans, strict=True)]
+        return headers, rows
     treatments = variants[0].treatment if variants else TREATMENTS[:1]
-    headers = [*treatments, "seeds", *(TABLE_HEADERS[m] for m in TABLE_METRICS)]
+    headers = [*treatments, "seeds", *(TABLE_HEADERS[m] for m in shown)]
     rows = [
         [*(f"{value:g}" for value in v.treatment.values()), str(len(v.runs)),
-         *(_cell(v, m) for m in TABLE_METRICS)]
-        for v in variants
+         *(_cell(v, m, span) for m in shown)]
+        for v, span in zip(variants, spans, strict=True)
     ]
     return headers, rows
 
 
-def metric_table(variants: Sequence[Variant]) -> tuple[list[str], list[list[str]]]:
+def metric_table(
+    variants: Sequence[Variant], intervals: Intervals | None = None
+) -> tuple[list[str], list[list[str]]]:
     """The same numbers transposed (one row per metric, one column per variant): narrow enough
     for a terminal.
 
     Args:
         variants: from :func:`group_runs`.
+        intervals: as for :func:`summary_table`.
 
     Returns:
         ``(headers, rows)``: ``metric`` and the variants' labels, then one row per metric.
@@ -400,12 +541,16 @@ def metric_table(variants: Sequence[Variant]) -> tuple[list[str], list[list[str]
         >>> headers, rows[0]
         (['metric', 'smoothing=0', 'smoothing=0.1'], ['top-1 (%)', '90.0', '94.0'])
     """
+    spans = intervals or [{} for _ in variants]
     headers = ["metric", *(v.label for v in variants)]
-    rows = [[TABLE_HEADERS[m], *(_cell(v, m) for v in variants)] for m in TABLE_METRICS]
+    rows = [[TABLE_HEADERS[m], *(_cell(v, m, span) for v, span in zip(variants, spans, strict=True))]
+            for m in _shown_metrics(variants)]
     return headers, rows
 
 
 def _is_baseline(variant: Variant) -> bool:
+    if "method" in variant.treatment:
+        return bool(variant.treatment["method"] == "ce")
     return all(value == 0 for value in variant.treatment.values())
 
 
@@ -468,7 +613,8 @@ def _confidence_sentence(variant: Variant) -> str:
 def metric_sentences(variants: Sequence[Variant]) -> list[str]:
     """One plain sentence per metric and variant, against the no-smoothing baseline.
 
-    The baseline is the variant whose treatments are all 0 (else the first); every other variant
+    The baseline is the variant whose treatments are all 0, or the ``ce`` method (else the
+    first); every other variant
     is compared with it, whichever way the metric moved. Then one sentence per variant on
     whether it is over- or under-confident.
 
@@ -498,7 +644,7 @@ def metric_sentences(variants: Sequence[Variant]) -> list[str]:
     for other in variants:
         if other is base:
             continue
-        for metric in TABLE_METRICS:
+        for metric in _shown_metrics(variants):
             info = METRIC_INFO[metric]
             failed = metric in TS_METRICS and (_fit_failed(base) or _fit_failed(other))
             mark = f" {FAILED_FIT} Temperature scaling failed, see the warning." if failed else ""
@@ -508,11 +654,30 @@ def metric_sentences(variants: Sequence[Variant]) -> list[str]:
     return lines
 
 
-def summary_markdown(payload: dict[str, Any]) -> str:
+def _intervals_note(intervals: Intervals) -> str:
+    if not any(intervals):
+        return ""
+    return (f" [low, high]: {BOOTSTRAP_CONFIDENCE:.0%} percentile bootstrap interval of the mean over "
+            f"seeds, {BOOTSTRAP_SAMPLES} resamples of the test set (the same resamples for every seed "
+            "and row): how much the number would move on another test set of this size, not over "
+            "seeds; T and samples/s are not test-set metrics and have none.")
+
+
+def _methods_note(variants: Sequence[Variant]) -> str:
+    if not variants or "method" not in variants[0].treatment:
+        return ""
+    return (" Every method trains the same model on the same data with the same seeds; ts is the ce "
+            "model with its logits divided by the temperature fitted on the validation split (its own "
+            "T column, fitted again, is then about 1).")
+
+
+def summary_markdown(payload: dict[str, Any], intervals: Intervals | None = None) -> str:
     """The ``summary.md`` text: what was run, the table, the sentences, the pictures.
 
     Args:
         payload: as loaded by :func:`load_results`.
+        intervals: :func:`bootstrap_intervals` of each variant of ``group_runs(payload["runs"])``.
+            Default: computed here.
 
     Returns:
         Markdown.
@@ -520,7 +685,9 @@ def summary_markdown(payload: dict[str, Any]) -> str:
     runs = payload["runs"]
     variants = group_runs(runs)
     first = runs[0]
-    headers, rows = summary_table(variants)
+    if intervals is None:
+        intervals = [bootstrap_intervals(variant) for variant in variants]
+    headers, rows = summary_table(variants, intervals)
     noise = f", label noise {first['label_noise']:g}" if first.get("label_noise") else ""
     lines = [
         "# labelsmooth run summary",
@@ -528,18 +695,19 @@ def summary_markdown(payload: dict[str, Any]) -> str:
         f"{first['dataset']}, {first['model']}, {first['epochs']} epochs, batch {first['batch_size']}, "
         f"lr {first['lr']:g}{noise}; {len(runs)} trainings "
         f"({payload.get('status', 'complete')}). Test-set metrics, mean ± std over seeds; "
-        f"ECE uses 15 equal-width bins; TS = temperature scaling fitted on a "
+        f"ECE uses 15 equal-width bins, adaptive ECE 15 equal-mass bins, classwise ECE 15 "
+        f"equal-width bins per class (averaged over classes); TS = temperature scaling fitted on a "
         f"{first['val_fraction']:g} validation split of the training set. A change is "
         f"*beyond seed noise* when it exceeds two standard errors of the difference of the means. "
         f"samples/s counts training steps only (no evaluation) and leaves out the first epoch "
-        f"(warm-up).",
+        f"(warm-up).{_methods_note(variants)}{_intervals_note(intervals)}",
         "",
         *(f"> **Warning**: {warning}\n" for warning in temperature_warnings(variants)),
         "| " + " | ".join(headers) + " |",
         "|" + "|".join("---" for _ in headers) + "|",
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
-        "## What smoothing changed",
+        "## What changed" if "method" in variants[0].treatment else "## What smoothing changed",
         "",
         *(f"- {sentence}" for sentence in metric_sentences(variants)),
         "",
@@ -551,16 +719,17 @@ def summary_markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_summary(folder: Path, payload: dict[str, Any]) -> str:
+def write_summary(folder: Path, payload: dict[str, Any], intervals: Intervals | None = None) -> str:
     """Write :func:`summary_markdown` to ``folder/summary.md`` (atomically).
 
     Args:
         folder: the run folder.
         payload: as loaded by :func:`load_results`.
+        intervals: as for :func:`summary_markdown`.
 
     Returns:
         The text written.
     """
-    text = summary_markdown(payload)
+    text = summary_markdown(payload, intervals)
     atomic_write(folder / SUMMARY_MD, text)
     return text
