@@ -5,6 +5,7 @@ The end-to-end training runs are in tests/trainer/test_trainer.py.
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -151,3 +152,40 @@ def test_end_to_end_smoothing_caps_the_models_confidence() -> None:
     target_confidence = 1 - 0.3 + 0.3 / NUM_CLASSES
     assert confidence[0.0] > 0.95
     assert confidence[0.3] < target_confidence + 0.02, confidence
+
+
+def test_negative_smoothing_needs_the_opt_in_and_reads_as_the_formula() -> None:
+    with pytest.raises(ValueError, match=r"^smoothing: expected a real number in \[0, 1\]; negative "
+                       r"smoothing needs allow_negative=True, got -0.2$"):
+        LabelSmoothing(-0.2)
+    algorithm = LabelSmoothing(-0.2, allow_negative=True)
+    logits, targets = torch.randn(4, 5, generator=torch.Generator().manual_seed(4)), torch.tensor([0, 4, 2, 2])
+    state = State(torch.nn.Identity(), batch=(None, targets), outputs=logits)
+    algorithm.apply(Event.BEFORE_LOSS, state, None)
+    held = state.batch[1]
+    assert isinstance(held, TrainingTargets) and held.smoothing == -0.2
+    reference = _reference(logits, targets, -0.2)  # 1.04 on the label, -0.04 elsewhere
+    torch.testing.assert_close(held.double(), reference)
+    expected = -(reference * logits.double().log_softmax(dim=1)).sum(dim=1).mean()
+    torch.testing.assert_close(held.cross_entropy(logits).double(), expected)
+    algorithm.apply(Event.AFTER_LOSS, state, None)
+    assert state.batch[1] is targets
+    restored = LabelSmoothing(allow_negative=True)
+    restored.load_state_dict(algorithm.state_dict())
+    assert restored.smoothing == -0.2
+    with pytest.raises(ValueError, match=r"negative smoothing needs allow_negative=True, got -0\.2$"):
+        LabelSmoothing().load_state_dict(algorithm.state_dict())
+    with pytest.raises(ValueError, match=r"^smoothing: expected a finite real number <= 1, got 1.5$"):
+        algorithm.smoothing = 1.5
+    with pytest.raises(ValueError, match=r"^smoothing: expected a finite real number <= 1, got -inf$"):
+        algorithm.smoothing = -math.inf
+    with pytest.raises(TypeError, match=r"^allow_negative: expected a bool, got 1$"):
+        LabelSmoothing(-0.2, allow_negative=1)  # type: ignore[arg-type]
+
+
+def test_training_targets_take_a_negative_smoothing_only_with_the_opt_in() -> None:
+    logits, targets = torch.zeros(2, 4), torch.tensor([1, 3])
+    with pytest.raises(ValueError, match=r"^smoothing: expected a real number in \[0, 1\], got -0.1$"):
+        TrainingTargets.of(targets, logits, smoothing=-0.1)
+    held = TrainingTargets.of(targets, logits).replace(smoothing=-0.1, allow_negative=True)
+    torch.testing.assert_close(held.double(), _reference(logits, targets, -0.1))

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_close
 from tiny_task import make_dataset, make_loader, make_model
 
 from labelsmooth import LabelSmoothing, Trainer, schedules
@@ -79,11 +80,12 @@ def test_a_constant_smoothing_is_logged_too() -> None:
     assert trainer.history[-1]["smoothing"] == 0.1
 
 
-@pytest.mark.parametrize(("bad", "shown"), [(1.5, "1.5"), (-0.25, "-0.25"), (math.nan, "nan")])
+@pytest.mark.parametrize(("bad", "shown"), [(1.5, ", got 1.5"), (math.nan, ", got nan"),
+                                            (-0.25, "; negative smoothing needs allow_negative=True, got -0.25")])
 def test_a_schedule_value_outside_zero_one_stops_training_naming_the_step(bad: float, shown: str) -> None:
     algorithm = LabelSmoothing(smoothing=lambda t: 0.1 if t < 0.5 else bad)
     with pytest.raises(ValueError, match=rf"^smoothing: expected a value in \[0, 1\] from the "
-                       rf"schedule at step 5 of 8 \(progress 0.571429\), got {shown}$"):
+                       rf"schedule at step 5 of 8 \(progress 0.571429\){shown}$"):
         _fit(algorithm)
 
 
@@ -144,3 +146,54 @@ def test_a_checkpoint_keeps_the_schedule_and_its_current_value() -> None:
                               "target_key=1)")
     restored.smoothing = 0.3  # a number replaces the schedule
     assert restored.schedule is None and restored.smoothing == 0.3
+
+
+def _dense_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """float64 ``CE((1 - s) onehot(y) + s / C)``, the dense target written out."""
+    target = (1 - smoothing) * F.one_hot(targets, logits.shape[1]).double() + smoothing / logits.shape[1]
+    return -(target * logits.double().log_softmax(dim=1)).sum(dim=1).mean()
+
+
+class _Batches(Callback):
+    """The logits and index targets of every step (before the loss)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def before_loss(self, state: State, logger: Any) -> None:
+        targets = state.batch[1]
+        assert isinstance(targets, TrainingTargets)
+        self.seen.append((state.outputs.detach().clone(), targets.targets))
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["fused", "dense-user-loss"])
+def test_a_warm_up_then_negative_smoothing_gives_the_dense_formula_at_every_step(dense: bool) -> None:
+    algorithm = LabelSmoothing(schedules.step([0.0, -0.3], [0.5], allow_negative=True), allow_negative=True)
+    batches, watch = _Batches(), _Watch()
+    losses: list[torch.Tensor] = []
+
+    def dense_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = -(target * logits.log_softmax(dim=1)).sum(dim=1).mean()  # the dense smoothed tensor
+        losses.append(loss.detach())
+        return loss
+
+    trainer = Trainer(make_model(), make_loader(make_dataset(32), 8), max_duration="2ep",
+                      algorithms=[algorithm], callbacks=[batches, watch], device="cpu",
+                      progress_bar=False, **({"loss_fn": dense_loss} if dense else {}))
+    trainer.fit()
+    assert watch.smoothing == [0.0] * 4 + [-0.3] * 4  # 8 steps, t = k / 7: t >= 0.5 from k = 4
+    expected = [_dense_loss(logits, y, s) for (logits, y), s in zip(batches.seen, watch.smoothing, strict=True)]
+    got = losses if dense else watch.losses
+    assert_close(torch.stack(got), torch.stack(expected).float())
+    assert all(math.isfinite(float(loss)) for loss in got)
+
+
+def test_a_negative_schedule_value_is_refused_without_the_opt_in_at_the_start() -> None:
+    with pytest.raises(ValueError, match=r"^smoothing: expected a value in \[0, 1\] from the schedule "
+                       r"at the start \(progress 0\); negative smoothing needs allow_negative=True, got -0.5$"):
+        LabelSmoothing(smoothing=schedules.linear(-0.5, 0.0, allow_negative=True))
+    algorithm = LabelSmoothing(smoothing=schedules.linear(-0.5, 0.0, allow_negative=True), allow_negative=True)
+    assert algorithm.smoothing == -0.5
+    with pytest.raises(ValueError, match=r"^smoothing: expected a finite value <= 1 from the schedule at "
+                       r"the start \(progress 0\), got 1.5$"):
+        LabelSmoothing(smoothing=lambda t: 1.5, allow_negative=True)

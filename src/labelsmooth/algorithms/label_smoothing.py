@@ -26,7 +26,7 @@ import numbers
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from labelsmooth._validation import check_int, check_smoothing, fail
+from labelsmooth._validation import check_bool, check_int, check_smoothing, fail
 from labelsmooth.trainer.algorithm import Algorithm
 from labelsmooth.trainer.batch import (
     BatchKey,
@@ -95,12 +95,18 @@ class LabelSmoothing(Algorithm):
         \\tilde y = (1 - s)\\, \\mathrm{onehot}(y) + \\frac{s}{C}
 
     Args:
-        smoothing: ``s`` in ``[0, 1]``, the weight of the uniform distribution, or a schedule:
+        smoothing: ``s`` in ``[0, 1]`` (any finite ``s <= 1`` with ``allow_negative=True``),
+            the weight of the uniform distribution, or a schedule:
             a callable ``schedule(t) -> s`` of the training progress ``t`` in ``[0, 1]`` (0 at
             the first optimizer step, 1 at the last of ``max_duration``; see
             :func:`schedule_progress`), such as ``labelsmooth.schedules.cosine(0.1, 0.0)``. A
             number is validated here and on every assignment; a schedule's value is validated
             every time it is read, at each training step. Default: 0.1.
+        allow_negative: admit negative smoothing (Wei et al. 2022), from a number or a
+            schedule. The loss of a target with negative entries has no minimum (it falls
+            without bound as the logits of the other classes go to ``-inf``), so it is usually
+            applied after a warm-up of plain cross-entropy, e.g.
+            ``schedules.step([0.0, -0.2], [0.5], allow_negative=True)``. Default: False.
         target_key: where the targets are in the batch: an int index, a str key or attribute,
             or a ``(getter, setter)`` pair. Default: ``1`` (``(inputs, targets)`` batches).
         class_dim: the class dimension of the logits. Default: 1.
@@ -148,10 +154,16 @@ class LabelSmoothing(Algorithm):
         >>> round(algorithm.smoothing, 6), round(state.batch[1].smoothing, 6)
         (0.05, 0.05)
         >>> algorithm.apply(Event.AFTER_LOSS, state, None)
+
+    References:
+        Wei, Liu, Liu, Liu, Zhang and Liu, "To smooth or not? When label smoothing meets noisy
+        labels", ICML 2022 (negative smoothing, after a warm-up of cross-entropy).
     """
 
     def __init__(self, smoothing: float | Schedule = 0.1, target_key: BatchKey = 1, *,
-                 class_dim: int = 1, ignore_index: int | None = None) -> None:
+                 class_dim: int = 1, ignore_index: int | None = None,
+                 allow_negative: bool = False) -> None:
+        self.allow_negative = check_bool(allow_negative, "allow_negative")
         self.schedule: Schedule | None = None
         self.smoothing = smoothing
         self.target_key = check_batch_key(target_key, "target_key")
@@ -162,8 +174,9 @@ class LabelSmoothing(Algorithm):
 
     @property
     def smoothing(self) -> float:
-        """The smoothing ``s`` in ``[0, 1]``: the number given, or the schedule's value at the
-        most recent training step (``schedule(0)`` before the first).
+        """The smoothing ``s`` in ``[0, 1]`` (``<= 1`` with ``allow_negative``): the number
+        given, or the schedule's value at the most recent training step (``schedule(0)`` before
+        the first).
 
         Assigning a number replaces any schedule; assigning a callable makes it the schedule.
         """
@@ -176,19 +189,32 @@ class LabelSmoothing(Algorithm):
             self._smoothing = self._scheduled(0.0, "at the start")
         else:
             self.schedule = None
-            self._smoothing = check_smoothing(value)
+            self._smoothing = self._checked(value)
+
+    def _checked(self, value: Any) -> float:
+        """``value`` checked as a smoothing this algorithm admits; a negative number without
+        ``allow_negative`` is refused with a message that names the opt-in."""
+        if (not self.allow_negative and isinstance(value, numbers.Real)
+                and not isinstance(value, bool) and value < 0):
+            fail("smoothing", "a real number in [0, 1]; negative smoothing needs "
+                 "allow_negative=True", value)
+        return check_smoothing(value, allow_negative=self.allow_negative)
 
     def _scheduled(self, progress: float, when: str) -> float:
-        """The schedule's value at ``progress``, checked to be a real number in ``[0, 1]``;
-        ``when`` says where training is, for the error message."""
+        """The schedule's value at ``progress``, checked to be a real number in ``[0, 1]`` (a
+        finite one ``<= 1`` with ``allow_negative``); ``when`` says where training is, for the
+        error message."""
         assert self.schedule is not None
         value = self.schedule(progress)
-        expected = f"a value in [0, 1] from the schedule {when} (progress {progress:.6g})"
+        allowed = "a finite value <= 1" if self.allow_negative else "a value in [0, 1]"
+        expected = f"{allowed} from the schedule {when} (progress {progress:.6g})"
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             fail("smoothing", expected, repr(value) if isinstance(value, str) else value,
                  error=TypeError)
         number = float(value)
-        if math.isnan(number) or not 0.0 <= number <= 1.0:
+        if number < 0.0 and not self.allow_negative:
+            fail("smoothing", f"{expected}; negative smoothing needs allow_negative=True", value)
+        if not math.isfinite(number) or number > 1.0:
             fail("smoothing", expected, value)
         return number
 
@@ -212,8 +238,8 @@ class LabelSmoothing(Algorithm):
 
         Raises:
             ValueError: for another event, a ``target_key`` missing from the batch, a
-                schedule's value outside ``[0, 1]`` (or NaN), or a schedule in a run of
-                unknown length.
+                schedule's value outside ``[0, 1]`` (or NaN; negative values are admitted with
+                ``allow_negative``), or a schedule in a run of unknown length.
             TypeError: if the outputs hold no logits, or a schedule returns something that is
                 not a real number.
         """
@@ -225,7 +251,8 @@ class LabelSmoothing(Algorithm):
             logits = get_logits(state.outputs, argument="state.outputs")
             current = batch_get_item(state.batch, self.target_key, argument="target_key")
             targets = TrainingTargets.of(current, logits, class_dim=self.class_dim,
-                                         smoothing=self.smoothing, ignore_index=self.ignore_index)
+                                         smoothing=self.smoothing, ignore_index=self.ignore_index,
+                                         allow_negative=self.allow_negative)
             state.batch = batch_set_item(state.batch, self.target_key, targets, argument="target_key")
         elif event == Event.AFTER_LOSS:
             current = batch_get_item(state.batch, self.target_key, argument="target_key")
@@ -244,8 +271,9 @@ class LabelSmoothing(Algorithm):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the smoothing :meth:`state_dict` saved (validated again); a schedule is
         kept and reads its value at the next step."""
-        self._smoothing = check_smoothing(state["smoothing"])
+        self._smoothing = self._checked(state["smoothing"])
 
     def __repr__(self) -> str:
         smoothing = self.schedule if self.schedule is not None else self._smoothing
-        return f"LabelSmoothing(smoothing={smoothing!r}, target_key={self.target_key!r})"
+        negative = ", allow_negative=True" if self.allow_negative else ""
+        return f"LabelSmoothing(smoothing={smoothing!r}, target_key={self.target_key!r}{negative})"

@@ -108,7 +108,8 @@ class TrainingTargets(torch.Tensor):
     Attributes:
         targets: the user's targets, the very object from the batch (index targets ``(N, *)`` or
             dense ``(N, C, *)``).
-        smoothing: ``s`` in [0, 1].
+        smoothing: ``s`` in [0, 1], or any finite ``s <= 1`` when made with
+            ``allow_negative=True`` (negative label smoothing).
         mixes: the :class:`Mix` es applied, in order.
         class_dim: the class dimension of the logits.
         ignore_index: index-target value whose positions get an all-zero dense target and
@@ -146,19 +147,21 @@ class TrainingTargets(torch.Tensor):
     @classmethod
     def of(cls, targets: Any, logits: torch.Tensor, *, class_dim: int = 1,
            smoothing: float | None = None, ignore_index: int | None = None,
-           mix: Mix | None = None) -> TrainingTargets:
+           mix: Mix | None = None, allow_negative: bool = False) -> TrainingTargets:
         """``targets`` as training targets for ``logits``, with ``smoothing`` (and
         ``ignore_index``) when given and ``mix`` added after the mixes already there.
+        ``allow_negative=True`` admits a negative ``smoothing``.
 
         Training targets given nothing to change come back unchanged; otherwise the result is
         one new object (an algorithm builds one per step, whatever it changes).
 
         Raises:
             ValueError, TypeError: if ``targets`` are neither index targets nor dense targets
-                of a shape that fits ``logits``, or ``smoothing`` is not in [0, 1].
+                of a shape that fits ``logits``, or ``smoothing`` is not in [0, 1] (not a finite
+                number <= 1 with ``allow_negative``).
         """
         if smoothing is not None:
-            smoothing = check_smoothing(smoothing)
+            smoothing = check_smoothing(smoothing, allow_negative=allow_negative)
         if isinstance(targets, TrainingTargets):
             if smoothing is None and ignore_index is None and mix is None:
                 return targets
@@ -174,11 +177,14 @@ class TrainingTargets(torch.Tensor):
         return cls._make(base, like, smoothing=smoothing, class_dim=dim, ignore_index=ignore_index,
                          mixes=mixes if mix is None else (*mixes, mix))
 
-    def replace(self, *, smoothing: float | None = None, ignore_index: int | None = None
-                ) -> TrainingTargets:
-        """A copy with another smoothing (and ``ignore_index``, when given)."""
+    def replace(self, *, smoothing: float | None = None, ignore_index: int | None = None,
+                allow_negative: bool = False) -> TrainingTargets:
+        """A copy with another smoothing (and ``ignore_index``, when given);
+        ``allow_negative=True`` admits a negative ``smoothing``."""
+        if smoothing is not None:
+            smoothing = check_smoothing(smoothing, allow_negative=allow_negative)
         return self._make(self.targets, self, mixes=self.mixes, class_dim=self.class_dim,
-                          smoothing=self.smoothing if smoothing is None else check_smoothing(smoothing),
+                          smoothing=self.smoothing if smoothing is None else smoothing,
                           ignore_index=self.ignore_index if ignore_index is None else ignore_index)
 
     def with_mix(self, mix: Mix) -> TrainingTargets:
@@ -223,7 +229,8 @@ class TrainingTargets(torch.Tensor):
             total: torch.Tensor | None = None
             for weight, part in self.components():
                 term = smooth_labels(template, part, self.smoothing, class_dim=self.class_dim,
-                                     ignore_index=self.ignore_index)
+                                     ignore_index=self.ignore_index,
+                                     allow_negative=self.smoothing < 0.0)
                 if total is None:
                     total = term if weight == 1.0 else term * weight
                 else:
@@ -248,8 +255,9 @@ class TrainingTargets(torch.Tensor):
             fail("class_dim", f"the training targets' class dimension {self.class_dim}", class_dim)
         ignore = self.ignore_index if self.ignore_index is not None else ignore_index
         components = self.components()
+        # A negative smoothing was admitted when this target was made (allow_negative=True).
         options: dict[str, Any] = dict(weight=weight, ignore_index=ignore, reduction=reduction,
-                                       class_dim=self.class_dim)
+                                       class_dim=self.class_dim, allow_negative=self.smoothing < 0.0)
         if not any(part.is_floating_point() for _, part in components):
             return mixed_smoothed_cross_entropy(
                 input, [part for _, part in components], [share for share, _ in components],
