@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_invoke import invoke
+from torch.utils.data import DataLoader, TensorDataset
 
 import labelsmooth.cli.command as cli_main
 from labelsmooth.cli import main
@@ -25,12 +26,14 @@ from labelsmooth.cli.experiment import (
     build_loss,
 )
 from labelsmooth.cli.report import group_runs, summary_table
+from labelsmooth.functional import soft_cross_entropy
 from labelsmooth.metrics import expected_calibration_error
 from labelsmooth.metrics.extra import (
     adaptive_calibration_error,
     bootstrap_interval,
     classwise_calibration_error,
 )
+from labelsmooth.trainer import Callback, State, Trainer, TrainingTargets
 
 TINY = ["run", "--dataset", "digits", "--epochs", "1", "--seeds", "2", "--batch-size", "256"]
 TRAINED = ["ce", "ls", "confidence-penalty", "ts"]
@@ -156,6 +159,8 @@ def test_all_is_every_method_in_the_table_order_with_the_default_strengths() -> 
     assert {config.method: config.strength for config in configs} == {
         "ce": 0.0, "ls": 0.1, "ls-prior": 0.1, "ols": 0.5, "negative-ls": -0.2, "confidence-penalty": 0.1,
         "ts": 0.0}
+    assert {config.method: config.warmup for config in configs} == {**dict.fromkeys(METHODS, 0.0),
+                                                                     "negative-ls": 0.5}
 
 
 def test_method_strengths_come_from_their_options() -> None:
@@ -199,13 +204,42 @@ def test_ls_prior_smooths_towards_the_class_frequencies_of_the_labels_trained_on
     assert float(loss(logits, targets)) == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_negative_ls_is_cross_entropy_towards_a_target_beyond_the_one_hot() -> None:
-    config = RunConfig("digits", "mlp", 0.0, 0, 1, 32, 1e-3, method="negative-ls", strength=-0.5)
-    logits, targets = torch.randn(5, 4, generator=torch.Generator().manual_seed(3)), torch.tensor([0, 1, 2, 3, 0])
-    loss = build_loss(config, targets, 4)
-    assert loss is not None
-    expected = _dense_smoothed(logits, targets, -0.5, torch.full((4,), 0.25))
-    assert float(loss(logits, targets)) == pytest.approx(float(expected), rel=1e-5)
+class _StepLosses(Callback):
+    """The logits, index targets and loss of every training step."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.losses: list[float] = []
+
+    def before_loss(self, state: State, logger: Any) -> None:
+        targets = state.batch[1]
+        self.steps.append((state.outputs.detach().clone(),
+                           targets.targets if isinstance(targets, TrainingTargets) else targets))
+
+    def after_loss(self, state: State, logger: Any) -> None:
+        self.losses.append(float(state.loss.detach()))  # type: ignore[union-attr]
+
+
+def test_negative_ls_is_cross_entropy_then_negative_smoothing_after_its_warm_up() -> None:
+    config = RunConfig("digits", "mlp", 0.0, 0, 2, 32, 1e-3, method="negative-ls", strength=-0.5, warmup=0.5)
+    assert build_loss(config, torch.tensor([0, 1]), 4) is None  # the Trainer's fused loss
+    generator = torch.Generator().manual_seed(3)
+    x, y = torch.randn(24, 5, generator=generator), torch.randint(0, 4, (24,), generator=generator)
+    watch = _StepLosses()
+    trainer = Trainer(torch.nn.Linear(5, 4), DataLoader(TensorDataset(x, y), batch_size=8),
+                      max_duration=f"{config.epochs}ep", algorithms=build_algorithms(config),
+                      callbacks=[watch], loss_fn=soft_cross_entropy, device="cpu", progress_bar=False)
+    trainer.fit()
+    # 6 steps, progress t = k / 5: plain cross-entropy while t < 0.5 (the first epoch), then s = -0.5.
+    smoothing = [0.0, 0.0, 0.0, -0.5, -0.5, -0.5]
+    uniform = torch.full((4,), 0.25)
+    expected = [float(_dense_smoothed(logits, targets, s, uniform))
+                for (logits, targets), s in zip(watch.steps, smoothing, strict=True)]
+    assert watch.losses == pytest.approx(expected, rel=1e-5)
+    assert expected[0] == pytest.approx(float(F.cross_entropy(*watch.steps[0])), rel=1e-6)
+    without_warmup = build_algorithms(RunConfig("digits", "mlp", 0.0, 0, 1, 32, 1e-3, method="negative-ls",
+                                                strength=-0.2))
+    assert [(a.smoothing, a.schedule) for a in without_warmup] == [(-0.2, None)]  # type: ignore[attr-defined]
 
 
 def test_the_methods_that_change_the_loss_or_the_targets_run_end_to_end(
@@ -218,7 +252,7 @@ def test_the_methods_that_change_the_loss_or_the_targets_run_end_to_end(
     runs = _runs(folder)
     assert [(run["method"], run["strength"]) for run in runs] == [("ls-prior", 0.1), ("ols", 0.6),
                                                                   ("negative-ls", -0.4)]
-    assert list(_table_rows(folder)) == ["ls-prior s=0.1", "ols alpha=0.6", "negative-ls s=-0.4"]
+    assert list(_table_rows(folder)) == ["ls-prior s=0.1", "ols alpha=0.6", "negative-ls s=-0.4 warmup=0.5"]
 
 
 def test_ls_and_ols_are_their_algorithms() -> None:
@@ -234,6 +268,11 @@ def test_ls_and_ols_are_their_algorithms() -> None:
      "confidence-penalty, ts, all, got 'lsx'"),
     (["--penalty", "0.5"], "--penalty: expected --method to go with it, got none"),
     (["--negative-smoothing", "-0.5"], "--negative-smoothing: expected --method to go with it, got none"),
+    (["--negative-warmup", "0.2"], "--negative-warmup: expected --method to go with it, got none"),
+    (["--method", "negative-ls", "--negative-warmup", "1"], "argument --negative-warmup: expected a "
+     "fraction in [0, 1), got '1'"),
+    (["--method", "negative-ls", "--negative-warmup", "-0.1"], "argument --negative-warmup: expected a "
+     "fraction in [0, 1), got '-0.1'"),
     (["--method", "ce", "--mixup", "0.2"], "--mixup: expected 0 with --method (methods are compared "
      "without mixing), got 0.2"),
     (["--method", "ls", "--smoothing", "0", "0.1"], "--smoothing: expected one value with --method (the "
@@ -307,8 +346,8 @@ def test_a_run_folder_from_before_methods_is_drawn_and_resumed(
     assert len(trained) == 2
     payload = json.loads((folder / "results.json").read_text())
     for run in payload["runs"]:
-        del run["method"], run["strength"]
-    for name in ("method", "negative_smoothing", "penalty", "ols_alpha"):
+        del run["method"], run["strength"], run["warmup"]
+    for name in ("method", "negative_smoothing", "negative_warmup", "penalty", "ols_alpha"):
         del payload["settings"][name]
     (folder / "results.json").write_text(json.dumps(payload))
     status, _, err = invoke(["report", str(folder)], capsys)
@@ -317,3 +356,24 @@ def test_a_run_folder_from_before_methods_is_drawn_and_resumed(
     status, out, err = invoke([*argv, "--resume"], capsys)
     assert status == 0, err
     assert len(trained) == 2 and out.endswith("every training of the run is in results.json\n")
+
+
+def test_a_negative_ls_run_stays_finite_and_resumes_only_with_its_warm_up(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "out"
+    argv = [*TINY[:3], "--epochs", "2", *TINY[5:], "--method", "negative-ls", "--negative-warmup", "0.25",
+            "--out", str(folder)]
+    status, _, err = invoke(argv, capsys)
+    assert status == 0, err
+    runs = _runs(folder)
+    assert [(run["seed"], run["strength"], run["warmup"]) for run in runs] == [(0, -0.2, 0.25), (1, -0.2, 0.25)]
+    for run in runs:
+        values = [*run["history"]["train_loss"], *run["history"]["test_nll"], run["nll"]]
+        assert len(run["history"]["train_loss"]) == 2 and all(math.isfinite(v) for v in values)
+    assert list(_table_rows(folder)) == ["negative-ls s=-0.2 warmup=0.25"]
+    assert json.loads((folder / "results.json").read_text())["settings"]["negative_warmup"] == 0.25
+    status, _, err = invoke([*argv[:-4], "--out", str(folder), "--resume"], capsys)
+    assert status == 2 and "got --negative-warmup 0.5 where that run has 0.25;" in err
+    status, out, err = invoke([*argv, "--resume"], capsys)
+    assert status == 0, err
+    assert out.endswith("every training of the run is in results.json\n")

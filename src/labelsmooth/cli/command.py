@@ -55,6 +55,8 @@ DEFAULT_LR = 3e-3
 # The strengths of the methods of --method (see docs/methods.md for where they come from).
 DEFAULT_METHOD_SMOOTHING = 0.1
 DEFAULT_NEGATIVE_SMOOTHING = -0.2
+# The share of training negative-ls spends on plain cross-entropy first (Wei et al. 2022).
+DEFAULT_NEGATIVE_WARMUP = 0.5
 DEFAULT_PENALTY = 0.1
 DEFAULT_OLS_ALPHA = 0.5
 # More seeds than this is a typo (a run trains seeds x variants models), refused before any work.
@@ -102,6 +104,7 @@ _seed_count = _number(int, lambda value: 1 <= value <= MAX_SEEDS, f"an integer f
 _finite_positive = _number(float, lambda value: 0 < value < math.inf, "a finite positive number")
 _negative = _number(lambda text: float(text) + 0.0, lambda value: -math.inf < value < 0,
                     "a finite negative number")
+_warmup = _number(lambda text: float(text) + 0.0, lambda value: 0.0 <= value < 1.0, "a fraction in [0, 1)")
 
 
 def _method(text: str) -> str:
@@ -154,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--negative-smoothing", type=_negative, default=None, metavar="S",
                      help=f"with --method: the smoothing of negative-ls, < 0 (default: "
                      f"{DEFAULT_NEGATIVE_SMOOTHING:g})")
+    run.add_argument("--negative-warmup", type=_warmup, default=None, metavar="F",
+                     help="with --method: the fraction of training negative-ls spends on plain "
+                     f"cross-entropy before its negative smoothing, in [0, 1) (default: "
+                     f"{DEFAULT_NEGATIVE_WARMUP:g})")
     run.add_argument("--penalty", type=_finite_positive, default=None, metavar="BETA",
                      help=f"with --method: the weight of confidence-penalty (default: {DEFAULT_PENALTY:g})")
     run.add_argument("--ols-alpha", type=_open_fraction, default=None, metavar="A",
@@ -264,7 +271,7 @@ def _render(payload: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
     return intervals
 
 
-_METHOD_OPTIONS = ("negative_smoothing", "penalty", "ols_alpha")
+_METHOD_OPTIONS = ("negative_smoothing", "negative_warmup", "penalty", "ols_alpha")
 
 
 class _OptionError(CommandError):
@@ -301,7 +308,7 @@ def _complete_options(args: argparse.Namespace) -> None:
                            f"ls-prior), got {shown}")
     args.smoothing = args.smoothing or [DEFAULT_METHOD_SMOOTHING]
     args.mixup, args.cutmix = [0.0], [0.0]
-    defaults = (DEFAULT_NEGATIVE_SMOOTHING, DEFAULT_PENALTY, DEFAULT_OLS_ALPHA)
+    defaults = (DEFAULT_NEGATIVE_SMOOTHING, DEFAULT_NEGATIVE_WARMUP, DEFAULT_PENALTY, DEFAULT_OLS_ALPHA)
     for name, default in zip(_METHOD_OPTIONS, defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -321,7 +328,8 @@ def _configs(args: argparse.Namespace, device: str) -> list[RunConfig]:
             RunConfig(dataset=args.dataset, model=model, smoothing=0.0, seed=seed, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, label_noise=args.label_noise,
                       val_fraction=args.val_fraction, device=device, method=method,
-                      strength=_strength(args, method))
+                      strength=_strength(args, method),
+                      warmup=args.negative_warmup if method == "negative-ls" else 0.0)
             for seed in range(args.seeds)
             for method in args.method
         ]
@@ -340,9 +348,9 @@ def _configs(args: argparse.Namespace, device: str) -> list[RunConfig]:
 
 # The options that decide which trainings a run holds and what they compute; --resume checks them.
 # The --method options are None in a run without --method (and in results.json written before them).
-_SETTINGS = ("dataset", "model", "method", "smoothing", "negative_smoothing", "penalty", "ols_alpha",
-             "mixup", "cutmix", "seeds", "epochs", "batch_size", "lr", "label_noise", "val_fraction",
-             "device")
+_SETTINGS = ("dataset", "model", "method", "smoothing", "negative_smoothing", "negative_warmup", "penalty",
+             "ols_alpha", "mixup", "cutmix", "seeds", "epochs", "batch_size", "lr", "label_noise",
+             "val_fraction", "device")
 
 
 def _shown(value: Any) -> str:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
+from labelsmooth import schedules
 from labelsmooth.algorithms import CutMix, LabelSmoothing, MixUp, OnlineLabelSmoothing
 from labelsmooth.cli.data import Dataset, flip_labels, split_validation
 from labelsmooth.cli.models import Classifier, build_model
@@ -52,6 +53,7 @@ __all__ = [
     "build_algorithms",
     "build_loss",
     "method_label",
+    "negative_smoothing",
     "run_one",
     "score",
     "steady_throughput",
@@ -113,6 +115,8 @@ class RunConfig:
         strength: the method's strength (:data:`STRENGTH_NAMES`): the smoothing of ``ls``,
             ``ls-prior`` and ``negative-ls``, OLS's ``alpha``, the confidence penalty's ``beta``;
             0 for ``ce``, ``ts`` and the grid.
+        warmup: ``negative-ls`` only: the fraction of training, in ``[0, 1)``, done with plain
+            cross-entropy before the negative smoothing starts (0 elsewhere).
 
     Example:
         >>> config = RunConfig("digits", "mlp", smoothing=0.1, seed=0, epochs=1, batch_size=32, lr=1e-3)
@@ -134,25 +138,28 @@ class RunConfig:
     cutmix: float = 0.0
     method: str = ""
     strength: float = 0.0
+    warmup: float = 0.0
 
     def label(self) -> str:
         """A short name of the variant, e.g. ``"smoothing=0.1"``, ``"smoothing=0.1, mixup=0.2"``
-        or ``"negative-ls s=-0.2"``."""
+        or ``"negative-ls s=-0.2 warmup=0.5"``."""
         if self.method:
-            return method_label(self.method, self.strength)
+            return method_label(self.method, self.strength, self.warmup)
         return ", ".join(f"{name}={getattr(self, name):g}" for name in TREATMENTS
                          if name == "smoothing" or getattr(self, name))
 
 
-def method_label(method: str, strength: float) -> str:
-    """The name of a method's row: ``"ce"``, ``"ts"``, ``"ls s=0.1"``, ``"confidence-penalty beta=0.1"``.
+def method_label(method: str, strength: float, warmup: float = 0.0) -> str:
+    """The name of a method's row: ``"ce"``, ``"ts"``, ``"ls s=0.1"``, ``"confidence-penalty beta=0.1"``,
+    and a warm-up when there is one: ``"negative-ls s=-0.2 warmup=0.5"``.
 
     Example:
-        >>> method_label("ols", 0.5), method_label("ce", 0.0)
-        ('ols alpha=0.5', 'ce')
+        >>> method_label("ols", 0.5), method_label("ce", 0.0), method_label("negative-ls", -0.2, 0.5)
+        ('ols alpha=0.5', 'ce', 'negative-ls s=-0.2 warmup=0.5')
     """
     name = STRENGTH_NAMES.get(method)
-    return method if name is None else f"{method} {name}={strength:g}"
+    label = method if name is None else f"{method} {name}={strength:g}"
+    return f"{label} warmup={warmup:g}" if warmup else label
 
 
 @dataclass(frozen=True)
@@ -295,7 +302,9 @@ def _projection(model: Classifier, features: torch.Tensor, targets: torch.Tensor
 def build_algorithms(config: RunConfig) -> list[Algorithm]:
     """The Trainer algorithms of a run: ``MixUp`` when ``mixup > 0``, ``CutMix`` when
     ``cutmix > 0``, ``LabelSmoothing`` when ``smoothing > 0``; for a method, ``LabelSmoothing``
-    for ``ls`` and ``OnlineLabelSmoothing`` for ``ols`` (the other methods change the loss, see
+    for ``ls``, ``OnlineLabelSmoothing`` for ``ols`` and, for ``negative-ls``, a
+    ``LabelSmoothing`` that is 0 (plain cross-entropy) for the first ``warmup`` of training and
+    then ``s < 0`` (see :func:`negative_smoothing`); the other methods change the loss (see
     :func:`build_loss`).
 
     The baseline gets no algorithm at all (index targets, plain cross-entropy), so that the
@@ -319,6 +328,8 @@ def build_algorithms(config: RunConfig) -> list[Algorithm]:
         return [LabelSmoothing(smoothing=config.strength)]
     if config.method == "ols":
         return [OnlineLabelSmoothing(alpha=config.strength)]
+    if config.method == "negative-ls":
+        return [LabelSmoothing(negative_smoothing(config.strength, config.warmup), allow_negative=True)]
     algorithms: list[Algorithm] = []
     generator = torch.Generator().manual_seed(config.seed)
     if config.mixup > 0:
@@ -330,6 +341,30 @@ def build_algorithms(config: RunConfig) -> list[Algorithm]:
     return algorithms
 
 
+def negative_smoothing(smoothing: float, warmup: float) -> float | schedules.StepSchedule:
+    """The smoothing of ``negative-ls``: 0 (plain cross-entropy) while the training progress
+    ``t`` is below ``warmup``, then ``smoothing`` (< 0); a constant without a warm-up.
+
+    The loss of a target with negative entries has no minimum: trained from the start, it drives
+    the logits of the other classes to ``-inf``. Wei et al. (2022) first train with plain
+    cross-entropy, then switch to negative smoothing. ``t = step / (steps - 1)`` (see
+    :func:`~labelsmooth.algorithms.label_smoothing.schedule_progress`), so with ``warmup=0.5``
+    and an even number of epochs the switch falls on the first step of the second half.
+
+    Example:
+        >>> schedule = negative_smoothing(-0.2, 0.5)
+        >>> schedule(0.0), schedule(0.49), schedule(0.5), negative_smoothing(-0.2, 0.0)
+        (0.0, 0.0, -0.2, -0.2)
+
+    References:
+        Wei, Liu, Liu, Liu, Zhang and Liu, "To smooth or not? When label smoothing meets noisy
+        labels", ICML 2022.
+    """
+    if warmup == 0.0:
+        return smoothing
+    return schedules.step([0.0, smoothing], [warmup], allow_negative=True)
+
+
 def _penalised_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *, beta: float) -> torch.Tensor:
     return F.cross_entropy(logits, targets) + confidence_penalty(logits, beta)
 
@@ -339,7 +374,6 @@ def build_loss(config: RunConfig, fit_targets: torch.Tensor, num_classes: int) -
 
     * ``ls-prior``: ``smoothed_cross_entropy(smoothing=s, prior=class_prior(fit_targets))``,
       the prior the frequencies of the labels trained on (noisy ones included);
-    * ``negative-ls``: ``smoothed_cross_entropy(smoothing=s, allow_negative=True)``, ``s < 0``;
     * ``confidence-penalty``: ``cross_entropy + confidence_penalty(beta)`` (Pereyra et al. 2017).
 
     Args:
@@ -360,8 +394,6 @@ def build_loss(config: RunConfig, fit_targets: torch.Tensor, num_classes: int) -
     if config.method == "ls-prior":
         prior = class_prior(fit_targets, num_classes)
         return functools.partial(smoothed_cross_entropy, smoothing=config.strength, prior=prior)
-    if config.method == "negative-ls":
-        return functools.partial(smoothed_cross_entropy, smoothing=config.strength, allow_negative=True)
     if config.method == "confidence-penalty":
         return functools.partial(_penalised_cross_entropy, beta=config.strength)
     return None

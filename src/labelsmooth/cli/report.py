@@ -62,7 +62,7 @@ SUMMARY_MD = "summary.md"
 CONFIG_FIELDS = tuple(RunConfig.__dataclass_fields__)
 # Fields a results.json written before ``--method`` lacks (read as a run of the grid), and what
 # it lacks from before the adaptive and classwise ECE and the saved logits (then not shown).
-_LATER_FIELDS = {"method": "", "strength": 0.0}
+_LATER_FIELDS = {"method": "", "strength": 0.0, "warmup": 0.0}
 _LATER_METRICS = ("ece_adaptive", "ece_classwise")
 _PREDICTIONS = ("test_logits", "test_targets")
 # The summary's intervals: percentile bootstrap over the test set, the same resamples (drawn
@@ -300,7 +300,8 @@ class Variant:
     @property
     def label(self) -> str:
         if "method" in self.treatment:
-            return method_label(self.treatment["method"], self.treatment["strength"])
+            return method_label(self.treatment["method"], self.treatment["strength"],
+                                self.treatment.get("warmup", 0.0))
         return ", ".join(f"{name}={value:g}" for name, value in self.treatment.items())
 
     def values(self, metric: str) -> list[float]:
@@ -320,7 +321,7 @@ def group_runs(runs: Sequence[dict[str, Any]]) -> list[Variant]:
 
     Smoothing is always a treatment; the others (``mixup``, ``cutmix``) only when some run uses
     them, so a smoothing-only comparison (or an older results.json) reads as before. Runs of
-    ``--method`` are grouped by method and strength instead, in the order of
+    ``--method`` are grouped by method, strength and warm-up instead, in the order of
     :data:`~labelsmooth.cli.experiment.METHODS`.
 
     Args:
@@ -335,11 +336,14 @@ def group_runs(runs: Sequence[dict[str, Any]]) -> list[Variant]:
         [('smoothing=0', 2), ('smoothing=0.1', 2)]
     """
     if any(run.get("method") for run in runs):
-        methods: dict[tuple[int, float], list[dict[str, Any]]] = {}
+        methods: dict[tuple[int, float, float], list[dict[str, Any]]] = {}
         for run in runs:
-            methods.setdefault((METHODS.index(run["method"]), float(run["strength"]) + 0.0), []).append(run)
-        return [Variant({"method": METHODS[index], "strength": strength}, methods[index, strength])
-                for index, strength in sorted(methods)]
+            method_key = (METHODS.index(run["method"]), float(run["strength"]) + 0.0,
+                          float(run.get("warmup", 0.0)) + 0.0)
+            methods.setdefault(method_key, []).append(run)
+        return [Variant({"method": METHODS[index], "strength": strength, "warmup": warmup},
+                        methods[index, strength, warmup])
+                for index, strength, warmup in sorted(methods)]
     names = [name for name in TREATMENTS
              if name == TREATMENTS[0] or any(float(run.get(name, 0.0)) for run in runs)]
     groups: dict[tuple[float, ...], list[dict[str, Any]]] = {}
