@@ -26,7 +26,7 @@ def _smoothed(logits: torch.Tensor, y: torch.Tensor, s: float, prior: torch.Tens
 
 def test_every_example_runs_and_states_its_formula(capsys: Any) -> None:
     blocks = _python_blocks()
-    assert len(blocks) == 10
+    assert len(blocks) == 11
     namespace: dict[str, Any] = {}
     torch.manual_seed(0)
     checked = 0
@@ -53,11 +53,16 @@ def test_every_example_runs_and_states_its_formula(capsys: Any) -> None:
             S = namespace["S"]
             assert_close(namespace["loss"], _smoothed(logits, y, 0.5, S[y]))
             checked += 1
+        if "warmup_then_negative" in block:
+            schedule, algorithm = namespace["warmup_then_negative"], namespace["algorithm"]
+            assert [schedule(t) for t in (0.0, 0.49, 0.5, 1.0)] == [0.0, 0.0, -0.2, -0.2]
+            assert algorithm.allow_negative and algorithm.smoothing == 0.0
+            checked += 1
         if "schedules.cosine" in block:
             assert_close(namespace["loss"], _smoothed(logits, y, 0.05, torch.full((5,), 0.2)))
             checked += 1
         if "fit_temperature" in block:
             assert math.isfinite(namespace["temperature"]) and namespace["temperature"] > 0
             checked += 1
-    assert checked == 7
+    assert checked == 8
     assert "adaptive ECE" in capsys.readouterr().out
