@@ -361,19 +361,27 @@ def test_a_run_folder_from_before_methods_is_drawn_and_resumed(
 def test_a_negative_ls_run_stays_finite_and_resumes_only_with_its_warm_up(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "out"
-    argv = [*TINY[:3], "--epochs", "2", *TINY[5:], "--method", "negative-ls", "--negative-warmup", "0.25",
-            "--out", str(folder)]
+    argv = [*TINY[:3], "--epochs", "2", *TINY[5:], "--method", "ce", "negative-ls", "--out", str(folder)]
     status, _, err = invoke(argv, capsys)
     assert status == 0, err
     runs = _runs(folder)
-    assert [(run["seed"], run["strength"], run["warmup"]) for run in runs] == [(0, -0.2, 0.25), (1, -0.2, 0.25)]
-    for run in runs:
-        values = [*run["history"]["train_loss"], *run["history"]["test_nll"], run["nll"]]
-        assert len(run["history"]["train_loss"]) == 2 and all(math.isfinite(v) for v in values)
-    assert list(_table_rows(folder)) == ["negative-ls s=-0.2 warmup=0.25"]
-    assert json.loads((folder / "results.json").read_text())["settings"]["negative_warmup"] == 0.25
-    status, _, err = invoke([*argv[:-4], "--out", str(folder), "--resume"], capsys)
-    assert status == 2 and "got --negative-warmup 0.5 where that run has 0.25;" in err
+    assert [(run["method"], run["seed"], run["warmup"]) for run in runs] == [
+        ("ce", 0, 0.0), ("negative-ls", 0, 0.5), ("ce", 1, 0.0), ("negative-ls", 1, 0.5)]
+    for ce, negative in (runs[:2], runs[2:]):
+        values = [*negative["history"]["train_loss"], *negative["history"]["test_nll"], negative["nll"]]
+        assert all(math.isfinite(value) for value in values)
+        # The first of the two epochs is the warm-up: the same training as ce (same seed).
+        assert negative["history"]["train_loss"][0] == pytest.approx(ce["history"]["train_loss"][0], rel=1e-4)
+    assert list(_table_rows(folder)) == ["ce", "negative-ls s=-0.2 warmup=0.5"]
+    assert json.loads((folder / "results.json").read_text())["settings"]["negative_warmup"] == 0.5
+    status, _, err = invoke([*argv, "--resume", "--negative-warmup", "0.25"], capsys)
+    assert status == 2 and "got --negative-warmup 0.25 where that run has 0.5;" in err
     status, out, err = invoke([*argv, "--resume"], capsys)
     assert status == 0, err
     assert out.endswith("every training of the run is in results.json\n")
+    # A run folder from before the warm-up (negative-ls from the first step) is not continued.
+    payload = json.loads((folder / "results.json").read_text())
+    del payload["settings"]["negative_warmup"]
+    (folder / "results.json").write_text(json.dumps(payload))
+    status, _, err = invoke([*argv, "--resume"], capsys)
+    assert status == 2 and "got --negative-warmup 0.5 where that run has none;" in err
