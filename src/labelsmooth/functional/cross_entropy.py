@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from labelsmooth._ops import planning
 from labelsmooth._ops.cross_entropy import fused_smoothed_cross_entropy
 from labelsmooth._validation import (
     check_bool,
@@ -154,12 +155,38 @@ def _per_position(smoothing: float | torch.Tensor, positions: tuple[int, ...]
     return view.expand(positions).reshape(-1)
 
 
+def _native_call(input: torch.Tensor, targets: list[torch.Tensor], smoothing: float | torch.Tensor,
+                 *, dim: int, prior: torch.Tensor | None, inplace_backward: bool) -> bool:
+    """Whether the fused op would hand this call to PyTorch's own loss (one target, a float
+    ``s >= 0``, no prior, a small CPU problem: see :func:`labelsmooth._ops.planning.plan`) and
+    the classes are already on dimension 1, so that ``F.cross_entropy`` can be called on
+    ``input`` directly."""
+    if (dim != 1 or len(targets) != 1 or prior is not None or isinstance(smoothing, torch.Tensor)
+            or smoothing < 0.0):
+        return False
+    wants_grad = torch.is_grad_enabled() and input.requires_grad
+    gradient: planning.GradientTarget = ("inplace" if inplace_backward and wants_grad
+                                         else "fresh" if wants_grad else "none")
+    num_classes = input.shape[1]
+    num_rows = input.numel() // num_classes if num_classes else 0
+    chosen = planning.plan(num_rows, num_classes, input.dtype, input.device, gradient=gradient)
+    return chosen.strategy == "native"
+
+
 def _fused_index_loss(input: torch.Tensor, targets: list[torch.Tensor], shares: tuple[float, ...],
                       smoothing: float | torch.Tensor, *, dim: int, prior: torch.Tensor | None,
                       weight: torch.Tensor | None, ignore_index: int, reduction: str,
                       inplace_backward: bool) -> torch.Tensor:
     """The fused pass over ``input`` moved to ``(M, C)``, one target column per share."""
     num_classes = input.shape[dim]
+    if _native_call(input, targets, smoothing, dim=dim, prior=prior,
+                    inplace_backward=inplace_backward):
+        # PyTorch's own loss takes (N, C, *) as it is: no moved view, no reshapes, no extra
+        # autograd nodes, which is most of the fixed cost of a small batch.
+        native_weight = None if weight is None else weight.to(input.device, input.dtype)
+        return F.cross_entropy(input, targets[0].to(device=input.device, dtype=torch.long),
+                               weight=native_weight, ignore_index=ignore_index,
+                               reduction=reduction, label_smoothing=float(smoothing))
     rows = input.movedim(dim, -1).reshape(-1, num_classes)
     columns = [part.reshape(-1).to(device=input.device, dtype=torch.long) for part in targets]
     target = columns[0] if len(columns) == 1 else torch.stack(columns, 1)
