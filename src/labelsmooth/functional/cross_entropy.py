@@ -146,6 +146,21 @@ def _check_prior_argument(prior: object, num_classes: int, device: torch.device,
     return check_prior(prior, num_classes, check_values=validate).to(device)
 
 
+def _check_smoothing_options(input: torch.Tensor, dim: int, smoothing: object, prior: object,
+                             weight: object, *, allow_negative: bool, inplace_backward: object,
+                             validate_args: bool | None
+                             ) -> tuple[float | torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The checked smoothing, class weight and prior of a call (and its ``inplace_backward``)."""
+    num_classes = input.shape[dim]
+    positions = tuple(input.shape[:dim] + input.shape[dim + 1:])
+    s = _check_smoothing_argument(smoothing, positions, allow_negative=allow_negative,
+                                  device=input.device, validate_args=validate_args)
+    w = _check_weight(weight, num_classes)
+    q = _check_prior_argument(prior, num_classes, input.device, validate_args)
+    check_bool(inplace_backward, "inplace_backward")
+    return s, w, q
+
+
 def _per_position(smoothing: float | torch.Tensor, positions: tuple[int, ...]
                   ) -> float | torch.Tensor:
     """Per-sample smoothing ``(N,)`` broadcast over ``(N, *)`` and flattened to rows."""
@@ -295,12 +310,10 @@ def smoothed_cross_entropy(
     ignore = check_int(ignore_index, "ignore_index")
     kind, dim = classify_targets(input, target, class_dim, logits_name="input", targets_name="target")
     num_classes = input.shape[dim]
-    positions = tuple(input.shape[:dim] + input.shape[dim + 1:])
-    s = _check_smoothing_argument(smoothing, positions, allow_negative=allow_negative,
-                                  device=input.device, validate_args=validate_args)
-    w = _check_weight(weight, num_classes)
-    q = _check_prior_argument(prior, num_classes, input.device, validate_args)
-    check_bool(inplace_backward, "inplace_backward")
+    s, w, q = _check_smoothing_options(input, dim, smoothing, prior, weight,
+                                       allow_negative=allow_negative,
+                                       inplace_backward=inplace_backward,
+                                       validate_args=validate_args)
     if kind == "dense":
         dense = smooth_labels(input, target, s, prior=q, allow_negative=allow_negative,
                               class_dim=dim)
@@ -375,12 +388,10 @@ def mixed_smoothed_cross_entropy(
                  f"shape {shape_str(part.shape)}")
     _, dim = classify_targets(input, parts[0], class_dim, logits_name="input", targets_name="targets")
     num_classes = input.shape[dim]
-    positions = tuple(input.shape[:dim] + input.shape[dim + 1:])
-    s = _check_smoothing_argument(smoothing, positions, allow_negative=allow_negative,
-                                  device=input.device, validate_args=validate_args)
-    w = _check_weight(weight, num_classes)
-    q = _check_prior_argument(prior, num_classes, input.device, validate_args)
-    check_bool(inplace_backward, "inplace_backward")
+    s, w, q = _check_smoothing_options(input, dim, smoothing, prior, weight,
+                                       allow_negative=allow_negative,
+                                       inplace_backward=inplace_backward,
+                                       validate_args=validate_args)
     for part in parts:
         check_target_range(part, num_classes, ignore, validate_args=validate_args,
                            targets_name="targets")
