@@ -1,5 +1,5 @@
-"""OnlineLabelSmoothing: against a hand-written float64 loop over two epochs, the DDP sum, a
-checkpoint round trip and a mid-epoch resume, the refusals."""
+"""OnlineLabelSmoothing: against a hand-written float64 loop over two epochs (with and without
+ignored targets), the DDP sum, a checkpoint round trip and a mid-epoch resume, the refusals."""
 
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ import torch
 from helpers import HostSyncRecorder, assert_close
 from tiny_task import NUM_CLASSES, make_dataset, make_loader, make_model
 
-from labelsmooth import LabelSmoothing, MixUp, OnlineLabelSmoothing, Trainer
+from labelsmooth import (
+    LabelSmoothing,
+    MixUp,
+    OnlineLabelSmoothing,
+    SmoothedCrossEntropyLoss,
+    Trainer,
+)
 from labelsmooth.algorithms import online_label_smoothing as ols_module
 from labelsmooth.trainer import Callback, Event, State
 
@@ -24,9 +30,12 @@ WORKER = Path(__file__).with_name("ols_ddp_worker.py")
 
 
 def _reference_run(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], *,
-                   alpha: float, s0: float, epochs: int, lr: float
+                   alpha: float, s0: float, epochs: int, lr: float, ignore_index: int | None = None
                    ) -> tuple[list[torch.Tensor], list[float]]:
-    """OLS written out with Python loops in float64: the matrix after each epoch, every loss."""
+    """OLS written out with Python loops in float64: the matrix after each epoch, every loss.
+
+    A target equal to ``ignore_index`` is skipped in the statistics and in the loss's sum; the
+    mean divides by every position (a dense target's ``"mean"``)."""
     C = NUM_CLASSES
     S = [[(1 - s0) * (i == j) + s0 / C for j in range(C)] for i in range(C)]
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
@@ -40,6 +49,8 @@ def _reference_run(model: torch.nn.Module, batches: list[tuple[torch.Tensor, tor
             log_p = logits.log_softmax(dim=1)
             total = torch.zeros((), dtype=torch.float64)
             for i, label in enumerate(y.tolist()):
+                if label == ignore_index:
+                    continue
                 if int(probabilities[i].argmax()) == label:
                     counts[label] += 1
                     for j in range(C):
@@ -90,6 +101,59 @@ def test_two_epochs_match_a_hand_written_float64_loop() -> None:
     assert_close(torch.tensor(record.losses), torch.tensor(losses))
     for actual, expected in zip(model.parameters(), reference_model.parameters(), strict=True):
         assert_close(actual, expected)
+
+
+def test_ignored_targets_count_nowhere_against_a_hand_written_float64_loop() -> None:
+    inputs, targets = make_dataset(24, dtype=torch.float64).tensors
+    targets = targets.clone()
+    targets[::5] = -100  # ignored positions in every batch of 8, some at a batch's start
+    data = torch.utils.data.TensorDataset(inputs, targets)
+    model = make_model(seed=3, dtype=torch.float64)
+    reference_model = copy.deepcopy(model)
+    algorithm = OnlineLabelSmoothing(alpha=0.4, initial_smoothing=0.2)
+    record = _Record(algorithm)
+    Trainer(model, make_loader(data, 8), max_duration="2ep", device="cpu", progress_bar=False,
+            optimizers=torch.optim.SGD(model.parameters(), lr=0.5), algorithms=[algorithm],
+            callbacks=[record]).fit()
+    matrices, losses = _reference_run(reference_model, list(make_loader(data, 8)), alpha=0.4,
+                                      s0=0.2, epochs=2, lr=0.5, ignore_index=-100)
+
+    assert not torch.equal(matrices[0], matrices[1])
+    for actual, expected in zip(record.matrices, matrices, strict=True):
+        assert_close(actual, expected)
+    assert_close(torch.tensor(record.losses), torch.tensor(losses))
+    for actual, expected in zip(model.parameters(), reference_model.parameters(), strict=True):
+        assert_close(actual, expected)
+
+
+def test_pure_functions_skip_a_custom_ignore_index_over_positions() -> None:
+    torch.manual_seed(4)
+    logits = torch.randn(3, 4, 5, dtype=torch.float64) * 3  # (N, C, d): classes on dim 1
+    targets = torch.randint(0, 4, (3, 5))
+    targets[0, 1] = targets[2, 4] = targets[1, 0] = 255
+    sums, counts = torch.zeros(4, 4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    ols_module.accumulate_correct(sums, counts, logits, targets, ignore_index=255)
+    expected_sums, expected_counts = torch.zeros(4, 4, dtype=torch.float64), [0.0] * 4
+    for n in range(3):
+        for d in range(5):
+            label, row = int(targets[n, d]), logits[n, :, d]
+            if label != 255 and int(row.argmax()) == label:
+                expected_sums[label] += row.softmax(dim=0)
+                expected_counts[label] += 1
+    assert_close(sums, expected_sums)
+    assert counts.tolist() == expected_counts and sum(expected_counts) > 0
+
+    S = torch.softmax(torch.randn(4, 4, dtype=torch.float64), dim=1)
+    dense = ols_module.online_label_targets(S, targets, 0.3, ignore_index=255)
+    assert dense.shape == (3, 4, 5)
+    for n in range(3):
+        for d in range(5):
+            label = int(targets[n, d])
+            if label == 255:
+                assert torch.equal(dense[n, :, d], torch.zeros(4, dtype=torch.float64))
+            else:
+                assert_close(dense[n, :, d], 0.3 * torch.eye(4, dtype=torch.float64)[label]
+                             + 0.7 * S[label])
 
 
 def test_a_class_never_classified_correctly_keeps_its_row_and_rows_are_distributions() -> None:
@@ -246,7 +310,13 @@ def test_bad_input_is_one_line_naming_the_argument() -> None:
         state.batch = (None, torch.tensor([0, bad]))
         with pytest.raises(ValueError, match=rf"^targets: expected class indices in \[0, 3\), got "
                            rf"{bad} at position \(1,\)$"):
-            OnlineLabelSmoothing().apply(Event.BEFORE_LOSS, state, None)
+            OnlineLabelSmoothing(ignore_index=None).apply(Event.BEFORE_LOSS, state, None)
+    state.batch = (None, torch.tensor([0, -100]))
+    with pytest.raises(ValueError, match=r"^targets: expected class indices in \[0, 3\) or "
+                       r"ignore_index=255, got -100 at position \(1,\)$"):
+        OnlineLabelSmoothing(ignore_index=255).apply(Event.BEFORE_LOSS, state, None)
+    with pytest.raises(TypeError, match=r"^ignore_index: expected an int, got 1.5$"):
+        OnlineLabelSmoothing(ignore_index=1.5)  # type: ignore[arg-type]
     state.batch = (None, torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match=r"^targets: expected class indices of shape \(2,\)"):
         OnlineLabelSmoothing().apply(Event.BEFORE_LOSS, state, None)
@@ -260,6 +330,28 @@ def test_fit_refuses_a_second_way_of_setting_the_target(other: Any) -> None:
     with pytest.raises(ValueError, match=rf"^algorithms\[1\]: expected no MixUp, CutMix, .*, got "
                        rf"{type(other).__name__}$"):
         trainer.fit()
+
+
+@pytest.mark.parametrize("loss_fn", [SmoothedCrossEntropyLoss(0.1),
+                                     torch.nn.CrossEntropyLoss(label_smoothing=0.1)], ids=repr)
+def test_fit_refuses_a_loss_that_smooths_by_itself(loss_fn: Any) -> None:
+    model = make_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = Trainer(model, make_loader(make_dataset(8), 4), max_duration="1ep", device="cpu",
+                      progress_bar=False, loss_fn=loss_fn, algorithms=[OnlineLabelSmoothing()])
+    with pytest.raises(ValueError, match=r"^loss_fn: expected a loss that does not smooth by "
+                       r"itself when OnlineLabelSmoothing is among the algorithms \(.*\), got .*, "
+                       r"which smooths by 0.1$"):
+        trainer.fit()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before, strict=True))
+
+
+def test_a_loss_without_smoothing_of_its_own_is_accepted() -> None:
+    algorithm = OnlineLabelSmoothing(alpha=0.5)
+    Trainer(make_model(), make_loader(make_dataset(8), 4), max_duration="1ep", device="cpu",
+            progress_bar=False, loss_fn=SmoothedCrossEntropyLoss(0.0),
+            algorithms=[algorithm]).fit()
+    assert algorithm.soft_labels is not None
 
 
 def test_pure_functions_agree_with_the_formulas() -> None:

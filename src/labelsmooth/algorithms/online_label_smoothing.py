@@ -78,8 +78,19 @@ def _rows(logits: torch.Tensor, targets: torch.Tensor, class_dim: int) -> tuple[
     return rows, targets.reshape(-1)
 
 
+def _kept(targets: torch.Tensor, ignore_index: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(kept, classes)``: where ``targets`` is not ``ignore_index``, and the targets with the
+    ignored positions replaced by class 0 (so that they can index; ``kept`` masks them out).
+    Elementwise on the device: no host synchronisation."""
+    if ignore_index is None:
+        return torch.ones_like(targets, dtype=torch.bool), targets
+    kept = targets != ignore_index
+    return kept, torch.where(kept, targets, torch.zeros_like(targets))
+
+
 def accumulate_correct(sums: torch.Tensor, counts: torch.Tensor, logits: torch.Tensor,
-                       targets: torch.Tensor, *, class_dim: int = 1) -> None:
+                       targets: torch.Tensor, *, class_dim: int = 1,
+                       ignore_index: int | None = None) -> None:
     """Add the predicted distributions of the correctly classified examples to their class's sum.
 
     ``sums[c] += sum_{i: y_i = c, argmax x_i = c} softmax(x_i)`` and ``counts[c]`` += their
@@ -92,12 +103,22 @@ def accumulate_correct(sums: torch.Tensor, counts: torch.Tensor, logits: torch.T
         sums: ``(C, C)`` running sums, changed in place.
         counts: ``(C,)`` running counts (same dtype), changed in place.
         logits: ``(N, C, *)`` logits (detached here).
-        targets: ``(N, *)`` class indices in ``[0, C)``.
+        targets: ``(N, *)`` class indices in ``[0, C)``, or ``ignore_index``.
         class_dim: the class dimension of ``logits``. Default 1.
+        ignore_index: a target value whose positions count nothing, or ``None``. Default
+            ``None``.
+
+    Example:
+        >>> sums, counts = torch.zeros(2, 2), torch.zeros(2)
+        >>> logits = torch.tensor([[0.0, 2.0], [3.0, 0.0]])
+        >>> accumulate_correct(sums, counts, logits, torch.tensor([1, -100]), ignore_index=-100)
+        >>> counts
+        tensor([0., 1.])
     """
-    rows, classes = _rows(logits.detach(), targets, class_dim)
+    rows, targets = _rows(logits.detach(), targets, class_dim)
+    kept, classes = _kept(targets, ignore_index)
     probabilities = rows.to(sums.dtype).softmax(dim=-1)
-    correct = (rows.argmax(dim=-1) == classes).to(sums.dtype)
+    correct = ((rows.argmax(dim=-1) == classes) & kept).to(sums.dtype)
     owners = torch.nn.functional.one_hot(classes, sums.shape[0]).to(sums.dtype) * correct[:, None]
     sums.addmm_(owners.T, probabilities)
     counts.add_(owners.sum(dim=0))
@@ -119,24 +140,34 @@ def next_soft_labels(previous: torch.Tensor, sums: torch.Tensor, counts: torch.T
 
 
 def online_label_targets(soft_labels: torch.Tensor, targets: torch.Tensor, alpha: float, *,
-                         class_dim: int = 1, dtype: torch.dtype | None = None) -> torch.Tensor:
+                         class_dim: int = 1, dtype: torch.dtype | None = None,
+                         ignore_index: int | None = None) -> torch.Tensor:
     """The dense training target ``alpha onehot(y) + (1 - alpha) S[y]``, shape ``(N, C, *)``.
+
+    A position whose target is ``ignore_index`` gets an all-zero row, as
+    :func:`~labelsmooth.functional.smooth_labels` gives it: it adds nothing to a cross-entropy
+    and receives no gradient.
 
     Args:
         soft_labels: ``(C, C)`` matrix ``S``, row ``c`` the soft label of class ``c``.
-        targets: ``(N, *)`` class indices.
+        targets: ``(N, *)`` class indices, or ``ignore_index``.
         alpha: the weight of the hard label, in ``[0, 1]``.
         class_dim: where the class dimension goes in the result. Default 1.
         dtype: the result's dtype. Default: ``soft_labels``'s.
+        ignore_index: a target value whose rows are all zero, or ``None``. Default ``None``.
 
     Example:
         >>> S = torch.tensor([[0.8, 0.2], [0.4, 0.6]])
-        >>> online_label_targets(S, torch.tensor([1]), 0.5)
-        tensor([[0.2000, 0.8000]])
+        >>> online_label_targets(S, torch.tensor([1, -100]), 0.5, ignore_index=-100)
+        tensor([[0.2000, 0.8000],
+                [0.0000, 0.0000]])
     """
     num_classes = soft_labels.shape[0]
-    hard = torch.nn.functional.one_hot(targets, num_classes).to(soft_labels.dtype)
-    dense = torch.lerp(soft_labels[targets], hard, alpha)
+    kept, classes = _kept(targets, ignore_index)
+    hard = torch.nn.functional.one_hot(classes, num_classes).to(soft_labels.dtype)
+    dense = torch.lerp(soft_labels[classes], hard, alpha)
+    if ignore_index is not None:
+        dense = dense * kept.unsqueeze(-1).to(dense.dtype)
     dense = dense.movedim(-1, class_dim) if dense.ndim > 1 else dense
     return dense if dtype is None else dense.to(dtype)
 
@@ -163,9 +194,15 @@ class OnlineLabelSmoothing(Algorithm):
     (the swap). The loss sees a dense ``(N, C, *)`` target: the Trainer's default loss and
     PyTorch's ``F.cross_entropy`` take it, and it costs one ``N x C`` tensor per step plus the
     ``C x C`` matrix, which suits classification with up to a few thousand classes, not a
-    language model's vocabulary. Index targets only, each a class (no ``ignore_index``: the
-    statistics and the target need one); MixUp, CutMix and ``LabelSmoothing`` in
-    the same Trainer are refused (their targets are a different mixture of labels).
+    language model's vocabulary. Index targets only. A position whose target is
+    ``ignore_index`` (padding, say) counts nowhere: not in the statistics, and its dense target
+    row is all zero, so it adds nothing to the loss and gets no gradient. A dense target's
+    ``"mean"`` divides by every position, ignored ones included (PyTorch's convention for
+    probability targets), where ``F.cross_entropy(..., ignore_index=...)`` with index targets
+    divides by the positions kept. MixUp, CutMix and ``LabelSmoothing`` in the same Trainer are
+    refused (their targets are a different mixture of labels), and so is a loss that smooths by
+    itself (``SmoothedCrossEntropyLoss(0.1)``, ``nn.CrossEntropyLoss(label_smoothing=0.1)``):
+    the targets would be smoothed twice.
 
     Args:
         alpha: the weight of the hard label, in ``[0, 1]``; ``1`` is plain cross-entropy.
@@ -176,6 +213,8 @@ class OnlineLabelSmoothing(Algorithm):
             in ``[0, 1]``; ``0`` makes the first epoch plain cross-entropy. Default 0.1.
         target_key: where the targets are in the batch. Default ``1``.
         class_dim: the class dimension of the logits. Default 1.
+        ignore_index: a target value whose positions count nowhere, or ``None`` (every target
+            must then be a class). Default -100 (PyTorch's).
 
     Attributes:
         soft_labels: ``S``, the ``(C, C)`` matrix used in this epoch (``None`` before the first
@@ -205,13 +244,15 @@ class OnlineLabelSmoothing(Algorithm):
 
     def __init__(self, alpha: float = 0.5, *, num_classes: int | None = None,
                  initial_smoothing: float = 0.1, target_key: BatchKey = 1,
-                 class_dim: int = 1) -> None:
+                 class_dim: int = 1, ignore_index: int | None = -100) -> None:
         self.alpha = check_unit_interval(alpha, "alpha")
         self.num_classes = None if num_classes is None else check_int(num_classes, "num_classes",
                                                                         minimum=2)
         self.initial_smoothing = check_unit_interval(initial_smoothing, "initial_smoothing")
         self.target_key = check_batch_key(target_key, "target_key")
         self.class_dim = check_int(class_dim, "class_dim")
+        self.ignore_index = None if ignore_index is None else check_int(ignore_index,
+                                                                        "ignore_index")
         self.soft_labels: torch.Tensor | None = None
         self._sums: torch.Tensor | None = None
         self._counts: torch.Tensor | None = None
@@ -259,9 +300,12 @@ class OnlineLabelSmoothing(Algorithm):
         Raises:
             ValueError: at ``FIT_START`` alongside MixUp, CutMix, ``LabelSmoothing`` or a second
                 ``OnlineLabelSmoothing``; at ``BEFORE_LOSS`` for logits with another number
-                of classes than ``num_classes``, or targets that are not class indices of the
-                logits' shape without the class dimension; for any other event.
+                of classes than ``num_classes``, or targets that are not class indices (or
+                ``ignore_index``) of the logits' shape without the class dimension; for any
+                other event.
             TypeError: for targets that are not an integer tensor.
+
+        ``Trainer.fit`` also refuses a loss that smooths by itself alongside it.
         """
         if event == Event.FIT_START:
             self._check_companions(state)
@@ -271,11 +315,12 @@ class OnlineLabelSmoothing(Algorithm):
             dim = self._check_targets(logits, targets)
             self._ready_for(logits, dim)
             assert self.soft_labels is not None and self._sums is not None and self._counts is not None
-            accumulate_correct(self._sums, self._counts, logits, targets, class_dim=dim)
+            accumulate_correct(self._sums, self._counts, logits, targets, class_dim=dim,
+                               ignore_index=self.ignore_index)
             self._counting = True
             self._original = targets
             dense = online_label_targets(self.soft_labels, targets, self.alpha, class_dim=dim,
-                                         dtype=logits.dtype)
+                                         dtype=logits.dtype, ignore_index=self.ignore_index)
             state.batch = batch_set_item(state.batch, self.target_key, dense, argument="target_key")
         elif event == Event.AFTER_LOSS:
             if self._original is not None:
@@ -309,7 +354,7 @@ class OnlineLabelSmoothing(Algorithm):
             fail("targets", f"class indices of shape {tuple(expected)} (the logits' shape "
                  f"{tuple(logits.shape)} without dim {dim})", targets)
         # On the CPU only, where reading the values costs no device synchronisation.
-        check_target_range(targets, logits.shape[dim], None, validate_args=None)
+        check_target_range(targets, logits.shape[dim], self.ignore_index, validate_args=None)
         return dim
 
     def _swap(self, world_size: int) -> None:
@@ -351,4 +396,5 @@ class OnlineLabelSmoothing(Algorithm):
 
     def __repr__(self) -> str:
         return (f"OnlineLabelSmoothing(alpha={self.alpha}, num_classes={self.num_classes}, "
-                f"initial_smoothing={self.initial_smoothing}, target_key={self.target_key!r})")
+                f"initial_smoothing={self.initial_smoothing}, target_key={self.target_key!r}, "
+                f"ignore_index={self.ignore_index})")

@@ -897,16 +897,18 @@ class Trainer:
         return self.loss_fn(self.state.outputs, self._targets())
 
     def _check_single_smoothing(self) -> None:
-        """Refuse ``LabelSmoothing`` with a loss that smooths by itself (the targets would be
-        smoothed twice)."""
+        """Refuse ``LabelSmoothing`` or ``OnlineLabelSmoothing`` with a loss that smooths by
+        itself (the targets would be smoothed twice)."""
         if self._model_loss is not None:
             return
-        from labelsmooth.algorithms import LabelSmoothing
+        from labelsmooth.algorithms import LabelSmoothing, OnlineLabelSmoothing
 
         smoothing = own_smoothing(self.loss_fn)
-        if smoothing > 0.0 and any(isinstance(a, LabelSmoothing) for a in self.state.algorithms):
-            fail("loss_fn", "a loss that does not smooth by itself when LabelSmoothing is among "
-                 "the algorithms (e.g. the default, or SmoothedCrossEntropyLoss(0.0))",
+        smoothers = [a for a in self.state.algorithms
+                     if isinstance(a, (LabelSmoothing, OnlineLabelSmoothing))]
+        if smoothing > 0.0 and smoothers:
+            fail("loss_fn", f"a loss that does not smooth by itself when {type(smoothers[0]).__name__} "
+                 "is among the algorithms (e.g. the default, or SmoothedCrossEntropyLoss(0.0))",
                  f"{self.loss_fn!r}, which smooths by {smoothing}")
 
     def _check_finite(self) -> None:
