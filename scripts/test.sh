@@ -10,7 +10,8 @@ venv="${LABELSMOOTH_VENV:-.venv}"
 # torchvision-free modules timm.data.mixup and timm.loss.cross_entropy.
 "$venv/bin/python" -m pip install -q -c constraints.txt --no-deps timm
 "$venv/bin/ruff" check src tests benchmarks examples
-"$venv/bin/mypy" src
+# benchmarks/trainer_overhead.py is left out until its Trainer(**loss) call type-checks.
+"$venv/bin/mypy" src benchmarks --exclude 'benchmarks/trainer_overhead\.py'
 set +e
 "$venv/bin/python" -m pytest "$@"
 status=$?
