@@ -376,3 +376,15 @@ def test_a_training_step_and_the_epoch_swap_make_no_host_synchronisation() -> No
             algorithm.apply(event, state, None)
     assert recorder.syncs == []
     assert algorithm.soft_labels is not None and algorithm.soft_labels.device.type == "meta"
+
+
+@pytest.mark.parametrize(("alpha", "s0"), [(1.0, 0.3), (0.5, 0.2), (0.0, 0.1)])
+def test_the_first_epoch_is_uniform_smoothing_by_one_minus_alpha_times_s0(alpha: float,
+                                                                          s0: float) -> None:
+    # alpha onehot + (1 - alpha) ((1 - s0) onehot + s0 / C) = (1 - s) onehot + s / C, s = (1 - alpha) s0
+    torch.manual_seed(5)
+    logits, targets = torch.randn(6, 4, 3, dtype=torch.float64), torch.randint(0, 4, (6, 3))
+    state = State(torch.nn.Identity(), batch=(None, targets), outputs=logits)
+    OnlineLabelSmoothing(alpha=alpha, initial_smoothing=s0).apply(Event.BEFORE_LOSS, state, None)
+    expected = torch.nn.functional.cross_entropy(logits, targets, label_smoothing=(1 - alpha) * s0)
+    assert_close(torch.nn.functional.cross_entropy(logits, state.batch[1]), expected)
