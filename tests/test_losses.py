@@ -76,7 +76,7 @@ def test_smoothed_cross_entropy_loss_with_a_prior_and_negative_smoothing() -> No
     negative = SmoothedCrossEntropyLoss(-0.5, allow_negative=True, reduction="sum")
     assert torch.equal(negative(x, y),
                        smoothed_cross_entropy(x, y, -0.5, allow_negative=True, reduction="sum"))
-    with pytest.raises(ValueError, match=r"smoothing: expected a real number in \[0, 1\], got -0.5$"):
+    with pytest.raises(ValueError, match=r"smoothing: expected a real number in \[0, 1\]; negative smoothing needs allow_negative=True, got -0.5$"):
         SmoothedCrossEntropyLoss(-0.5)
     with pytest.raises(ValueError, match=r"prior: expected a 1-d probability vector of shape \(C,\), "
                                          r"got shape \(1, 4\)$"):

@@ -80,6 +80,9 @@ def check_smoothing(smoothing: Any, argument: str = "smoothing", *,
     any finite real number ``<= 1`` with ``allow_negative=True`` (negative label smoothing)."""
     check_bool(allow_negative, "allow_negative")
     if not allow_negative:
+        if type(smoothing) in (float, int) and -math.inf < smoothing < 0:
+            fail(argument, "a real number in [0, 1]; negative smoothing needs allow_negative=True",
+                 smoothing)
         return check_unit_interval(smoothing, argument)
     if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real):
         shown = repr(smoothing) if isinstance(smoothing, str) else smoothing
@@ -114,6 +117,8 @@ def check_sample_smoothing(smoothing: torch.Tensor, shape: tuple[int, ...], *,
                     and (allow_negative or low >= 0.0))
         if not in_range:
             expected = "finite values <= 1" if allow_negative else "values in [0, 1]"
+            if not allow_negative and low < 0.0 and high <= 1.0 and math.isfinite(low):
+                expected += "; negative smoothing needs allow_negative=True"
             fail("smoothing", f"per-sample {expected}", f"minimum {low:.6g} and maximum {high:.6g}")
     return smoothing
 

@@ -185,7 +185,7 @@ def test_negative_smoothing_needs_the_opt_in_and_reads_as_the_formula() -> None:
 
 def test_training_targets_take_a_negative_smoothing_only_with_the_opt_in() -> None:
     logits, targets = torch.zeros(2, 4), torch.tensor([1, 3])
-    with pytest.raises(ValueError, match=r"^smoothing: expected a real number in \[0, 1\], got -0.1$"):
+    with pytest.raises(ValueError, match=r"^smoothing: expected a real number in \[0, 1\]; negative smoothing needs allow_negative=True, got -0.1$"):
         TrainingTargets.of(targets, logits, smoothing=-0.1)
     held = TrainingTargets.of(targets, logits).replace(smoothing=-0.1, allow_negative=True)
     torch.testing.assert_close(held.double(), _reference(logits, targets, -0.1))

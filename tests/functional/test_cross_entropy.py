@@ -565,9 +565,10 @@ def test_mixed_equals_pytorch_on_the_dense_mixed_target(dtype):
     ({"prior": torch.tensor([1, 0, 0])}, TypeError, r"prior: expected a floating-point probability vector, got dtype torch.int64$"),
     ({"smoothing": torch.tensor([0.1, 0.2])}, ValueError, r"smoothing: expected a float or one value per sample, shape \(4,\), got shape \(2,\)$"),
     ({"smoothing": torch.tensor([0.1, 0.2, 1.5, -0.1])}, ValueError, r"smoothing: expected per-sample values in \[0, 1\], got minimum -0.1 and maximum 1.5$"),
+    ({"smoothing": torch.tensor([0.1, 0.2, 0.3, -0.1])}, ValueError, r"smoothing: expected per-sample values in \[0, 1\]; negative smoothing needs allow_negative=True, got minimum -0.1 and maximum 0.3$"),
     ({"smoothing": torch.tensor([0.1, 0.2, 1.5, -0.1]), "allow_negative": True}, ValueError, r"smoothing: expected per-sample finite values <= 1, got minimum -0.1 and maximum 1.5$"),
     ({"smoothing": torch.tensor([1, 0, 0, 0])}, TypeError, r"smoothing: expected a float or a floating-point tensor, got dtype torch.int64$"),
-    ({"smoothing": -0.5}, ValueError, r"smoothing: expected a real number in \[0, 1\], got -0.5$"),
+    ({"smoothing": -0.5}, ValueError, r"smoothing: expected a real number in \[0, 1\]; negative smoothing needs allow_negative=True, got -0.5$"),
     ({"smoothing": 1.5, "allow_negative": True}, ValueError, r"smoothing: expected a finite real number <= 1, got 1.5$"),
     ({"allow_negative": 1}, TypeError, r"allow_negative: expected a bool, got 1$"),
 ])

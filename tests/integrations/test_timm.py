@@ -138,7 +138,7 @@ def test_bad_input() -> None:
     logits, labels = torch.randn(4, C), torch.tensor([0, 1, 2, 3])
     with pytest.raises(ValueError, match=r"^lam: expected a real number in \[0, 1\], got 1.5$"):
         mixed_smoothed_cross_entropy(logits, labels, labels, 1.5)
-    with pytest.raises(ValueError, match=r"^smoothing: expected a real number in \[0, 1\], got -0.1$"):
+    with pytest.raises(ValueError, match=r"^smoothing: expected a real number in \[0, 1\]; negative smoothing needs allow_negative=True, got -0.1$"):
         mixed_smoothed_cross_entropy(logits, labels, labels, 0.5, smoothing=-0.1)
     with pytest.raises(ValueError, match=r"^permuted_target: expected a tensor of target's shape \(4,\), got shape \(3,\)$"):
         mixed_smoothed_cross_entropy(logits, labels, labels[:3], 0.5)
