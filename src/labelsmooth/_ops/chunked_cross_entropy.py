@@ -16,6 +16,13 @@ float16/bfloat16 chunks are copied into a float32 scratch chunk, where they beco
 ``lse`` and the row scale of the probabilities, which the gradient's multiply takes in, so this
 costs no softmax and no pass of its own (see :func:`_shifted_exponentials`). Everything is
 computed in float32 and rounded once, when the gradient rows are written.
+
+With a confidence penalty the pass also takes ``S = sum_c p_c x_c`` per row, a batched dot
+product of the chunk's probabilities and logits while both are in cache, and the gradient rows
+become ``p * (a + a_P * (x - S)) - u * v`` (:func:`_penalty_statistics`,
+:func:`_penalty_factor`). Each worker then has one more float32 chunk, for the logits of
+float16/bfloat16 chunks (whose float32 copy became the exponentials) and for ``a + a_P * (x -
+S)``. Without a penalty none of this runs.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ class _ChunkPass:
     max_prob: Tensor  # max_c p_c, where some p_y of the chunk underflowed
     from_maxima: Tensor  # rows whose lse comes from the maxima
     starts: Iterator[int]
+    prob_logit_sum: Tensor | None = None  # S = sum_c p_c x_c; None: no confidence penalty
 
 
 def chunked_row_statistics(
@@ -69,8 +77,13 @@ def chunked_row_statistics(
     grad: Tensor | None,
     coefficients: _GradientCoefficients | None,
     plan: Plan,
-) -> tuple[Tensor, Tensor, Tensor]:
+    *,
+    with_penalty: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """One pass over row chunks: per-row ``lse``, ``x_{y_k}`` and ``sum_c v_c x_c``; the gradient.
+
+    ``with_penalty``: also ``S = sum_c p_c x_c`` per row (else None is returned in its place),
+    and the gradient includes the confidence penalty's ``a_P`` term of the coefficients.
 
     ``safe_target`` is ``(M, K)``; ``class_vector`` is ``v`` (None: all ones). With the softmax
     of the first target, ``lse = x_y - log p_y``, exact to a few ulps wherever ``p_y`` is a normal
@@ -93,6 +106,7 @@ def chunked_row_statistics(
         max_prob=row(), from_maxima=torch.zeros(num_rows, dtype=torch.bool,
                                                   device=logits.device),
         starts=iter(range(0, num_rows, max(1, plan.chunk_rows))),
+        prob_logit_sum=row() if with_penalty else None,
     )
     task = functools.partial(_run_chunks, state)
     if plan.workers > 1:
@@ -103,8 +117,9 @@ def chunked_row_statistics(
     lse = torch.where(state.from_maxima, state.row_max - torch.log(state.max_prob),
                       target_logit[:, 0] - torch.log(state.target_prob.squeeze(1)))
     if grad is not None and coefficients is not None:
-        _write_target_entries(grad, safe_target, class_vector, coefficients, target_logit, lse)
-    return lse, target_logit, state.weighted_sum
+        _write_target_entries(grad, safe_target, class_vector, coefficients, target_logit, lse,
+                              state.prob_logit_sum)
+    return lse, target_logit, state.weighted_sum, state.prob_logit_sum
 
 
 def _run_chunks(state: _ChunkPass) -> None:
@@ -115,16 +130,20 @@ def _run_chunks(state: _ChunkPass) -> None:
     """
     num_rows, num_classes = state.logits.shape
     rows = max(1, state.plan.chunk_rows)
-    scratch = None
+    scratch = penalty_buffer = None
     if state.scratch:
         scratch = state.logits.new_empty((min(rows, num_rows), num_classes),
                                          dtype=state.row_max.dtype)
+    if state.prob_logit_sum is not None:
+        penalty_buffer = state.logits.new_empty((min(rows, num_rows), num_classes),
+                                                dtype=state.row_max.dtype)
     with torch.no_grad():  # grad mode is per thread; out= and in-place writes need it off
         for start in state.starts:
-            _chunk(state, slice(start, min(num_rows, start + rows)), scratch)
+            _chunk(state, slice(start, min(num_rows, start + rows)), scratch, penalty_buffer)
 
 
-def _chunk(state: _ChunkPass, rows: slice, scratch: Tensor | None) -> None:
+def _chunk(state: _ChunkPass, rows: slice, scratch: Tensor | None,
+           penalty_buffer: Tensor | None = None) -> None:
     x = state.logits[rows]
     if scratch is not None:
         scratch = scratch[: x.shape[0]]
@@ -141,8 +160,13 @@ def _chunk(state: _ChunkPass, rows: slice, scratch: Tensor | None) -> None:
         prob_scale = _shifted_exponentials(state, x, rows)
     else:
         _softmax_probabilities(state, x, probs, rows)
+    penalty_logits = None
+    if penalty_buffer is not None:
+        penalty_buffer = penalty_buffer[: probs.shape[0]]
+        penalty_logits = _penalty_statistics(state, probs, prob_scale, rows, penalty_buffer)
     if state.grad is not None and state.coefficients is not None:
-        _gradient_rows(state, state.grad[rows], state.coefficients, probs, prob_scale, rows)
+        _gradient_rows(state, state.grad[rows], state.coefficients, probs, prob_scale, rows,
+                       penalty_logits=penalty_logits, penalty_buffer=penalty_buffer)
 
 
 def _shifted_exponentials(state: _ChunkPass, x: Tensor, rows: slice) -> Tensor:
@@ -191,9 +215,50 @@ def _softmax_probabilities(state: _ChunkPass, x: Tensor, out: Tensor, rows: slic
         state.from_maxima[rows] = True
 
 
+def _penalty_statistics(state: _ChunkPass, probs: Tensor, prob_scale: Tensor | None,
+                        rows: slice, buffer: Tensor) -> Tensor:
+    """``S = sum_c p_c x_c`` of the chunk's rows; returns the logits in the compute dtype.
+
+    One batched dot product, ``(M, 1, C) @ (M, C, 1)``: no product chunk is written. The
+    logits of a float16/bfloat16 chunk are copied into ``buffer`` first (their float32 copy
+    now holds the exponentials). A class with logit ``-inf`` has ``p = 0`` and contributes 0
+    to ``S`` and to the gradient, but makes ``p * x`` NaN: where a row's ``S`` is not finite,
+    the logits are copied into ``buffer`` with 0 wherever ``p = 0`` and ``S`` is taken again.
+    """
+    x = state.logits[rows]
+    if state.staged:
+        x = buffer.copy_(x)
+    assert state.prob_logit_sum is not None  # only called with a penalty
+    total = state.prob_logit_sum[rows]
+    torch.bmm(probs.unsqueeze(1), x.unsqueeze(2), out=total.view(-1, 1, 1))
+    if not bool(torch.isfinite(total).all()):
+        x = (x if state.staged else buffer.copy_(x)).masked_fill_(probs == 0, 0.0)
+        torch.bmm(probs.unsqueeze(1), x.unsqueeze(2), out=total.view(-1, 1, 1))
+    if prob_scale is not None:
+        total.mul_(prob_scale.squeeze(1))
+    return x
+
+
+def _penalty_factor(state: _ChunkPass, coefficients: _GradientCoefficients, coef: Tensor,
+                    prob_scale: Tensor | None, rows: slice, logits: Tensor,
+                    buffer: Tensor) -> Tensor:
+    """``a + a_P * (x - S)``, times ``prob_scale`` where given, into ``buffer``: what the
+    probabilities are multiplied by. Two row-broadcast passes, ``x * a_P`` then ``+ (a - a_P
+    S)`` (``logits`` may be ``buffer`` itself)."""
+    assert coefficients.penalty is not None and state.prob_logit_sum is not None
+    penalty = coefficients.penalty[rows].unsqueeze(1)
+    if prob_scale is not None:
+        penalty = penalty * prob_scale
+    offset = coef - penalty * state.prob_logit_sum[rows].unsqueeze(1)
+    return torch.mul(logits, penalty, out=buffer).add_(offset)
+
+
 def _gradient_rows(state: _ChunkPass, grad_rows: Tensor, coefficients: _GradientCoefficients,
-                   probs: Tensor, prob_scale: Tensor | None, rows: slice) -> None:
-    """``a * p - u * v`` into the gradient rows (the target entries come later).
+                   probs: Tensor, prob_scale: Tensor | None, rows: slice, *,
+                   penalty_logits: Tensor | None = None,
+                   penalty_buffer: Tensor | None = None) -> None:
+    """``a * p - u * v`` into the gradient rows (the target entries come later); with a
+    confidence penalty, ``p * (a + a_P * (x - S)) - u * v``.
 
     ``p = prob_scale * probs`` where a ``(M, 1)`` ``prob_scale`` is given (folded into ``a``,
     so it costs no pass of its own), else ``p = probs``. Row-broadcast multiply and add are
@@ -203,6 +268,9 @@ def _gradient_rows(state: _ChunkPass, grad_rows: Tensor, coefficients: _Gradient
     coef = coefficients.prob[rows].unsqueeze(1)
     if prob_scale is not None:
         coef = coef * prob_scale
+    if penalty_logits is not None and penalty_buffer is not None:
+        coef = _penalty_factor(state, coefficients, coef, prob_scale, rows, penalty_logits,
+                               penalty_buffer)
     scaled = torch.mul(probs, coef, out=probs if state.staged else grad_rows)
     neg_uniform = -coefficients.uniform[rows]
     if state.weight is None:
@@ -215,13 +283,20 @@ def _gradient_rows(state: _ChunkPass, grad_rows: Tensor, coefficients: _Gradient
 
 def _write_target_entries(grad: Tensor, safe_target: Tensor, class_vector: Tensor | None,
                           coefficients: _GradientCoefficients, target_logit: Tensor,
-                          lse: Tensor) -> None:
+                          lse: Tensor, prob_logit_sum: Tensor | None = None) -> None:
     """``a * p_y - u * v_y - b_1`` into each row's first target entry, then ``- b_k`` added
-    into the entry of each further target (which may be the first one's class)."""
+    into the entry of each further target (which may be the first one's class). With a
+    confidence penalty the first entry also gets ``a_P * p_y * (x_y - S)``."""
     first = safe_target[:, 0]
     target_vector = 1.0 if class_vector is None else class_vector[first]
-    value = (coefficients.prob * torch.exp(target_logit[:, 0] - lse)
+    target_prob = torch.exp(target_logit[:, 0] - lse)
+    value = (coefficients.prob * target_prob
              - coefficients.uniform * target_vector - coefficients.target[:, 0])
+    if coefficients.penalty is not None and prob_logit_sum is not None:
+        # p_y = 0 (a target logit of -inf) contributes 0, not 0 * -inf.
+        value = value + torch.where(
+            target_prob > 0, coefficients.penalty * target_prob * (target_logit[:, 0]
+                                                                   - prob_logit_sum), 0.0)
     # index_put_ on the flat view: ``scatter_`` on a bfloat16/float16 CPU tensor makes a float32
     # copy of the whole tensor (2x the logits' bytes).
     row_offset = torch.arange(grad.shape[0], device=grad.device) * grad.shape[1]

@@ -22,12 +22,14 @@ from labelsmooth._validation import check_class_dim, check_floating, check_reduc
 __all__ = ["confidence_penalty", "entropy"]
 
 
-def _check_beta(beta: object) -> float:
+def _check_beta(beta: object, argument: str = "beta") -> float:
+    """The penalty's weight: a finite real number (``argument`` names it in the error)."""
     if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
-        fail("beta", "a finite real number", repr(beta) if isinstance(beta, str) else beta, error=TypeError)
+        fail(argument, "a finite real number", repr(beta) if isinstance(beta, str) else beta,
+             error=TypeError)
     value = float(beta)
     if not math.isfinite(value):
-        fail("beta", "a finite real number", beta)
+        fail(argument, "a finite real number", beta)
     return value
 
 
