@@ -17,12 +17,12 @@ float16/bfloat16 chunks are copied into a float32 scratch chunk, where they beco
 costs no softmax and no pass of its own (see :func:`_shifted_exponentials`). Everything is
 computed in float32 and rounded once, when the gradient rows are written.
 
-With a confidence penalty the pass also takes ``S = sum_c p_c x_c`` per row, a batched dot
-product of the chunk's probabilities and logits while both are in cache, and the gradient rows
-become ``p * (a + a_P * (x - S)) - u * v`` (:func:`_penalty_statistics`,
-:func:`_penalty_factor`). Each worker then has one more float32 chunk, for the logits of
-float16/bfloat16 chunks (whose float32 copy became the exponentials) and for ``a + a_P * (x -
-S)``. Without a penalty none of this runs.
+With a confidence penalty the pass also writes the products ``p * x`` of the chunk into a float32
+chunk of each worker's own, while both are in cache, and sums them: ``S = sum_c p_c x_c`` per
+row. The gradient rows become ``p * (a + a_P * (x - S)) - u * v = p * (a - a_P * S) + a_P * (p *
+x) - u * v``: the usual multiply with another row coefficient, plus the products scaled by
+``a_P`` (:func:`_penalty_statistics`, :func:`_gradient_rows`). Without a penalty none of this
+runs.
 """
 
 from __future__ import annotations
@@ -160,13 +160,13 @@ def _chunk(state: _ChunkPass, rows: slice, scratch: Tensor | None,
         prob_scale = _shifted_exponentials(state, x, rows)
     else:
         _softmax_probabilities(state, x, probs, rows)
-    penalty_logits = None
+    products = None
     if penalty_buffer is not None:
-        penalty_buffer = penalty_buffer[: probs.shape[0]]
-        penalty_logits = _penalty_statistics(state, probs, prob_scale, rows, penalty_buffer)
+        products = _penalty_statistics(state, probs, prob_scale, rows,
+                                       penalty_buffer[: probs.shape[0]])
     if state.grad is not None and state.coefficients is not None:
         _gradient_rows(state, state.grad[rows], state.coefficients, probs, prob_scale, rows,
-                       penalty_logits=penalty_logits, penalty_buffer=penalty_buffer)
+                       products=products)
 
 
 def _shifted_exponentials(state: _ChunkPass, x: Tensor, rows: slice) -> Tensor:
@@ -216,49 +216,49 @@ def _softmax_probabilities(state: _ChunkPass, x: Tensor, out: Tensor, rows: slic
 
 
 def _penalty_statistics(state: _ChunkPass, probs: Tensor, prob_scale: Tensor | None,
-                        rows: slice, buffer: Tensor) -> Tensor:
-    """``S = sum_c p_c x_c`` of the chunk's rows; returns the logits in the compute dtype.
+                        rows: slice, products: Tensor) -> Tensor:
+    """``probs * x`` into ``products`` and ``S = sum_c p_c x_c`` into the row statistic.
 
-    One batched dot product, ``(M, 1, C) @ (M, C, 1)``: no product chunk is written. The
-    logits of a float16/bfloat16 chunk are copied into ``buffer`` first (their float32 copy
-    now holds the exponentials). A class with logit ``-inf`` has ``p = 0`` and contributes 0
-    to ``S`` and to the gradient, but makes ``p * x`` NaN: where a row's ``S`` is not finite,
-    the logits are copied into ``buffer`` with 0 wherever ``p = 0`` and ``S`` is taken again.
+    A multiply into a chunk and a row sum cost less than a third of one batched dot product
+    (``bmm`` of ``(M, 1, C)`` by ``(M, C, 1)``, a small matrix product per row), and the
+    products are the penalty's gradient term. Low-precision logits are copied into the float32
+    chunk first (their own float32 copy holds the exponentials by now). A class with logit
+    ``-inf`` has ``p = 0`` and contributes 0 to ``S`` and to the gradient, but makes ``p * x``
+    NaN: where a row's ``S`` is not finite, products with ``p = 0`` are set to 0 and ``S`` is
+    summed again.
     """
-    x = state.logits[rows]
-    if state.staged:
-        x = buffer.copy_(x)
     assert state.prob_logit_sum is not None  # only called with a penalty
-    total = state.prob_logit_sum[rows]
-    torch.bmm(probs.unsqueeze(1), x.unsqueeze(2), out=total.view(-1, 1, 1))
+    logits = state.logits[rows]
+    if state.staged:
+        torch.mul(products.copy_(logits), probs, out=products)
+    else:
+        torch.mul(probs, logits, out=products)
+    total = torch.sum(products, 1, out=state.prob_logit_sum[rows])
     if not bool(torch.isfinite(total).all()):
-        x = (x if state.staged else buffer.copy_(x)).masked_fill_(probs == 0, 0.0)
-        torch.bmm(probs.unsqueeze(1), x.unsqueeze(2), out=total.view(-1, 1, 1))
+        torch.sum(products.masked_fill_(probs == 0, 0.0), 1, out=total)
     if prob_scale is not None:
         total.mul_(prob_scale.squeeze(1))
-    return x
+    return products
 
 
-def _penalty_factor(state: _ChunkPass, coefficients: _GradientCoefficients, coef: Tensor,
-                    prob_scale: Tensor | None, rows: slice, logits: Tensor,
-                    buffer: Tensor) -> Tensor:
-    """``a + a_P * (x - S)``, times ``prob_scale`` where given, into ``buffer``: what the
-    probabilities are multiplied by. Two row-broadcast passes, ``x * a_P`` then ``+ (a - a_P
-    S)`` (``logits`` may be ``buffer`` itself)."""
+def _penalty_terms(state: _ChunkPass, coefficients: _GradientCoefficients, coef: Tensor,
+                   prob_scale: Tensor | None, rows: slice, products: Tensor) -> Tensor:
+    """Scales ``products`` by ``a_P * prob_scale`` in place; returns ``coef - a_P *
+    prob_scale * S``, the probabilities' row coefficient (``coef`` is ``a * prob_scale``)."""
     assert coefficients.penalty is not None and state.prob_logit_sum is not None
     penalty = coefficients.penalty[rows].unsqueeze(1)
     if prob_scale is not None:
         penalty = penalty * prob_scale
-    offset = coef - penalty * state.prob_logit_sum[rows].unsqueeze(1)
-    return torch.mul(logits, penalty, out=buffer).add_(offset)
+    products.mul_(penalty)
+    return coef - penalty * state.prob_logit_sum[rows].unsqueeze(1)
 
 
 def _gradient_rows(state: _ChunkPass, grad_rows: Tensor, coefficients: _GradientCoefficients,
                    probs: Tensor, prob_scale: Tensor | None, rows: slice, *,
-                   penalty_logits: Tensor | None = None,
-                   penalty_buffer: Tensor | None = None) -> None:
+                   products: Tensor | None = None) -> None:
     """``a * p - u * v`` into the gradient rows (the target entries come later); with a
-    confidence penalty, ``p * (a + a_P * (x - S)) - u * v``.
+    confidence penalty and the chunk's ``products = probs * x``, ``(a - a_P * S) * p + a_P *
+    prob_scale * products - u * v``.
 
     ``p = prob_scale * probs`` where a ``(M, 1)`` ``prob_scale`` is given (folded into ``a``,
     so it costs no pass of its own), else ``p = probs``. Row-broadcast multiply and add are
@@ -268,10 +268,11 @@ def _gradient_rows(state: _ChunkPass, grad_rows: Tensor, coefficients: _Gradient
     coef = coefficients.prob[rows].unsqueeze(1)
     if prob_scale is not None:
         coef = coef * prob_scale
-    if penalty_logits is not None and penalty_buffer is not None:
-        coef = _penalty_factor(state, coefficients, coef, prob_scale, rows, penalty_logits,
-                               penalty_buffer)
+    if products is not None:
+        coef = _penalty_terms(state, coefficients, coef, prob_scale, rows, products)
     scaled = torch.mul(probs, coef, out=probs if state.staged else grad_rows)
+    if products is not None:
+        scaled.add_(products)
     neg_uniform = -coefficients.uniform[rows]
     if state.weight is None:
         scaled.add_(neg_uniform.unsqueeze(1))
