@@ -538,6 +538,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="after --repeats rounds, go on until every contender has this many "
                              f"seconds of samples, at most {MAX_ROUNDS} rounds (default 1, or 0 "
                              "with --quick)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="PyTorch's intra-op threads (default: PyTorch's own choice); one "
+                             "thread is less disturbed by other processes on a shared machine")
     parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS),
                         default=list(DEFAULT_CONTENDERS))
     parser.add_argument("--no-memory", action="store_true",
@@ -565,6 +568,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, str]]:
         shape = args.shapes[0]
         print(json.dumps({"peak_extra_bytes": _probe_memory(args.memory_probe, shape)}))
         return []
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     shapes = args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES)
     repeats = args.repeats or (3 if args.quick else 7)
     rows = run_benchmark(shapes, repeats=repeats, contenders=args.contenders,
