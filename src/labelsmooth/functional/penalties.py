@@ -88,6 +88,9 @@ def confidence_penalty(
     ``\beta\, p_{ik} (\log p_{ik} + H(p_i))``. A positive ``beta`` penalises confident
     predictions (Pereyra et al. use 0.1 to 4 depending on the task); a negative ``beta`` rewards
     them (entropy minimisation). The entropy is accumulated in float32 (see :func:`entropy`).
+    Added to a cross-entropy of index targets, it is cheaper fused into that loss:
+    ``smoothed_cross_entropy(logits, y, s, confidence_penalty=beta)`` computes both in one pass
+    over the logits (where targets are ``ignore_index`` it adds no penalty).
 
     Args:
         logits: ``(N, C, *)`` or ``(C,)`` floating-point logits, classes along ``class_dim``.
