@@ -22,6 +22,12 @@ Contenders, all computing the loss and the gradient of the logits from index tar
   one loss, but each runs the general code path (a matrix-vector product with the prior, per-row
   coefficients, a second target column). Their time is printed as a ratio to ``ours`` of the
   same run from ``VARIANT_MIN_CLASSES`` classes on.
+* ``ours_penalty``: ``ours`` with ``confidence_penalty=PENALTY`` (the confidence penalty fused
+  into the pass), and ``ours_penalty_unfused``: ``ours`` plus
+  :func:`labelsmooth.functional.confidence_penalty` as a separate term, what a user writes
+  without the fused option. These two compute another loss than the others (cross-entropy plus
+  the penalty); ``ours_penalty`` is printed as a ratio to ``ours`` and to
+  ``ours_penalty_unfused``.
 
 Plan variants, run only when named with ``--contenders`` (they measure the choices of
 :func:`labelsmooth._ops.planning.plan` against the alternatives): ``ours_pytorch_threads`` and
@@ -37,16 +43,21 @@ exponential-per-element pass PyTorch offers on the device.
 
 Method. Time: every contender runs once per round, in an order shuffled afresh each round (the
 machine is shared and noisy, and a call is slowed by what ran just before it, e.g. the memory
-another contender freed, so neither position nor neighbour may be fixed); the logits
-are restored from a pristine copy before each call (outside the timing, since the in-place
-contender destroys them), handed over as a non-leaf tensor that requires grad (as a model's
-output would be), and ``torch.autograd.grad`` returns the gradient. The median over rounds is
-reported, with its ratio to ``native`` and to the two floors. Memory: each contender runs once
-in its own fresh subprocess (glibc's mmap threshold fixed at 64 KiB, so freed buffers leave the
-resident set); after the inputs are built and a small warm-up call has run, the kernel's peak
-RSS mark is reset (``/proc/self/clear_refs``), one forward + backward runs and keeps its
-gradient, and the peak RSS minus the RSS before the call is the peak extra memory, reported in
-units of the logits' bytes (``ru_maxrss`` differences where ``/proc`` is unavailable).
+another contender freed, so neither position nor neighbour may be fixed); the logits are
+restored from a pristine copy before each call (outside the timing, since the in-place contender
+destroys them), handed over as a non-leaf tensor that requires grad (as a model's output would
+be), and ``torch.autograd.grad`` returns the gradient. The median over rounds is reported, with
+its ratio to ``native`` and to the two floors. Small calls get more rounds: after ``--repeats``
+rounds, rounds go on until every contender has ``--min-seconds`` of samples (at most
+``MAX_ROUNDS``), so that a 10 ms call has about a hundred. The ratios of the general paths to
+``ours`` are paired: the median over rounds of the two calls' ratio within a round, printed with
+its quartiles, so that a slow stretch of the shared machine slows both sides of a ratio. Memory:
+each contender runs once in its own fresh subprocess (glibc's mmap threshold fixed at 64 KiB, so
+freed buffers leave the resident set); after the inputs are built and a small warm-up call has
+run, the kernel's peak RSS mark is reset (``/proc/self/clear_refs``), one forward + backward
+runs and keeps its gradient, and the peak RSS minus the RSS before the call is the peak extra
+memory, reported in units of the logits' bytes (``ru_maxrss`` differences where ``/proc`` is
+unavailable).
 Rows are appended to ``benchmarks/results/cross_entropy.csv`` with provenance.
 
 On a GPU (``--device cuda``; rows go to ``benchmarks/results/cross_entropy_cuda.csv`` unless
@@ -88,6 +99,7 @@ from benchmarks._common import (
 )
 from benchmarks._common import provenance as common_provenance
 from labelsmooth._ops import fused_smoothed_cross_entropy, planning
+from labelsmooth.functional import confidence_penalty
 
 __all__ = ["CONTENDERS", "Shape", "main", "run_benchmark"]
 
@@ -95,6 +107,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_CSV = RESULTS / "cross_entropy.csv"
 DEFAULT_CUDA_CSV = RESULTS / "cross_entropy_cuda.csv"
 SMOOTHING = 0.1
+PENALTY = 0.1  # the confidence penalty's beta
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -166,6 +179,15 @@ def _ours_mixed(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
                                         ignore_index=-100, reduction="mean", shares=(0.5, 0.5))
 
 
+def _ours_penalty(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return fused_smoothed_cross_entropy(x, y, SMOOTHING, weight=None, ignore_index=-100,
+                                        reduction="mean", confidence_penalty=PENALTY)
+
+
+def _ours_penalty_unfused(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return _ours(x, y) + confidence_penalty(x, PENALTY)
+
+
 def _variant(inplace: bool, **changes: Any) -> LossFn:
     """``ours`` (in place or not) with the plan's fields ``changes`` replaced."""
     gradient: planning.GradientTarget = "inplace" if inplace else "fresh"
@@ -182,7 +204,8 @@ def _variant(inplace: bool, **changes: Any) -> LossFn:
 
 
 DEFAULT_CONTENDERS = ("native", "compiled", "composer_dense", "timm_logsoftmax", "ours",
-                      "ours_inplace", "ours_prior", "ours_per_sample", "ours_mixed")
+                      "ours_inplace", "ours_prior", "ours_per_sample", "ours_mixed",
+                      "ours_penalty", "ours_penalty_unfused")
 CONTENDERS: dict[str, LossFn] = {
     "native": _native,
     "compiled": _compiled,
@@ -193,6 +216,8 @@ CONTENDERS: dict[str, LossFn] = {
     "ours_prior": _ours_prior,
     "ours_per_sample": _ours_per_sample,
     "ours_mixed": _ours_mixed,
+    "ours_penalty": _ours_penalty,
+    "ours_penalty_unfused": _ours_penalty_unfused,
     "ours_pytorch_threads": _variant(False, workers=1),
     "ours_inplace_pytorch_threads": _variant(True, workers=1),
     "ours_chunked": _variant(False),
@@ -259,9 +284,14 @@ def _forward_backward(fn: LossFn, leaf: torch.Tensor, target: torch.Tensor) -> t
     return grad
 
 
+# Rounds stop here even if some contender has fewer than ``min_seconds`` of samples.
+MAX_ROUNDS = 400
+
+
 def time_shape(shape: Shape, repeats: int, names: Sequence[str],
-               device: torch.device = CPU) -> dict[str, list[float]]:
-    """Seconds per call for each contender and floor, interleaved over ``repeats`` rounds."""
+               device: torch.device = CPU, min_seconds: float = 0.0) -> dict[str, list[float]]:
+    """Seconds per call for each contender and floor, interleaved over at least ``repeats``
+    rounds and until each has ``min_seconds`` of samples (at most ``MAX_ROUNDS`` rounds)."""
     pristine, target = _inputs(shape, device=device)
     leaf = pristine.clone().requires_grad_()
     touched = torch.zeros_like(pristine)
@@ -290,10 +320,13 @@ def time_shape(shape: Shape, repeats: int, names: Sequence[str],
     for name in order:  # warm-up: first-call costs (lazy init, thread pool) are not measured
         once(name)
     shuffler = random.Random(0)
-    for _ in range(repeats):
+    rounds = 0
+    while rounds < repeats or (rounds < MAX_ROUNDS
+                               and min(sum(values) for values in times.values()) < min_seconds):
         shuffler.shuffle(order)
         for name in order:
             times[name].append(once(name))
+        rounds += 1
     return times
 
 
@@ -379,16 +412,18 @@ def run_benchmark(
     quick: bool = False,
     report: Callable[[str], None] = print,
     device: torch.device = CPU,
+    min_seconds: float = 0.0,
 ) -> list[dict[str, str]]:
     """Time (and measure) every contender on every shape; return one CSV row per pair."""
     provenance = common_provenance(device)
     run_id = new_run_id()
     rows: list[dict[str, str]] = []
     for shape in shapes:
-        times = time_shape(shape, repeats, contenders, device)
+        times = time_shape(shape, repeats, contenders, device, min_seconds)
+        rounds = len(times["native"])
         median = {name: statistics.median(values) for name, values in times.items()}
         report(f"\n{shape.label()}  (logits {shape.logits_bytes / 2**20:.1f} MiB, "
-               f"{repeats} rounds, medians)")
+               f"{rounds} rounds, medians)")
         report(f"  {'contender':28s} {'ms':>10s} {'/native':>8s} {'/copy':>7s} {'/clone':>7s}"
                f" {'/softmax':>8s} {'peak extra / logits':>20s}")
         for name in (*contenders, *FLOORS):
@@ -398,7 +433,7 @@ def run_benchmark(
             row = {
                 **provenance, "run_id": run_id, "quick": str(quick), "rows": str(shape.rows),
                 "classes": str(shape.classes), "dtype": str(shape.dtype).removeprefix("torch."),
-                "contender": name, "repeats": str(repeats),
+                "contender": name, "repeats": str(rounds),
                 "median_ms": f"{median[name] * 1e3:.4f}",
                 "min_ms": f"{min(times[name]) * 1e3:.4f}",
                 "ratio_to_native": f"{ratio_native:.4f}",
@@ -418,8 +453,10 @@ def run_benchmark(
             for line in target_lines(median):
                 report(line)
         if shape.classes >= VARIANT_MIN_CLASSES:
-            for line in variant_lines(median):
+            for line in variant_lines(times):
                 report(line)
+        for line in penalty_lines(times):
+            report(line)
     return rows
 
 
@@ -454,15 +491,38 @@ VARIANT_BOUND = 1.1
 VARIANTS = ("ours_prior", "ours_per_sample", "ours_mixed")
 
 
-def variant_lines(median: dict[str, float]) -> list[str]:
-    """One line per general-path contender that ran with ``ours``: its time ratio to ``ours``."""
+def paired_ratio(times: dict[str, list[float]], name: str, base: str
+                 ) -> tuple[float, float, float]:
+    """Median and quartiles over rounds of ``name``'s time over ``base``'s in the same round."""
+    ratios = [mine / theirs for mine, theirs in zip(times[name], times[base], strict=True)]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    low, middle, high = statistics.quantiles(ratios, n=4, method="inclusive")
+    return middle, low, high
+
+
+def _ratio_text(times: dict[str, list[float]], name: str, base: str) -> tuple[float, str]:
+    ratio, low, high = paired_ratio(times, name, base)
+    return ratio, (f"{name} / {base}: {ratio:.3f} (paired over {len(times[name])} rounds, "
+                   f"quartiles {low:.3f}-{high:.3f})")
+
+
+def variant_lines(times: dict[str, list[float]]) -> list[str]:
+    """One line per general-path contender that ran with ``ours``: its paired time ratio."""
     lines = []
     for name in VARIANTS:
-        if name in median and "ours" in median:
-            ratio = median[name] / median["ours"]
+        if name in times and "ours" in times:
+            ratio, text = _ratio_text(times, name, "ours")
             verdict = "met" if ratio <= VARIANT_BOUND else "MISSED"
-            lines.append(f"  target {name} / ours: {ratio:.3f} (<= {VARIANT_BOUND}) {verdict}")
+            lines.append(f"  target {text} (<= {VARIANT_BOUND}) {verdict}")
     return lines
+
+
+def penalty_lines(times: dict[str, list[float]]) -> list[str]:
+    """The fused confidence penalty's paired time ratios to ``ours`` and to the unfused sum."""
+    return [f"  {_ratio_text(times, 'ours_penalty', base)[1]}"
+            for base in ("ours", "ours_penalty_unfused")
+            if "ours_penalty" in times and base in times]
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -474,6 +534,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="shapes as ROWSxCLASSES[:dtype], e.g. 4096x32000 2048x128256:bfloat16")
     parser.add_argument("--repeats", type=int, default=None,
                         help="interleaved rounds per shape (default 7, or 3 with --quick)")
+    parser.add_argument("--min-seconds", type=float, default=None,
+                        help="after --repeats rounds, go on until every contender has this many "
+                             f"seconds of samples, at most {MAX_ROUNDS} rounds (default 1, or 0 "
+                             "with --quick)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="PyTorch's intra-op threads (default: PyTorch's own choice); one "
+                             "thread is less disturbed by other processes on a shared machine")
     parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS),
                         default=list(DEFAULT_CONTENDERS))
     parser.add_argument("--no-memory", action="store_true",
@@ -501,11 +568,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, str]]:
         shape = args.shapes[0]
         print(json.dumps({"peak_extra_bytes": _probe_memory(args.memory_probe, shape)}))
         return []
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     shapes = args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES)
     repeats = args.repeats or (3 if args.quick else 7)
     rows = run_benchmark(shapes, repeats=repeats, contenders=args.contenders,
                          measure_memory_too=not args.no_memory, quick=args.quick,
-                         device=args.device)
+                         device=args.device,
+                         min_seconds=args.min_seconds if args.min_seconds is not None
+                         else 0.0 if args.quick else 1.0)
     append_csv(rows, args.csv, CSV_FIELDS)
     print(f"\nappended {len(rows)} rows to {args.csv}")
     return rows

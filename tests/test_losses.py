@@ -83,3 +83,14 @@ def test_smoothed_cross_entropy_loss_with_a_prior_and_negative_smoothing() -> No
         SmoothedCrossEntropyLoss(0.1, prior=prior[None])
     with pytest.raises(ValueError, match=r"prior: expected probabilities summing to 1"):
         SmoothedCrossEntropyLoss(0.1, prior=prior * 2)
+
+
+def test_smoothed_cross_entropy_loss_confidence_penalty() -> None:
+    x = torch.randn(6, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 0, -100])
+    criterion = SmoothedCrossEntropyLoss(0.1, confidence_penalty=0.5, reduction="sum")
+    assert torch.equal(criterion(x, y),
+                       smoothed_cross_entropy(x, y, 0.1, confidence_penalty=0.5, reduction="sum"))
+    with pytest.raises(ValueError, match=r"confidence_penalty: expected a finite real number, "
+                                         r"got nan$"):
+        SmoothedCrossEntropyLoss(0.1, confidence_penalty=float("nan"))

@@ -22,6 +22,7 @@ from labelsmooth.functional.cross_entropy import (
     soft_cross_entropy,
 )
 from labelsmooth.functional.linear_cross_entropy import smoothed_linear_cross_entropy
+from labelsmooth.functional.penalties import _check_beta
 
 __all__ = [
     "SmoothedBCEWithLogitsLoss",
@@ -83,6 +84,9 @@ class SmoothedCrossEntropyLoss(_WeightedLoss):
 
         \\ell = (1 - s)\\, w_y (\\mathrm{lse} - x_y) + \\frac{s}{C} \\sum_c w_c (\\mathrm{lse} - x_c)
 
+    plus, with ``confidence_penalty=beta``, ``beta * sum_c p_c log p_c`` per non-ignored position
+    (Pereyra et al., 2017), computed in the same pass.
+
     Args:
         smoothing: ``s`` in ``[0, 1]`` (default 0.1).
         weight: class weights ``(C,)`` (default ``None``), kept as a buffer.
@@ -91,6 +95,8 @@ class SmoothedCrossEntropyLoss(_WeightedLoss):
         class_dim: the class dimension of the input (default 1).
         inplace_backward: write the gradient into the input's storage, destroying the logits
             (default ``False``); see :func:`labelsmooth.functional.smoothed_cross_entropy`.
+        confidence_penalty: the weight ``beta`` of the confidence penalty, a finite float
+            (default 0: none); see :func:`labelsmooth.functional.smoothed_cross_entropy`.
 
     Shape:
         input ``(N, C, *)``; target ``(N, *)`` indices or ``(N, C, *)`` dense; output scalar, or
@@ -111,7 +117,7 @@ class SmoothedCrossEntropyLoss(_WeightedLoss):
     def __init__(self, smoothing: float = 0.1, *, prior: torch.Tensor | None = None,
                  allow_negative: bool = False, weight: torch.Tensor | None = None,
                  ignore_index: int = -100, reduction: str = "mean", class_dim: int = 1,
-                 inplace_backward: bool = False) -> None:
+                 inplace_backward: bool = False, confidence_penalty: float = 0.0) -> None:
         super().__init__(weight=weight, reduction=reduction)
         self.smoothing = check_smoothing(smoothing, allow_negative=allow_negative)
         self.allow_negative = allow_negative
@@ -124,12 +130,14 @@ class SmoothedCrossEntropyLoss(_WeightedLoss):
         if not isinstance(inplace_backward, bool):
             fail("inplace_backward", "a bool", inplace_backward, error=TypeError)
         self.inplace_backward = inplace_backward
+        self.confidence_penalty = _check_beta(confidence_penalty, "confidence_penalty")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return smoothed_cross_entropy(input, target, self.smoothing, prior=self.prior,
                                       allow_negative=self.allow_negative, weight=self.weight,
                                       ignore_index=self.ignore_index, reduction=self.reduction,
-                                      class_dim=self.class_dim, inplace_backward=self.inplace_backward)
+                                      class_dim=self.class_dim, inplace_backward=self.inplace_backward,
+                                      confidence_penalty=self.confidence_penalty)
 
 
 class SmoothedBCEWithLogitsLoss(_WeightedLoss):

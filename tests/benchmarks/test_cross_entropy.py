@@ -14,19 +14,30 @@ from benchmarks import plot_cross_entropy
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def test_every_contender_computes_the_same_loss_and_gradient():
-    shape = bench.Shape(16, 7, torch.float64)
-    results = []
-    for fn in bench.CONTENDERS.values():
+PENALISED = ("ours_penalty", "ours_penalty_unfused")
+
+
+@pytest.mark.parametrize(("shape", "names"), [
+    (bench.Shape(16, 7, torch.float64), list(bench.CONTENDERS)),
+    (bench.Shape(64, 2000, torch.float32), ["ours", "ours_mixed", *PENALISED]),  # chunked pass
+], ids=["all", "chunked"])
+def test_every_contender_computes_the_same_loss_and_gradient(shape, names):
+    """The same loss everywhere, but the penalised pair's, which add the same penalty."""
+    results: dict[bool, list[tuple[torch.Tensor, torch.Tensor]]] = {False: [], True: []}
+    for name in names:
+        fn = bench.CONTENDERS[name]
         pristine, target = bench._inputs(shape)
         leaf = pristine.requires_grad_()
         logits = bench._ModelOutput.apply(leaf)
         loss = fn(logits, target)
         (grad,) = torch.autograd.grad(loss, logits)
-        results.append((loss.detach(), grad.clone()))
-    for loss, grad in results[1:]:
-        torch.testing.assert_close(loss, results[0][0])
-        torch.testing.assert_close(grad, results[0][1])
+        results[name in PENALISED].append((loss.detach(), grad.clone()))
+    for group in results.values():
+        for loss, grad in group[1:]:
+            torch.testing.assert_close(loss, group[0][0])
+            torch.testing.assert_close(grad, group[0][1])
+    plain, penalised = results[False][0][0], results[True][0][0]
+    assert float(penalised - plain) < -bench.PENALTY * 1.0  # the entropy of these rows is > 1
 
 
 def test_quick_run_appends_well_formed_rows_and_plots(tmp_path):
@@ -72,12 +83,33 @@ def test_target_lines_compare_medians_of_the_same_run():
     assert len(bench.target_lines(median)) == 2  # targets without their baseline are left out
 
 
-def test_variant_lines_compare_the_general_paths_with_ours_of_the_same_run():
-    median = {"ours": 1.0, "ours_prior": 1.05, "ours_mixed": 1.2}
-    assert bench.variant_lines(median) == [
-        "  target ours_prior / ours: 1.050 (<= 1.1) met",
-        "  target ours_mixed / ours: 1.200 (<= 1.1) MISSED",
+def test_variant_lines_compare_the_general_paths_with_ours_of_the_same_round():
+    # Round 2 is slow for everyone: paired ratios are unmoved by it.
+    times = {"ours": [1.0, 3.0, 1.0, 1.0, 1.0], "ours_prior": [1.05, 3.15, 1.0, 1.1, 1.05],
+             "ours_mixed": [1.2, 3.6, 1.2, 1.2, 1.2]}
+    assert bench.variant_lines(times) == [
+        "  target ours_prior / ours: 1.050 (paired over 5 rounds, quartiles 1.050-1.050) "
+        "(<= 1.1) met",
+        "  target ours_mixed / ours: 1.200 (paired over 5 rounds, quartiles 1.200-1.200) "
+        "(<= 1.1) MISSED",
     ]
+    times["ours_penalty"] = [1.1, 3.3, 1.1, 1.1, 1.1]
+    times["ours_penalty_unfused"] = [2.2, 6.6, 2.2, 2.2, 2.2]
+    assert bench.penalty_lines(times) == [
+        "  ours_penalty / ours: 1.100 (paired over 5 rounds, quartiles 1.100-1.100)",
+        "  ours_penalty / ours_penalty_unfused: 0.500 (paired over 5 rounds, quartiles "
+        "0.500-0.500)",
+    ]
+
+
+def test_small_calls_get_rounds_until_each_contender_has_min_seconds():
+    times = bench.time_shape(bench.Shape(8, 5, torch.float32), 2, ["native", "ours"],
+                             min_seconds=0.002)
+    rounds = {len(values) for values in times.values()}
+    assert len(rounds) == 1 and rounds.pop() >= 2
+    assert min(sum(values) for values in times.values()) >= 0.002 or \
+        len(times["native"]) == bench.MAX_ROUNDS
+    assert len(bench.time_shape(bench.Shape(8, 5, torch.float32), 3, ["native"])["native"]) == 3
 
 
 def test_shape_parsing():

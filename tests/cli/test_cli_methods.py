@@ -3,6 +3,7 @@ bootstrap intervals of the summary, recomputed here from the saved test-set logi
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict
@@ -13,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_invoke import invoke
+from helpers import assert_close
 from torch.utils.data import DataLoader, TensorDataset
 
 import labelsmooth.cli.command as cli_main
@@ -26,7 +28,7 @@ from labelsmooth.cli.experiment import (
     build_loss,
 )
 from labelsmooth.cli.report import group_runs, summary_table
-from labelsmooth.functional import soft_cross_entropy
+from labelsmooth.functional import smoothed_cross_entropy, soft_cross_entropy
 from labelsmooth.metrics import expected_calibration_error
 from labelsmooth.metrics.extra import (
     adaptive_calibration_error,
@@ -185,6 +187,26 @@ def test_the_confidence_penalty_loss_is_cross_entropy_minus_beta_entropy() -> No
     assert float(loss(logits, targets)) == pytest.approx(float(expected), rel=1e-5)
     assert build_loss(RunConfig("digits", "mlp", 0.0, 0, 1, 32, 1e-3, method="ls", strength=0.1),
                       targets, 4) is None
+
+
+def test_the_confidence_penalty_loss_is_the_fused_one_with_the_unfused_values() -> None:
+    """The method trains on smoothed_cross_entropy's fused penalty; on a batch large enough for
+    the fused pass its loss and gradient equal cross-entropy + confidence_penalty."""
+    from labelsmooth.functional import confidence_penalty
+
+    config = RunConfig("digits", "mlp", 0.0, 0, 1, 32, 1e-3, method="confidence-penalty", strength=0.3)
+    generator = torch.Generator().manual_seed(3)
+    logits, targets = torch.randn(512, 200, generator=generator), torch.randint(200, (512,), generator=generator)
+    loss_fn = build_loss(config, targets, 200)
+    assert isinstance(loss_fn, functools.partial) and loss_fn.func is smoothed_cross_entropy
+    assert loss_fn.keywords == {"smoothing": 0.0, "confidence_penalty": 0.3}
+    fused_x, unfused_x = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    fused = loss_fn(fused_x, targets)
+    fused.backward()
+    unfused = F.cross_entropy(unfused_x, targets) + confidence_penalty(unfused_x, 0.3)
+    unfused.backward()
+    assert_close(fused, unfused, torch.float32, what="loss")
+    assert_close(fused_x.grad, unfused_x.grad, torch.float32, what="gradient")
 
 
 def _dense_smoothed(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,

@@ -602,3 +602,85 @@ def test_mixed_targets_of_different_shapes_are_refused():
     with pytest.raises(ValueError, match=r"targets: expected tensors of one shape \(4,\), got shape \(3,\)$"):
         mixed_smoothed_cross_entropy(logits, [torch.zeros(4, dtype=torch.long),
                                               torch.zeros(3, dtype=torch.long)], [0.5, 0.5])
+
+
+def _penalty_composition(logits, target, smoothing, beta, *, class_dim=1, **options):
+    """``smoothed_cross_entropy + confidence_penalty`` of the non-ignored positions, float64."""
+    from labelsmooth.functional import confidence_penalty
+
+    reduction = options.get("reduction", "mean")
+    loss = smoothed_cross_entropy(logits, target, smoothing, class_dim=class_dim, **options)
+    rows = logits.movedim(class_dim, -1).reshape(-1, logits.shape[class_dim])
+    valid = target.reshape(-1) != -100
+    per_row = confidence_penalty(rows, beta, reduction="none")
+    counted = torch.where(valid, per_row, 0.0)
+    if reduction == "none":
+        return loss + counted.reshape(target.shape)
+    return loss + (counted.sum() if reduction == "sum" else counted.sum() / valid.sum())
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("class_dim", [1, -1])
+@pytest.mark.parametrize("per_sample", [False, True], ids=["float", "per_sample"])
+def test_confidence_penalty_equals_the_composition(reduction, class_dim, per_sample):
+    torch.manual_seed(8)
+    logits, target, num_classes = make_case((6, 40, 5), torch.float64, ignore=True)
+    if class_dim == -1:
+        logits = logits.movedim(1, -1).contiguous()
+    smoothing = torch.rand(6, dtype=torch.float64) if per_sample else 0.2
+    options = dict(weight=torch.rand(num_classes, dtype=torch.float64) + 0.1,
+                   prior=_random_prior(num_classes), reduction=reduction)
+    leaf = logits.clone().requires_grad_()
+    got = smoothed_cross_entropy(leaf, target, smoothing, class_dim=class_dim,
+                                 confidence_penalty=0.9, **options)
+    got.sum().backward()
+    reference_x = logits.clone().requires_grad_()
+    want = _penalty_composition(reference_x, target, smoothing, 0.9, class_dim=class_dim,
+                                **options)
+    want.sum().backward()
+    assert_close(got, want, what="loss")
+    assert_close(leaf.grad, reference_x.grad, what="gradient")
+
+
+def test_confidence_penalty_on_mixed_targets_adds_each_components_penalty():
+    torch.manual_seed(9)
+    logits, target, _ = make_case((7, 300), torch.float32, ignore=True)
+    partner = target.flip(0)
+    leaf = logits.clone().requires_grad_()
+    got = mixed_smoothed_cross_entropy(leaf, [target, partner], [0.6, 0.4], 0.1,
+                                       confidence_penalty=1.5)
+    got.backward()
+    reference_x = logits.double().requires_grad_()
+    want = (0.6 * _penalty_composition(reference_x, target, 0.1, 1.5)
+            + 0.4 * _penalty_composition(reference_x, partner, 0.1, 1.5))
+    want.backward()
+    assert_close(got, want, torch.float32, what="loss")
+    assert_close(leaf.grad, reference_x.grad, torch.float32, what="gradient")
+
+
+def test_confidence_penalty_with_dense_targets_counts_every_position():
+    from labelsmooth.functional import confidence_penalty
+
+    torch.manual_seed(10)
+    logits, target, num_classes = make_case((5, 4), torch.float64, ignore=False)
+    dense = F.one_hot(target, num_classes).double()
+    got = smoothed_cross_entropy(logits, dense, 0.1, confidence_penalty=0.5)
+    want = smoothed_cross_entropy(logits, target, 0.1) + confidence_penalty(logits, 0.5)
+    assert_close(got, want)
+
+
+@pytest.mark.parametrize(("beta", "error", "message"), [
+    (float("nan"), ValueError, r"confidence_penalty: expected a finite real number, got nan$"),
+    (float("inf"), ValueError, r"confidence_penalty: expected a finite real number, got inf$"),
+    ("0.1", TypeError, r"confidence_penalty: expected a finite real number, got '0.1'$"),
+    (True, TypeError, r"confidence_penalty: expected a finite real number, got True$"),
+    (torch.tensor(0.1), TypeError, r"confidence_penalty: expected a finite real number, got"),
+])
+def test_bad_confidence_penalty_one_line(beta, error, message):
+    logits, target = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    for call in (lambda: smoothed_cross_entropy(logits, target, confidence_penalty=beta),
+                 lambda: mixed_smoothed_cross_entropy(logits, [target, target.flip(0)],
+                                                      [0.5, 0.5], confidence_penalty=beta)):
+        with pytest.raises(error, match=message) as raised:
+            call()
+        assert "\n" not in str(raised.value)

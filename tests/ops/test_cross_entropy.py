@@ -236,9 +236,9 @@ def test_no_gradient_work_under_no_grad_or_without_requires_grad(monkeypatch):
     seen = []
     original = ce.chunked_row_statistics
 
-    def spy(logits, safe_target, class_weight, grad, *args):
+    def spy(logits, safe_target, class_weight, grad, *args, **kwargs):
         seen.append(grad)
-        return original(logits, safe_target, class_weight, grad, *args)
+        return original(logits, safe_target, class_weight, grad, *args, **kwargs)
 
     monkeypatch.setattr(ce, "chunked_row_statistics", spy)
     logits, target, _ = _make_case(8, 6, "some", False)
@@ -779,3 +779,177 @@ def test_variants_double_backward_and_meta_use_the_dense_formula(variant):
         **{**options, "reduction": "none", "prior": None if prior is None else prior.to("meta"),
            "weight": None if weight is None else weight.to("meta")})
     assert meta.shape == (6,) and meta.device.type == "meta"
+
+
+# The confidence penalty fused in: beta * sum_c p_c log p_c of each row its component counts
+# (not ignored), unweighted, each component's "mean" divided by its count of counted rows.
+
+def _dense_penalty_reference(x, targets, shares, beta, reduction):
+    """The float64 penalty of ``x`` (a float64 leaf), component by component."""
+    log_probs = torch.log_softmax(x, 1)
+    finite = log_probs.clamp(min=torch.finfo(torch.float64).min)  # p log p = 0 where p = 0
+    rows = beta * (log_probs.exp() * finite).sum(1)
+    total = 0
+    for share, y in zip(shares, targets, strict=True):
+        valid = y != IGNORE
+        counted = torch.where(valid, rows, 0.0)
+        part = {"none": counted, "sum": counted.sum(), "mean": counted.sum() / valid.sum()}
+        total = total + share * part[reduction]
+    return total
+
+
+def _ours_penalised(logits, targets, shares, smoothing, prior, weight, reduction, grad_output,
+                    beta, *, inplace=False, plan=CHUNKED):
+    leaf = logits.detach().clone().requires_grad_()
+    x = leaf * 1 if inplace else leaf
+    target = targets[0] if len(targets) == 1 else torch.stack(targets, 1)
+    loss = fused_smoothed_cross_entropy(
+        x, target, smoothing, weight=None if weight is None else weight.to(logits.dtype),
+        ignore_index=IGNORE, reduction=reduction, inplace_backward=inplace, plan=plan,
+        prior=prior, shares=shares, confidence_penalty=beta)
+    (grad,) = torch.autograd.grad(loss, leaf, grad_output)
+    return loss, grad
+
+
+PENALTY_VARIANTS = {
+    # name: (smoothing, prior?, weighted, shares), as VARIANTS
+    "uniform": (0.1, False, False, (1.0,)),
+    "uniform_weighted": (0.0, False, True, (1.0,)),
+    "prior": VARIANTS["prior"],
+    "per_row": VARIANTS["per_row"],
+    "negative": VARIANTS["negative"],
+    "mixed": VARIANTS["mixed"],
+    "mixed_per_row_prior": VARIANTS["mixed_per_row_prior"],
+}
+
+
+def _penalty_case(name, num_rows=23, num_classes=13, seed=5):
+    saved = dict(VARIANTS)
+    VARIANTS.update(PENALTY_VARIANTS)
+    try:
+        return _variant_case(name, num_rows, num_classes, seed)
+    finally:
+        VARIANTS.clear()
+        VARIANTS.update(saved)
+
+
+@pytest.mark.parametrize("variant", list(PENALTY_VARIANTS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+def test_confidence_penalty_matches_the_dense_formula(path, variant, dtype, reduction, inplace):
+    logits, targets, shares, smoothing, prior, weight = _penalty_case(variant)
+    logits = logits.to(dtype)
+    beta = -0.3 if variant == "negative" else 0.7
+    shape = (logits.shape[0],) if reduction == "none" else ()
+    grad_output = torch.rand(shape, generator=torch.Generator().manual_seed(2)).to(dtype) + 0.5
+    x, want = _dense_reference(logits, targets, shares, smoothing, prior, weight, reduction)
+    want = want + _dense_penalty_reference(x, targets, shares, beta, reduction)
+    (want_grad,) = torch.autograd.grad(want, x, grad_output.to(torch.float64))
+    loss, grad = _ours_penalised(logits, targets, shares, smoothing, prior, weight, reduction,
+                                 grad_output, beta, inplace=inplace, plan=path)
+    assert loss.dtype == dtype and grad.dtype == dtype
+    assert_close(loss, want, dtype, what="loss")
+    assert_close(grad, want_grad, dtype, what="gradient")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_confidence_penalty_without_gradient_and_on_tiny_problems(path, dtype):
+    logits, targets, shares, smoothing, prior, weight = _penalty_case("mixed")
+    logits = logits.to(dtype)
+    for reduction in ("mean", "sum", "none"):
+        x, want = _dense_reference(logits, targets, shares, smoothing, prior, weight, reduction)
+        want = want + _dense_penalty_reference(x, targets, shares, 1.5, reduction)
+        with torch.no_grad():
+            got = fused_smoothed_cross_entropy(
+                logits, torch.stack(targets, 1), smoothing, weight=weight.to(dtype),
+                ignore_index=IGNORE, reduction=reduction, plan=path, shares=shares,
+                confidence_penalty=1.5)
+        assert_close(got, want, dtype, what=f"no-grad loss, {reduction}")
+    # A tiny float problem with one target runs PyTorch's loss: the penalty must be added.
+    logits, targets, shares, smoothing, prior, weight = _penalty_case("uniform_weighted", 6, 5)
+    for reduction in ("mean", "sum", "none"):
+        grad_output = torch.ones(6 if reduction == "none" else (), dtype=torch.float64)
+        x, want = _dense_reference(logits, targets, shares, smoothing, prior, weight, reduction)
+        want = want + _dense_penalty_reference(x, targets, shares, 0.4, reduction)
+        (want_grad,) = torch.autograd.grad(want, x, grad_output)
+        assert plan(6, 5, torch.float64, CPU).strategy == "native"
+        loss, grad = _ours_penalised(logits, targets, shares, smoothing, prior, weight,
+                                     reduction, grad_output, 0.4, plan=None)
+        assert_close(loss, want, what="native loss")
+        assert_close(grad, want_grad, what="native gradient")
+
+
+def test_confidence_penalty_hand_computed_row():
+    """One row, logits (ln 2, 0, 0): p = (1/2, 1/4, 1/4), sum_c p_c log p_c = -3/2 ln 2 and
+    S = sum_c p_c x_c = 1/2 ln 2. With y = 0, s = 0 and beta = 1: loss = ln 2 - 3/2 ln 2 =
+    -1/2 ln 2; gradient p - onehot + p * (x - S) = (-1/2 + ln 2 / 4, 1/4 - ln 2 / 8, 1/4 - ln 2 / 8).
+    """
+    ln2 = math.log(2.0)
+    x = torch.tensor([[ln2, 0.0, 0.0]], dtype=torch.float64)
+    want_grad = torch.tensor([[-0.5 + ln2 / 4, 0.25 - ln2 / 8, 0.25 - ln2 / 8]],
+                             dtype=torch.float64)
+    for chosen in (*PLANS.values(), Plan("native")):
+        loss, grad = _ours_penalised(x, [torch.tensor([0])], (1.0,), 0.0, None, None, "mean",
+                                     torch.ones((), dtype=torch.float64), 1.0, plan=chosen)
+        assert_close(loss, torch.tensor(-0.5 * ln2, dtype=torch.float64), torch.float64)
+        assert_close(grad, want_grad, torch.float64, what="gradient")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+def test_confidence_penalty_with_masked_logits(path, dtype, inplace):
+    # -inf logits: p = 0 there, and p log p and its gradient are 0, not 0 * inf.
+    logits, target, _ = _make_case(9, 8, "some", False)
+    logits[:, :3] = float("-inf")
+    target = torch.where(target == IGNORE, target, 3 + target % 5)
+    logits = logits.to(dtype)
+    x = logits.double().requires_grad_()
+    want = F.cross_entropy(x, target, ignore_index=IGNORE) + _dense_penalty_reference(
+        x, [target], (1.0,), 0.5, "mean")
+    (want_grad,) = torch.autograd.grad(want, x)
+    loss, grad = _ours_penalised(logits, [target], (1.0,), 0.0, None, None, "mean",
+                                 torch.ones((), dtype=dtype), 0.5, inplace=inplace, plan=path)
+    assert_close(loss, want, dtype, what="loss")
+    assert_close(grad, want_grad, dtype, what="gradient")
+
+
+def test_confidence_penalty_all_ignored_and_zero_is_the_plain_pass(monkeypatch):
+    logits, target, _ = _make_case(6, 4, "all", False)
+    loss, grad = _ours_penalised(logits, [target], (1.0,), 0.1, None, None, "mean",
+                                 torch.ones((), dtype=torch.float64), 2.0)
+    assert bool(torch.isnan(loss)) and torch.equal(grad, torch.zeros_like(grad))
+    # beta = 0 runs no penalty code at all.
+    from labelsmooth._ops import chunked_cross_entropy as chunked
+
+    monkeypatch.setattr(chunked, "_penalty_statistics", None)
+    logits, target, weight = _make_case(11, 7, "some", True)
+    loss, grad = _ours(logits, target, 0.1, weight, "mean", torch.ones((), dtype=torch.float64))
+    want_loss, want_grad = _reference(logits, target, 0.1, weight, "mean", torch.ones(()))
+    assert_close(loss, want_loss)
+    assert_close(grad, want_grad, what="gradient")
+
+
+def test_confidence_penalty_double_backward_meta_and_torch_func():
+    logits, targets, shares, smoothing, prior, weight = _penalty_case("mixed_per_row_prior", 6, 5)
+    target = torch.stack(targets, 1)
+    options = dict(weight=weight, ignore_index=IGNORE, reduction="sum", prior=prior,
+                   shares=shares, confidence_penalty=0.8)
+    x = logits.clone().requires_grad_()
+    loss = fused_smoothed_cross_entropy(x, target, smoothing, plan=CHUNKED, **options)
+    (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+    (second,) = torch.autograd.grad(grad.square().sum(), x)
+    reference_x, want = _dense_reference(logits, targets, shares, smoothing, prior, weight, "sum")
+    want = want + _dense_penalty_reference(reference_x, targets, shares, 0.8, "sum")
+    (want_grad,) = torch.autograd.grad(want, reference_x, create_graph=True)
+    (want_second,) = torch.autograd.grad(want_grad.square().sum(), reference_x)
+    assert_close(second, want_second, what="second derivative")
+    meta = fused_smoothed_cross_entropy(
+        logits.to("meta"), target.to("meta"), smoothing.to("meta"),
+        **{**options, "reduction": "none", "prior": prior.to("meta")})
+    assert meta.shape == (6,) and meta.device.type == "meta"
+
+    def ours(z):
+        return fused_smoothed_cross_entropy(z, target, smoothing, plan=CHUNKED, **options)
+
+    assert_close(torch.func.grad(ours)(logits), want_grad, what="torch.func.grad")

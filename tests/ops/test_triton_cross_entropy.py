@@ -92,6 +92,48 @@ def _check_variant(device: str, dtype: torch.dtype, smoothing: float | str, with
     assert_close(leaf.grad, reference_input.grad, dtype, what="gradient")
 
 
+def _check_penalty(device: str, dtype: torch.dtype, reduction: str, shares: tuple[float, ...],
+                   inplace: bool, chosen: Plan | None = None, num_rows: int = 7,
+                   num_classes: int = 5000, masked: bool = False) -> None:
+    """The fused confidence penalty against the float64 composition: each component's smoothed
+    cross-entropy plus ``beta * sum_c p_c log p_c`` over its non-ignored rows."""
+    generator = torch.Generator().manual_seed(2)
+    base = torch.randn(num_rows, num_classes, generator=generator, dtype=torch.float64) * 3
+    columns = torch.randint(0, num_classes, (num_rows, len(shares)), generator=generator)
+    columns[::3, 0] = IGNORE
+    if masked:  # -inf logits: p log p = 0 there
+        base[:, : num_classes // 2] = float("-inf")
+        columns[:, :] = columns % (num_classes - num_classes // 2) + num_classes // 2
+        columns[::3, 0] = IGNORE
+    weight = torch.rand(num_classes, generator=generator, dtype=torch.float64) + 0.1
+    smoothing = 0.0 if masked else 0.2
+    logits = base.to(dtype)
+    reference_input = logits.double().requires_grad_()
+    log_probs = torch.log_softmax(reference_input, 1)
+    penalty_rows = -0.6 * (log_probs.exp() * log_probs.clamp(min=-1e300)).sum(1)
+    want = 0
+    for share, y in zip(shares, columns.unbind(1), strict=True):
+        valid = y != IGNORE
+        part = F.cross_entropy(reference_input, y, weight=weight, ignore_index=IGNORE,
+                               reduction=reduction, label_smoothing=smoothing)
+        counted = torch.where(valid, penalty_rows, 0.0)
+        part = part + {"none": counted, "sum": counted.sum(),
+                       "mean": counted.sum() / valid.sum()}[reduction]
+        want = want + share * part
+    grad_output = torch.rand(want.shape, generator=generator, dtype=torch.float64) + 0.5
+    want.backward(grad_output)
+
+    leaf = logits.to(device).requires_grad_()
+    x = leaf * 1 if inplace else leaf
+    loss = fused_smoothed_cross_entropy(
+        x, (columns[:, 0] if len(shares) == 1 else columns).to(device), smoothing,
+        weight=weight.to(device, dtype), ignore_index=IGNORE, reduction=reduction,
+        inplace_backward=inplace, plan=chosen, shares=shares, confidence_penalty=-0.6)
+    loss.backward(grad_output.to(device, dtype))
+    assert_close(loss, want, dtype, what="penalised loss")
+    assert_close(leaf.grad, reference_input.grad, dtype, what="penalised gradient")
+
+
 VARIANTS = [  # (smoothing, prior?, shares)
     (0.2, True, (1.0,)),
     ("rows", False, (1.0,)),
@@ -122,6 +164,21 @@ def interpreter_check() -> None:
         for inplace in (False, True):
             for smoothing, with_prior, shares in VARIANTS:
                 _check_variant("cpu", dtype, smoothing, with_prior, shares, inplace, chosen=triton)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for reduction, shares, inplace in (("mean", (1.0,), False), ("sum", (0.7, 0.3), True),
+                                           ("none", (1.0,), True), ("mean", (0.6, 0.4), False)):
+            _check_penalty("cpu", dtype, reduction, shares, inplace, chosen=triton)
+    _check_penalty("cpu", torch.float32, "mean", (1.0,), False, chosen=triton, masked=True)
+    with torch.no_grad():
+        logits = torch.randn(4, 300, dtype=torch.float64)
+        target = torch.tensor([1, IGNORE, 299, 0])
+        got = fused_smoothed_cross_entropy(logits.float(), target, 0.1, weight=None,
+                                           ignore_index=IGNORE, reduction="none", plan=triton,
+                                           confidence_penalty=2.0)
+        log_probs = torch.log_softmax(logits, 1)
+        want = F.cross_entropy(logits, target, reduction="none", label_smoothing=0.1) + torch.where(
+            target != IGNORE, 2.0 * (log_probs.exp() * log_probs).sum(1), 0.0)
+        assert_close(got, want, torch.float32, what="no-grad penalised loss")
 
 
 def _check_masked_first_block(device: str, chosen: Plan | None = None) -> None:
@@ -183,6 +240,17 @@ def test_kernel_prior_per_row_negative_and_mixed_on_cuda(variant, dtype, inplace
 @needs_cuda
 def test_kernel_masked_first_block_on_cuda():
     _check_masked_first_block("cuda")
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+def test_kernel_confidence_penalty_on_cuda(dtype, reduction, inplace):
+    for shares in ((1.0,), (0.6, 0.4)):
+        _check_penalty("cuda", dtype, reduction, shares, inplace)
+    _check_penalty("cuda", torch.float32, reduction, (1.0,), inplace, masked=True)
 
 
 @pytest.mark.cuda

@@ -26,6 +26,18 @@ reduction factor of component ``k`` (below)::
 
 Without weights, a uniform prior and ``K = 1`` this is ``softmax - ((1 - s) * onehot + s / C)``.
 
+The confidence penalty (``confidence_penalty=beta``) adds ``beta * P`` per counted row and
+component, with ``P = sum_c p_c l_c = S - lse`` (minus the entropy) and ``S = sum_c p_c x_c``,
+one more row statistic of the pass. With ``d p_j / d x_c = p_j ([j == c] - p_c)``::
+
+    d P / d x_c = sum_j (l_j + 1) p_j ([j == c] - p_c) = p_c (l_c - P) = p_c (x_c - S),
+
+so the gradient rows become ``p_c * (a + a_P * (x_c - S)) - u * v_c - sum_k b_k [c == y_k]``
+with ``a_P = beta * sum_k r'_k * h_k``. The penalty counts the rows component ``k`` does not
+ignore and is not weighted by ``w``: ``r'_k`` is ``r_k`` with ``D_k`` replaced by the count
+``n_k`` of those rows, so that each component's term is ``beta`` times the mean (or sum) of
+``P`` over its counted rows.
+
 Reductions and ``ignore_index``: each component ``k`` is reduced on its own,
 ``sum_i r_ik * loss_ik``, with ``r_ik = 0`` where ``y_ik`` is ignored, and otherwise ``r_ik = 1``
 for ``"sum"`` and ``"none"`` and ``r_ik = 1 / D_k`` for ``"mean"``, where
@@ -92,6 +104,7 @@ class _Options(NamedTuple):
     shares: tuple[float, ...]
     ignore_index: int
     reduction: str
+    penalty: float = 0.0  # the confidence penalty's beta
 
     @property
     def native(self) -> bool:
@@ -114,6 +127,7 @@ def fused_smoothed_cross_entropy(
     plan: Plan | None = None,
     prior: Tensor | None = None,
     shares: tuple[float, ...] = (1.0,),
+    confidence_penalty: float = 0.0,
 ) -> Tensor:
     """Label-smoothed cross-entropy of 2-d logits, equal to ``F.cross_entropy(label_smoothing=s)``.
 
@@ -140,6 +154,8 @@ def fused_smoothed_cross_entropy(
             differentiable dense formula when that cannot compute the call.
         prior: ``(C,)`` probability vector the smoothing moves towards (default: uniform).
         shares: ``h_k``, one per target column, summing to 1 (default ``(1.0,)``).
+        confidence_penalty: ``beta``, a finite float: adds ``beta * sum_c p_c log p_c`` of each
+            row its component counts, reduced like the loss but unweighted (default 0: none).
 
     Returns:
         The loss in the logits' dtype; differentiable with respect to ``logits``, also twice.
@@ -158,7 +174,8 @@ def fused_smoothed_cross_entropy(
     # decorator breaks the graph here and runs this eagerly, which keeps results exact.
     if target.ndim == 2 and len(shares) == 1:
         target = target[:, 0]
-    options = _Options(smoothing, weight, prior, tuple(shares), ignore_index, reduction)
+    options = _Options(smoothing, weight, prior, tuple(shares), ignore_index, reduction,
+                       float(confidence_penalty))
     wants_grad = torch.is_grad_enabled() and logits.requires_grad
     inplace = inplace_backward and wants_grad
     if inplace:
@@ -272,8 +289,9 @@ def _differentiable_loss(logits: Tensor, target: Tensor, options: _Options) -> T
         # PyTorch wants the weight in the logits' dtype; the fused pass accepts any float dtype.
         weight = weight.to(logits.device, logits.dtype)
     if options.native and not isinstance(options.smoothing, Tensor):
-        return F.cross_entropy(logits, target, weight=weight, ignore_index=options.ignore_index,
+        loss = F.cross_entropy(logits, target, weight=weight, ignore_index=options.ignore_index,
                                reduction=options.reduction, label_smoothing=options.smoothing)
+        return loss if options.penalty == 0.0 else loss + _dense_penalty(logits, target, options)
     log_probs = torch.log_softmax(logits, 1)
     vector = _smoothing_vector(logits.shape[1], weight, options.prior, logits)
     smoothing = options.smoothing
@@ -296,6 +314,24 @@ def _differentiable_loss(logits: Tensor, target: Tensor, options: _Options) -> T
         reduced = _reduce(row, torch.zeros_like(row), label_weight.sum(), options.reduction)
         total = reduced * share if total is None else total + reduced * share
     assert total is not None  # at least one share
+    return total if options.penalty == 0.0 else total + _dense_penalty(logits, target, options)
+
+
+def _dense_penalty(logits: Tensor, target: Tensor, options: _Options) -> Tensor:
+    """``beta * sum_c p_c log p_c`` per counted row, reduced per component (module docstring)."""
+    log_probs = torch.log_softmax(logits, 1)
+    # p log p -> 0 as p -> 0: a -inf log-probability (a masked class) is clamped to the lowest
+    # finite value, so that the term and its gradient are 0 there, not 0 * inf.
+    finite = log_probs.clamp(min=torch.finfo(log_probs.dtype).min)
+    penalty_row = options.penalty * (log_probs.exp() * finite).sum(1)
+    columns = target.unsqueeze(1) if target.ndim == 1 else target
+    total: Tensor | None = None
+    for share, labels in zip(options.shares, columns.unbind(1), strict=True):
+        valid = labels != options.ignore_index
+        reduced = _reduce_penalty(torch.where(valid, penalty_row, 0.0),
+                                  valid.sum().to(logits.dtype), options.reduction)
+        total = reduced * share if total is None else total + reduced * share
+    assert total is not None  # at least one share
     return total
 
 
@@ -310,7 +346,8 @@ def _smoothing_vector(num_classes: int, weight: Tensor | None, prior: Tensor | N
 
 
 class _GradientCoefficients(NamedTuple):
-    """Per-row ``a`` and ``u`` of the module docstring, ``(M,)``, and ``b``, ``(M, K)``.
+    """Per-row ``a`` and ``u`` of the module docstring, ``(M,)``, and ``b``, ``(M, K)``; the
+    confidence penalty's ``a_P``, ``(M,)``, or None without a penalty.
 
     ``u`` multiplies the kernels' class vector: ``v`` itself with a prior, and ``w`` (ones when
     there are no weights) with the uniform prior, ``u`` then holding the ``1 / C``.
@@ -319,6 +356,7 @@ class _GradientCoefficients(NamedTuple):
     prob: Tensor
     uniform: Tensor
     target: Tensor
+    penalty: Tensor | None = None
 
 
 def _forward(logits: Tensor, target: Tensor, options: _Options, grad: Tensor | None,
@@ -353,18 +391,27 @@ def _forward(logits: Tensor, target: Tensor, options: _Options, grad: Tensor | N
     else:
         target_weight = torch.where(valid, class_weight[safe_target], 0.0)
     denominators = [target_weight[:, k].sum() for k in range(len(options.shares))]
+    with_penalty = options.penalty != 0.0
+    counts = [valid[:, k].sum().to(compute) for k in range(len(options.shares))
+              ] if with_penalty else []
     coefficients = None
     if grad is not None:
         coefficients = _coefficients(valid, target_weight, denominators, options.shares,
                                      smoothing, spread, total_weight, reduction, compute)
+        if with_penalty:
+            coefficients = coefficients._replace(penalty=_penalty_coefficients(
+                valid, counts, options.shares, options.penalty, reduction, compute))
     if plan.strategy == "triton":
         from labelsmooth._ops.triton_cross_entropy import triton_row_statistics
 
-        stats = triton_row_statistics(logits, safe_target, class_vector, grad, coefficients)
+        stats = triton_row_statistics(logits, safe_target, class_vector, grad, coefficients,
+                                      with_penalty=with_penalty)
     else:
         stats = chunked_row_statistics(logits, safe_target, class_vector, grad, coefficients,
-                                       plan)
-    lse, target_logit, weighted_logit_sum = stats
+                                       plan, with_penalty=with_penalty)
+    lse, target_logit, weighted_logit_sum, prob_logit_sum = stats
+    # beta * sum_c p_c log p_c = beta * (S - lse), the row's confidence penalty.
+    penalty_row = None if prob_logit_sum is None else options.penalty * (prob_logit_sum - lse)
     total: Tensor | None = None
     for k, share in enumerate(options.shares):
         counted = valid[:, k]
@@ -381,6 +428,9 @@ def _forward(logits: Tensor, target: Tensor, options: _Options, grad: Tensor | N
             uniform_term = torch.where(
                 counted, spread * (total_weight * lse - weighted_logit_sum), 0.0)
         loss = _reduce(target_term, uniform_term, denominators[k], reduction)
+        if penalty_row is not None:
+            loss = loss + _reduce_penalty(torch.where(valid[:, k], penalty_row, 0.0), counts[k],
+                                          reduction)
         loss = loss if share == 1.0 else loss * share
         total = loss if total is None else total + loss
     assert total is not None  # at least one share
@@ -408,6 +458,29 @@ def _coefficients(valid: Tensor, target_weight: Tensor, denominators: list[Tenso
         uniform = part_uniform if uniform is None else uniform + part_uniform
     assert prob is not None and uniform is not None  # at least one share
     return _GradientCoefficients(prob=prob, uniform=uniform, target=torch.stack(targets, 1))
+
+
+def _penalty_coefficients(valid: Tensor, counts: list[Tensor], shares: tuple[float, ...],
+                          beta: float, reduction: str, compute: torch.dtype) -> Tensor:
+    """``a_P = beta * sum_k r'_k * h_k`` of the module docstring: ``r'_k`` is 0 on rows that
+    component ``k`` ignores, else ``1 / n_k`` for ``"mean"`` and 1 otherwise."""
+    total: Tensor | None = None
+    for k, share in enumerate(shares):
+        row_scale = torch.where(valid[:, k], 1.0 / counts[k] if reduction == "mean" else 1.0,
+                                0.0).to(compute)
+        part = row_scale * (beta * share)
+        total = part if total is None else total + part
+    assert total is not None  # at least one share
+    return total
+
+
+def _reduce_penalty(penalty_term: Tensor, count: Tensor, reduction: str) -> Tensor:
+    """The penalty of one component: per row, summed, or averaged over its ``n_k`` rows."""
+    if reduction == "none":
+        return penalty_term
+    if reduction == "sum":
+        return penalty_term.sum()
+    return penalty_term.sum() / count
 
 
 def _reduce(target_term: Tensor, uniform_term: Tensor, denominator: Tensor,

@@ -20,6 +20,13 @@ of a row may be the same class: their terms simply add). With ``grad`` aliasing 
 (``inplace_backward``) every element is read before it is overwritten by the same program, and
 rows belong to one program each, so the write is safe.
 
+With a confidence penalty (``HAS_PENALTY``) the first loop also keeps ``sum exp(x - m) * x``,
+rescaled with ``d``, so that ``S = sum_c p_c x_c`` is that sum over ``d``, and the gradient
+gains ``a_P * p_c * (x_c - S)``, the derivative of ``a_P * sum_c p_c log p_c`` (derived in
+:mod:`labelsmooth._ops.cross_entropy`). The kernel is memory-bound: these few operations per
+element read nothing more. A ``-inf`` logit has ``p = 0`` and contributes 0 to both, not
+``0 * -inf``.
+
 The loss itself is assembled from ``lse``, ``x_{y_k}`` and ``sum_c v_c x_c`` by the caller,
 with the same code as the CPU path. This module is not verified here without a GPU beyond Triton's CPU
 interpreter (``TRITON_INTERPRET=1``), which its tests use when Triton is installed.
@@ -58,9 +65,12 @@ def _smoothed_cross_entropy_rows(
     lse_ptr,
     target_logit_ptr,
     weighted_sum_ptr,
+    penalty_coef_ptr,
+    prob_logit_sum_ptr,
     n_cols,
     HAS_VECTOR: tl.constexpr,
     HAS_GRAD: tl.constexpr,
+    HAS_PENALTY: tl.constexpr,
     NUM_TARGETS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -71,6 +81,7 @@ def _smoothed_cross_entropy_rows(
     running_max = float("-inf")
     running_sum = 0.0
     weighted_sum = 0.0
+    running_logit_sum = 0.0  # sum exp(x - m) * x, rescaled as running_sum is
     for start in range(0, n_cols, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         mask = cols < n_cols
@@ -80,9 +91,12 @@ def _smoothed_cross_entropy_rows(
         # exp(-inf - -inf) would be NaN: shift by 0 instead, so those terms are exp(-inf) = 0.
         # Otherwise exp(-inf - m) = 0 for the masked tail and for the first block's empty sum.
         shift = tl.where(new_max == float("-inf"), 0.0, new_max)
-        running_sum = running_sum * tl.exp(running_max - shift) + tl.sum(
-            tl.exp(x - shift), axis=0
-        )
+        rescale = tl.exp(running_max - shift)
+        exponentials = tl.exp(x - shift)
+        running_sum = running_sum * rescale + tl.sum(exponentials, axis=0)
+        if HAS_PENALTY:
+            running_logit_sum = running_logit_sum * rescale + tl.sum(
+                tl.where(exponentials > 0.0, exponentials * x, 0.0), axis=0)
         running_max = new_max
         x_in = tl.where(mask, x, 0.0)
         if HAS_VECTOR:
@@ -97,8 +111,15 @@ def _smoothed_cross_entropy_rows(
         tl.store(target_logit_ptr + row * NUM_TARGETS + k,
                  tl.load(row_logits + target).to(tl.float32))
     tl.store(weighted_sum_ptr + row, weighted_sum)
+    prob_logit_sum = 0.0
+    if HAS_PENALTY:
+        prob_logit_sum = running_logit_sum / running_sum
+        tl.store(prob_logit_sum_ptr + row, prob_logit_sum)
 
     if HAS_GRAD:
+        penalty_coef = 0.0
+        if HAS_PENALTY:
+            penalty_coef = tl.load(penalty_coef_ptr + row)
         prob_coef = tl.load(prob_coef_ptr + row)
         uniform_coef = tl.load(uniform_coef_ptr + row)
         row_grad = grad_ptr + row * grad_row_stride
@@ -106,7 +127,10 @@ def _smoothed_cross_entropy_rows(
             cols = start + tl.arange(0, BLOCK)
             mask = cols < n_cols
             x = tl.load(row_logits + cols, mask=mask, other=0.0).to(tl.float32)
-            grad = prob_coef * tl.exp(x - lse)
+            probs = tl.exp(x - lse)
+            grad = prob_coef * probs
+            if HAS_PENALTY:
+                grad += tl.where(probs > 0.0, penalty_coef * probs * (x - prob_logit_sum), 0.0)
             for k in tl.static_range(NUM_TARGETS):
                 target = tl.load(row_targets + k)
                 target_coef = tl.load(target_coef_ptr + row * NUM_TARGETS + k)
@@ -125,8 +149,11 @@ def triton_row_statistics(
     class_vector: Tensor | None,
     grad: Tensor | None,
     coefficients: _GradientCoefficients | None,
-) -> tuple[Tensor, Tensor, Tensor]:
+    *,
+    with_penalty: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Per-row float32 ``lse``, ``x_{y_k}`` ``(M, K)`` and ``sum_c v_c x_c``; the gradient.
+    ``with_penalty``: also ``S = sum_c p_c x_c`` (else None), and the penalty's gradient term.
 
     ``logits`` and ``grad`` are contiguous ``(M, C)`` (``grad`` may be ``logits`` itself),
     ``safe_target`` holds ``(M, K)`` class indices (ignored ones pointed at class 0, with zero
@@ -138,8 +165,9 @@ def triton_row_statistics(
     lse = torch.empty(num_rows, dtype=torch.float32, device=logits.device)
     target_logit = torch.empty(num_rows, num_targets, dtype=torch.float32, device=logits.device)
     weighted_sum = torch.empty_like(lse)
+    prob_logit_sum = torch.empty_like(lse) if with_penalty else None
     if num_rows == 0:
-        return lse, target_logit, weighted_sum
+        return lse, target_logit, weighted_sum, prob_logit_sum
     block = min(triton.next_power_of_2(num_classes), _MAX_BLOCK)
     # Unused pointers still need a tensor argument; the constexpr flags compile their use out.
     placeholder = lse
@@ -157,11 +185,15 @@ def triton_row_statistics(
         lse,
         target_logit,
         weighted_sum,
+        (coefficients.penalty if coefficients is not None and coefficients.penalty is not None
+         else placeholder),
+        prob_logit_sum if prob_logit_sum is not None else placeholder,
         num_classes,
         HAS_VECTOR=class_vector is not None,
         HAS_GRAD=grad is not None,
+        HAS_PENALTY=with_penalty,
         NUM_TARGETS=num_targets,
         BLOCK=block,
         num_warps=8 if block >= 2048 else 4,
     )
-    return lse, target_logit, weighted_sum
+    return lse, target_logit, weighted_sum, prob_logit_sum

@@ -23,12 +23,7 @@ from labelsmooth import schedules
 from labelsmooth.algorithms import CutMix, LabelSmoothing, MixUp, OnlineLabelSmoothing
 from labelsmooth.cli.data import Dataset, flip_labels, split_validation
 from labelsmooth.cli.models import Classifier, build_model
-from labelsmooth.functional import (
-    class_prior,
-    confidence_penalty,
-    smoothed_cross_entropy,
-    soft_cross_entropy,
-)
+from labelsmooth.functional import class_prior, smoothed_cross_entropy, soft_cross_entropy
 from labelsmooth.metrics import (
     brier_score,
     expected_calibration_error,
@@ -365,16 +360,13 @@ def negative_smoothing(smoothing: float, warmup: float) -> float | schedules.Ste
     return schedules.step([0.0, smoothing], [warmup], allow_negative=True)
 
 
-def _penalised_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *, beta: float) -> torch.Tensor:
-    return F.cross_entropy(logits, targets) + confidence_penalty(logits, beta)
-
-
 def build_loss(config: RunConfig, fit_targets: torch.Tensor, num_classes: int) -> Callable[..., Any] | None:
     """The training loss of a method that changes it, else ``None`` (the Trainer's default).
 
     * ``ls-prior``: ``smoothed_cross_entropy(smoothing=s, prior=class_prior(fit_targets))``,
       the prior the frequencies of the labels trained on (noisy ones included);
-    * ``confidence-penalty``: ``cross_entropy + confidence_penalty(beta)`` (Pereyra et al. 2017).
+    * ``confidence-penalty``: ``smoothed_cross_entropy(smoothing=0, confidence_penalty=beta)``,
+      cross-entropy plus ``beta * sum_c p_c log p_c`` in one pass (Pereyra et al. 2017).
 
     Args:
         config: the run.
@@ -395,7 +387,8 @@ def build_loss(config: RunConfig, fit_targets: torch.Tensor, num_classes: int) -
         prior = class_prior(fit_targets, num_classes)
         return functools.partial(smoothed_cross_entropy, smoothing=config.strength, prior=prior)
     if config.method == "confidence-penalty":
-        return functools.partial(_penalised_cross_entropy, beta=config.strength)
+        return functools.partial(smoothed_cross_entropy, smoothing=0.0,
+                                 confidence_penalty=config.strength)
     return None
 
 

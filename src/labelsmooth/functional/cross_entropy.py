@@ -30,6 +30,8 @@ from labelsmooth._validation import (
     shape_str,
 )
 from labelsmooth.functional._targets import check_target_range, classify_targets
+from labelsmooth.functional.penalties import _check_beta
+from labelsmooth.functional.penalties import confidence_penalty as _confidence_penalty
 from labelsmooth.functional.smoothing import smooth_binary_labels, smooth_labels
 
 __all__ = [
@@ -171,13 +173,14 @@ def _per_position(smoothing: float | torch.Tensor, positions: tuple[int, ...]
 
 
 def _native_call(input: torch.Tensor, targets: list[torch.Tensor], smoothing: float | torch.Tensor,
-                 *, dim: int, prior: torch.Tensor | None, inplace_backward: bool) -> bool:
+                 *, dim: int, prior: torch.Tensor | None, inplace_backward: bool,
+                 penalty: float = 0.0) -> bool:
     """Whether the fused op would hand this call to PyTorch's own loss (one target, a float
-    ``s >= 0``, no prior, a small CPU problem: see :func:`labelsmooth._ops.planning.plan`) and
-    the classes are already on dimension 1, so that ``F.cross_entropy`` can be called on
-    ``input`` directly."""
+    ``s >= 0``, no prior, no confidence penalty, a small CPU problem: see
+    :func:`labelsmooth._ops.planning.plan`) and the classes are already on dimension 1, so that
+    ``F.cross_entropy`` alone can be called on ``input`` directly."""
     if (dim != 1 or len(targets) != 1 or prior is not None or isinstance(smoothing, torch.Tensor)
-            or smoothing < 0.0):
+            or smoothing < 0.0 or penalty != 0.0):
         return False
     wants_grad = torch.is_grad_enabled() and input.requires_grad
     gradient: planning.GradientTarget = ("inplace" if inplace_backward and wants_grad
@@ -191,11 +194,11 @@ def _native_call(input: torch.Tensor, targets: list[torch.Tensor], smoothing: fl
 def _fused_index_loss(input: torch.Tensor, targets: list[torch.Tensor], shares: tuple[float, ...],
                       smoothing: float | torch.Tensor, *, dim: int, prior: torch.Tensor | None,
                       weight: torch.Tensor | None, ignore_index: int, reduction: str,
-                      inplace_backward: bool) -> torch.Tensor:
+                      inplace_backward: bool, penalty: float = 0.0) -> torch.Tensor:
     """The fused pass over ``input`` moved to ``(M, C)``, one target column per share."""
     num_classes = input.shape[dim]
     if _native_call(input, targets, smoothing, dim=dim, prior=prior,
-                    inplace_backward=inplace_backward):
+                    inplace_backward=inplace_backward, penalty=penalty):
         # PyTorch's own loss takes (N, C, *) as it is: no moved view, no reshapes, no extra
         # autograd nodes, which is most of the fixed cost of a small batch.
         native_weight = None if weight is None else weight.to(input.device, input.dtype)
@@ -208,7 +211,7 @@ def _fused_index_loss(input: torch.Tensor, targets: list[torch.Tensor], shares: 
     loss = fused_smoothed_cross_entropy(
         rows, target, _per_position(smoothing, tuple(targets[0].shape)), weight=weight,
         ignore_index=ignore_index, reduction=reduction, inplace_backward=inplace_backward,
-        prior=prior, shares=shares,
+        prior=prior, shares=shares, confidence_penalty=penalty,
     )
     return loss.reshape(targets[0].shape) if reduction == "none" else loss
 
@@ -225,6 +228,7 @@ def smoothed_cross_entropy(
     reduction: str = "mean",
     class_dim: int = 1,
     inplace_backward: bool = False,
+    confidence_penalty: float = 0.0,
     validate_args: bool | None = None,
 ) -> torch.Tensor:
     """Label-smoothed cross-entropy that never builds the dense ``N x C`` target.
@@ -244,6 +248,20 @@ def smoothed_cross_entropy(
     reduction=reduction, label_smoothing=smoothing)`` in value and gradient, the all-ignored
     (NaN mean) and empty batches included. For float16 / bfloat16 input the class sums
     accumulate in float32, so the loss stays finite for large ``C`` where PyTorch's overflows.
+
+    With ``confidence_penalty=beta`` the confidence penalty of Pereyra et al. (2017) is added
+    in the same pass, at every position whose target is not ``ignore_index`` and without the
+    class weights:
+
+    .. math::
+
+        L = L_s + \\beta\\, \\frac{1}{n} \\sum_{i:\\, y_i \\ne \\mathrm{ignore}} \\sum_c p_{ic} \\log p_{ic}
+
+    where ``L_s`` is the loss above and ``n`` the number of non-ignored positions for
+    ``"mean"`` (1 for ``"sum"``; ``"none"`` adds ``beta * sum_c p_c log p_c`` to each
+    non-ignored position). That is ``smoothed_cross_entropy(input, target, s) +
+    confidence_penalty(input[valid], beta)`` (:func:`confidence_penalty`), and its gradient adds
+    ``beta * p_c (x_c - sum_j p_j x_j)`` to each counted row.
 
     Index targets run the fused kernel of :mod:`labelsmooth._ops.cross_entropy`: one pass over
     the logits computes the loss and the gradient together (derivation beside that code), keeps
@@ -283,6 +301,9 @@ def smoothed_cross_entropy(
             another autograd node that saved the logits raises in backward (the write bumps
             their version counter). Saves memory only when the logits, moved to ``(M, C)``,
             are contiguous (the usual ``(N, C)`` head output); otherwise it writes into that copy.
+        confidence_penalty: ``beta``, the weight of the confidence penalty, a finite float
+            (default 0: none; Pereyra et al. use 0.1 to 4). Positive values penalise confident
+            predictions, negative ones reward them. With dense targets every position counts.
         validate_args: index-range checking, as in :func:`labelsmooth.functional.one_hot`; also
             the values of ``prior`` and of a per-sample ``smoothing`` tensor.
 
@@ -299,11 +320,17 @@ def smoothed_cross_entropy(
         >>> torch.allclose(smoothed_cross_entropy(x, y, 0.1, prior=prior),
         ...                torch.nn.functional.cross_entropy(x, dense))
         True
+        >>> from labelsmooth.functional import confidence_penalty
+        >>> torch.allclose(smoothed_cross_entropy(x, y, 0.1, confidence_penalty=0.5),
+        ...                smoothed_cross_entropy(x, y, 0.1) + confidence_penalty(x, 0.5))
+        True
 
     References:
         Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016;
         Müller, Kornblith and Hinton, "When does label smoothing help?", NeurIPS 2019;
-        Wei et al., "To Smooth or Not? When Label Smoothing Meets Noisy Labels", ICML 2022.
+        Wei et al., "To Smooth or Not? When Label Smoothing Meets Noisy Labels", ICML 2022;
+        Pereyra et al., "Regularizing Neural Networks by Penalizing Confident Output
+        Distributions", ICLR workshop 2017.
     """
     check_floating(input, "input")
     red = check_reduction(reduction)
@@ -314,13 +341,18 @@ def smoothed_cross_entropy(
                                        allow_negative=allow_negative,
                                        inplace_backward=inplace_backward,
                                        validate_args=validate_args)
+    beta = _check_beta(confidence_penalty, "confidence_penalty")
     if kind == "dense":
         dense = smooth_labels(input, target, s, prior=q, allow_negative=allow_negative,
                               class_dim=dim)
-        return soft_cross_entropy(input, dense, weight=w, reduction=red, class_dim=dim)
+        loss = soft_cross_entropy(input, dense, weight=w, reduction=red, class_dim=dim)
+        if beta == 0.0:
+            return loss
+        return loss + _confidence_penalty(input, beta, class_dim=dim, reduction=red)
     check_target_range(target, num_classes, ignore, validate_args=validate_args, targets_name="target")
     return _fused_index_loss(input, [target], (1.0,), s, dim=dim, prior=q, weight=w,
-                             ignore_index=ignore, reduction=red, inplace_backward=inplace_backward)
+                             ignore_index=ignore, reduction=red, inplace_backward=inplace_backward,
+                             penalty=beta)
 
 
 def mixed_smoothed_cross_entropy(
@@ -336,6 +368,7 @@ def mixed_smoothed_cross_entropy(
     reduction: str = "mean",
     class_dim: int = 1,
     inplace_backward: bool = False,
+    confidence_penalty: float = 0.0,
     validate_args: bool | None = None,
 ) -> torch.Tensor:
     """The smoothed cross-entropy of a mixed target (MixUp, CutMix) in one fused pass.
@@ -345,9 +378,11 @@ def mixed_smoothed_cross_entropy(
         L = \\sum_k h_k\\, \\mathrm{CE}_s(x, y_k)
 
     with ``CE_s`` :func:`smoothed_cross_entropy` (same ``smoothing``, ``prior``, ``weight``,
-    ``ignore_index`` and ``reduction``; each component's ``"mean"`` divides by its own
-    ``sum w_y``). Cross-entropy is linear in the target, so this is the loss of the mixed target
-    ``sum_k h_k ((1 - s) onehot(y_k) + s q)``; one pass reads the logits once for all
+    ``ignore_index``, ``reduction`` and ``confidence_penalty``; each component's ``"mean"``
+    divides by its own ``sum w_y``, and its penalty by its own count of non-ignored positions,
+    so that a position ignored by one target is penalised with the shares of the others).
+    Cross-entropy is linear in the target, so this is the loss of the mixed target
+    ``sum_k h_k ((1 - s) onehot(y_k) + s q)`` (plus the penalty); one pass reads the logits once for all
     components and allocates one gradient (none with ``inplace_backward=True``).
 
     Args:
@@ -356,7 +391,8 @@ def mixed_smoothed_cross_entropy(
         shares: ``K`` floats in ``[0, 1]`` summing to 1: MixUp's ``(1 - lam, lam)``. A target may
             have the same class as another at some position; the shares then add up.
         smoothing, prior, allow_negative, weight, ignore_index, reduction, class_dim,
-            inplace_backward, validate_args: as in :func:`smoothed_cross_entropy`.
+            inplace_backward, confidence_penalty, validate_args: as in
+            :func:`smoothed_cross_entropy`.
 
     Returns:
         The loss, in ``input``'s dtype (shape ``(N, *)`` for ``reduction="none"``).
@@ -392,11 +428,12 @@ def mixed_smoothed_cross_entropy(
                                        allow_negative=allow_negative,
                                        inplace_backward=inplace_backward,
                                        validate_args=validate_args)
+    beta = _check_beta(confidence_penalty, "confidence_penalty")
     for part in parts:
         check_target_range(part, num_classes, ignore, validate_args=validate_args,
                            targets_name="targets")
     return _fused_index_loss(input, parts, mix, s, dim=dim, prior=q, weight=w, ignore_index=ignore,
-                             reduction=red, inplace_backward=inplace_backward)
+                             reduction=red, inplace_backward=inplace_backward, penalty=beta)
 
 
 def smoothed_binary_cross_entropy_with_logits(

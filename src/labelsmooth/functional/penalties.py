@@ -22,12 +22,14 @@ from labelsmooth._validation import check_class_dim, check_floating, check_reduc
 __all__ = ["confidence_penalty", "entropy"]
 
 
-def _check_beta(beta: object) -> float:
+def _check_beta(beta: object, argument: str = "beta") -> float:
+    """The penalty's weight: a finite real number (``argument`` names it in the error)."""
     if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
-        fail("beta", "a finite real number", repr(beta) if isinstance(beta, str) else beta, error=TypeError)
+        fail(argument, "a finite real number", repr(beta) if isinstance(beta, str) else beta,
+             error=TypeError)
     value = float(beta)
     if not math.isfinite(value):
-        fail("beta", "a finite real number", beta)
+        fail(argument, "a finite real number", beta)
     return value
 
 
@@ -86,6 +88,9 @@ def confidence_penalty(
     ``\beta\, p_{ik} (\log p_{ik} + H(p_i))``. A positive ``beta`` penalises confident
     predictions (Pereyra et al. use 0.1 to 4 depending on the task); a negative ``beta`` rewards
     them (entropy minimisation). The entropy is accumulated in float32 (see :func:`entropy`).
+    Added to a cross-entropy of index targets, it is cheaper fused into that loss:
+    ``smoothed_cross_entropy(logits, y, s, confidence_penalty=beta)`` computes both in one pass
+    over the logits (where targets are ``ignore_index`` it adds no penalty).
 
     Args:
         logits: ``(N, C, *)`` or ``(C,)`` floating-point logits, classes along ``class_dim``.
