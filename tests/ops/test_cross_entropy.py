@@ -779,3 +779,28 @@ def test_variants_double_backward_and_meta_use_the_dense_formula(variant):
         **{**options, "reduction": "none", "prior": None if prior is None else prior.to("meta"),
            "weight": None if weight is None else weight.to("meta")})
     assert meta.shape == (6,) and meta.device.type == "meta"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+@pytest.mark.parametrize("offset", [0.0, 1000.0], ids=["centred", "offset1000"])
+def test_full_precision_far_targets_and_non_finite_logits_match_pytorch(path, dtype, inplace,
+                                                                        offset):
+    # Targets from 30 to 3000 below their row's maximum (exp(max - x_y) overflows float32 from
+    # 88.7 on, float64 from 709.8 on), an ignored row shifted by class 0's logit, a row with a
+    # +inf logit and one with a NaN: each row as PyTorch's, NaN where PyTorch's is NaN.
+    logits, target = _far_target_case(torch.float64, offset)
+    gap_rows = [row for row in range(40) if target[row] != IGNORE]
+    for row, gap in zip(gap_rows[9:12], [700.0, 709.0, 720.0], strict=True):
+        logits[row, target[row]] = logits[row].max() - gap
+    logits[gap_rows[12], 5] = float("inf")
+    logits[gap_rows[13], 7] = float("nan")
+    logits = logits.to(dtype)
+    for reduction in ("none", "sum"):
+        grad_output = torch.ones(40 if reduction == "none" else (), dtype=dtype)
+        loss, grad = _ours(logits, target, 0.1, None, reduction, grad_output, inplace=inplace,
+                           plan=path)
+        want_loss, want_grad = _reference(logits, target, 0.1, None, reduction, grad_output)
+        assert_close(loss, want_loss, dtype, what=f"{reduction} loss")
+        assert_close(grad, want_grad, dtype, what="gradient")
+    assert bool(torch.isnan(loss)) and bool(torch.isnan(grad[gap_rows[12]]).any())

@@ -2,20 +2,21 @@
 
 The rows are walked in chunks small enough to stay in cache between the operations that read
 them. Per chunk: the row sums ``sum_c v_c x_c`` and the target logits ``x_{y_k}``; the
-probabilities (PyTorch's softmax kernel) and the first target's probabilities ``p_{y_1}``; the
-gradient rows ``a * p - u * v`` (notation of :mod:`labelsmooth._ops.cross_entropy`). The target
-entries, which also carry ``- b_k``, are written by indexed writes after the loop. The chunks
-run in the calling thread, on PyTorch's intra-op threads, or on single-threaded worker threads
-(:mod:`labelsmooth._ops._workers`), as the :class:`~labelsmooth._ops.planning.Plan` says.
+exponentials ``exp(x - x_{y_1})`` and their row sums ``S``, which give the first target's
+probability ``p_{y_1} = 1 / S`` and so ``lse`` (see :func:`_shifted_exponentials`); the
+gradient rows ``a * p - u * v`` (notation of :mod:`labelsmooth._ops.cross_entropy`), with
+``p = exp(x - x_{y_1}) / S``, the ``1 / S`` folded into the row coefficient ``a``, so no pass
+normalises the probabilities. The target entries, which also carry ``- b_k``, are written by
+indexed writes after the loop. The chunks run in the calling thread, on PyTorch's intra-op
+threads, or on single-threaded worker threads (:mod:`labelsmooth._ops._workers`), as the
+:class:`~labelsmooth._ops.planning.Plan` says.
 
-Where the probabilities go: out of place in float32/float64, straight into the gradient rows,
+Where the exponentials go: out of place in float32/float64, straight into the gradient rows,
 which the scaling then overwrites; in place or without a gradient, into a scratch chunk of each
 worker's own, so that the logits stay readable until their row's gradient is written.
-float16/bfloat16 chunks are copied into a float32 scratch chunk, where they become
-``exp(x - x_y)`` rather than probabilities: ``p_y = 1 / sum_c exp(x_c - x_y)`` then gives both
-``lse`` and the row scale of the probabilities, which the gradient's multiply takes in, so this
-costs no softmax and no pass of its own (see :func:`_shifted_exponentials`). Everything is
-computed in float32 and rounded once, when the gradient rows are written.
+float16/bfloat16 chunks are first copied into a float32 scratch chunk, whose values the
+exponentials then overwrite. Everything is computed in the compute dtype (float32, or float64
+for float64 logits) and rounded once, when the gradient rows are written.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ class _ChunkPass:
 
     logits: Tensor
     target: Tensor  # (M, K): each row's classes, 0 for ignored ones
-    first_target: Tensor  # (M, 1): the class whose probability gives lse
     weight: Tensor | None  # the class vector v; None: all ones
     grad: Tensor | None
     coefficients: _GradientCoefficients | None
@@ -72,12 +72,12 @@ def chunked_row_statistics(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One pass over row chunks: per-row ``lse``, ``x_{y_k}`` and ``sum_c v_c x_c``; the gradient.
 
-    ``safe_target`` is ``(M, K)``; ``class_vector`` is ``v`` (None: all ones). With the softmax
-    of the first target, ``lse = x_y - log p_y``, exact to a few ulps wherever ``p_y`` is a normal
-    number, needs no pass of its own (a row-maximum pass over the logits costs about 10% at
-    C = 32000). A chunk where some ``p_y`` underflowed (a target logit about 87 below its row's
-    maximum in float32) or is NaN also gets the row maxima ``m`` of the logits and of the
-    probabilities, and its rows take ``lse = m - log(max_c p_c)``: the largest probability is
+    ``safe_target`` is ``(M, K)``; ``class_vector`` is ``v`` (None: all ones). With the
+    probability of the first target, ``lse = x_y - log p_y``, exact to a few ulps wherever
+    ``p_y`` is a normal number, needs no pass of its own (a row-maximum pass over the logits
+    costs about 10% at C = 32000). A chunk where some ``p_y`` underflowed (a target logit about
+    88 below its row's maximum in float32) or is NaN is shifted by the row maxima ``m`` of the
+    logits instead, and its rows take ``lse = m - log(max_c p_c)``: the largest probability is
     ``1 / sum_c exp(x_c - m)``, never below ``1 / C``.
     """
     num_rows = logits.shape[0]
@@ -85,7 +85,7 @@ def chunked_row_statistics(
     column = functools.partial(logits.new_empty, (num_rows, 1), dtype=compute)
     row = functools.partial(logits.new_empty, (num_rows,), dtype=compute)
     state = _ChunkPass(
-        logits=logits, target=safe_target, first_target=safe_target[:, :1], weight=class_vector,
+        logits=logits, target=safe_target, weight=class_vector,
         grad=grad, coefficients=coefficients, plan=plan, staged=compute != logits.dtype,
         scratch=grad is None or grad.data_ptr() == logits.data_ptr() or compute != logits.dtype,
         weighted_sum=row(), target_logit=logits.new_empty(safe_target.shape, dtype=compute),
@@ -135,74 +135,62 @@ def _chunk(state: _ChunkPass, rows: slice, scratch: Tensor | None) -> None:
     else:
         torch.mv(x, state.weight, out=state.weighted_sum[rows])
     torch.gather(x, 1, state.target[rows], out=state.target_logit[rows])
+    # The exponentials go into the scratch chunk where there is one, else into the gradient rows.
     probs = scratch if scratch is not None else state.grad[rows]  # type: ignore[index]
-    prob_scale = None  # p = prob_scale * probs where given, else p = probs
-    if state.staged:
-        prob_scale = _shifted_exponentials(state, x, rows)
-    else:
-        _softmax_probabilities(state, x, probs, rows)
+    prob_scale = _shifted_exponentials(state, x, probs, rows)  # p = prob_scale * probs
     if state.grad is not None and state.coefficients is not None:
         _gradient_rows(state, state.grad[rows], state.coefficients, probs, prob_scale, rows)
 
 
-def _shifted_exponentials(state: _ChunkPass, x: Tensor, rows: slice) -> Tensor:
-    """``exp(x - x_y)`` into the float32 chunk ``x``; returns ``p_y = 1 / S``, an ``(M, 1)`` column.
+def _shifted_exponentials(state: _ChunkPass, x: Tensor, out: Tensor, rows: slice) -> Tensor:
+    """``exp(x - x_y)`` into ``out``; returns ``p_y = 1 / S``, an ``(M, 1)`` column.
 
     With ``S = sum_c exp(x_c - x_y)`` (at least 1: the target contributes ``exp(0)``), the
     probabilities are ``exp(x - x_y) / S`` and ``p_y = 1 / S``, so ``lse = x_y - log p_y``
     needs neither the row maxima nor a softmax. Where ``S`` overflowed (a target logit about 88
-    below its row's maximum) or ``p_y`` is not a normal number, the chunk is copied again and
-    shifted by its row maxima instead (:func:`_exponentials`).
+    below its row's maximum in float32, about 709 in float64) or ``p_y`` is not a normal number
+    (``not >=`` also catches a NaN from infinite or NaN logits), the chunk is shifted by its row
+    maxima instead; ``out`` may be ``x`` (a staged chunk), which is then copied again.
     """
     # The first target's logit: its probability gives ``lse`` (further targets only add entries).
-    target_prob = _exponentials(x, state.target_logit[rows, :1], state.target_prob[rows])
-    if bool(torch.all(target_prob >= torch.finfo(x.dtype).tiny)):
+    target_prob = _exponentials(x, state.target_logit[rows, :1], out, state.target_prob[rows])
+    if bool(torch.all(target_prob >= torch.finfo(out.dtype).tiny)):
         return target_prob
-    row_max = torch.amax(x.copy_(state.logits[rows]), 1, keepdim=True)
-    max_prob = _exponentials(x, row_max, torch.empty_like(row_max))
+    if state.staged:
+        x = out.copy_(state.logits[rows])
+    row_max = torch.amax(x, 1, keepdim=True)
+    max_prob = _exponentials(x, row_max, out, torch.empty_like(row_max))
     state.row_max[rows] = row_max.squeeze(1)
     state.max_prob[rows] = max_prob.squeeze(1)
     state.from_maxima[rows] = True
     return max_prob
 
 
-def _exponentials(x: Tensor, shift: Tensor, out: Tensor) -> Tensor:
-    """``exp(x - shift)`` into ``x`` in place; ``1 / sum_c exp(x_c - shift)`` into ``out``.
+def _exponentials(x: Tensor, shift: Tensor, out: Tensor, row_scale: Tensor) -> Tensor:
+    """``exp(x - shift)`` into ``out``; ``1 / sum_c exp(x_c - shift)`` into ``row_scale``.
 
-    ``x, shift, out``: ``(M, C)``, ``(M, 1)``, ``(M, 1)``, float32. ``exp(x - shift) =
-    2^(L x - L shift)`` with ``L = log2(e)``: one fused multiply-add (``torch.add(...,
-    alpha=L)``) then PyTorch's ``exp2``, which on the CPU costs about half of its ``exp`` (the
-    softmax's; docs/fused.md has the figures). The rounding of ``L shift`` moves every exponent
-    of a row alike, so it cancels in the probabilities and moves ``lse`` by about one float32
-    ulp of the shift; each exponent is rounded once, as ``x - shift`` would be.
+    ``x, shift, out, row_scale``: ``(M, C)``, ``(M, 1)``, ``(M, C)``, ``(M, 1)``, all of the
+    compute dtype; ``out`` may be ``x``. ``exp(x - shift) = 2^(L x - L shift)`` with
+    ``L = log2(e)``: one fused multiply-add (``torch.add(..., alpha=L)``) then PyTorch's
+    ``exp2``, which on the CPU costs about half of its ``exp`` (the softmax's; docs/fused.md has
+    the figures). The rounding of ``L shift`` moves every exponent of a row alike, so it cancels
+    in the probabilities and moves ``lse`` by about one ulp of the shift; each exponent is
+    rounded once, as ``x - shift`` would be.
     """
-    torch.add(shift * -_LOG2_E, x, alpha=_LOG2_E, out=x).exp2_()
-    return torch.sum(x, 1, keepdim=True, out=out).reciprocal_()
-
-
-def _softmax_probabilities(state: _ChunkPass, x: Tensor, out: Tensor, rows: slice) -> None:
-    """``softmax(x)`` into ``out`` and ``p_y``; the maxima where some ``p_y`` underflowed."""
-    torch.softmax(x, 1, out=out)
-    target_prob = torch.gather(out, 1, state.first_target[rows], out=state.target_prob[rows])
-    # ``not >=``: a NaN p_y (from infinite or NaN logits) takes the maxima too.
-    if not bool(torch.all(target_prob >= torch.finfo(out.dtype).tiny)):
-        state.row_max[rows] = state.logits[rows].amax(1)  # the logits: ``x`` may be ``out``
-        torch.amax(out, 1, out=state.max_prob[rows])
-        state.from_maxima[rows] = True
+    torch.add(shift * -_LOG2_E, x, alpha=_LOG2_E, out=out).exp2_()
+    return torch.sum(out, 1, keepdim=True, out=row_scale).reciprocal_()
 
 
 def _gradient_rows(state: _ChunkPass, grad_rows: Tensor, coefficients: _GradientCoefficients,
-                   probs: Tensor, prob_scale: Tensor | None, rows: slice) -> None:
+                   probs: Tensor, prob_scale: Tensor, rows: slice) -> None:
     """``a * p - u * v`` into the gradient rows (the target entries come later).
 
-    ``p = prob_scale * probs`` where a ``(M, 1)`` ``prob_scale`` is given (folded into ``a``,
-    so it costs no pass of its own), else ``p = probs``. Row-broadcast multiply and add are
+    ``p = prob_scale * probs`` with a ``(M, 1)`` ``prob_scale``, folded into ``a``, so it costs
+    no pass of its own. Row-broadcast multiply and add are
     vectorised (``addcmul`` with a broadcast column is not: 6x slower). Low precision is scaled
     in float32 and rounded once, by the final copy.
     """
-    coef = coefficients.prob[rows].unsqueeze(1)
-    if prob_scale is not None:
-        coef = coef * prob_scale
+    coef = coefficients.prob[rows].unsqueeze(1) * prob_scale
     scaled = torch.mul(probs, coef, out=probs if state.staged else grad_rows)
     neg_uniform = -coefficients.uniform[rows]
     if state.weight is None:
