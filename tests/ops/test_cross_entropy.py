@@ -456,14 +456,15 @@ def test_plan_by_shape_and_device(monkeypatch):
 @pytest.mark.parametrize(("shape", "dtype", "gradient", "threads", "rows", "workers"), [
     ((1024, 262144), torch.float32, "inplace", 2, 4, 2),  # 4 MiB chunks on two workers
     ((4096, 32000), torch.float32, "inplace", 2, 32, 2),  # 4 MiB // 128000 bytes a row
-    ((65536, 1000), torch.float32, "inplace", 2, 1024, 2),  # scratch within 1/32: 65536 / 64
-    ((20000, 1000), torch.float32, "inplace", 2, 313, 2),  # scratch within 1/32 of the logits
+    ((65536, 1000), torch.bfloat16, "inplace", 2, 1024, 2),  # scratch within 1/32: 65536 / 64
+    ((20000, 1000), torch.bfloat16, "inplace", 2, 313, 2),  # scratch within 1/32 of the logits
     ((2048, 128256), torch.bfloat16, "fresh", 2, 8, 2),  # staged: 4 MiB of float32 rows
     # Below the worker size: PyTorch's threads in each chunk, rows a multiple of the threads.
-    ((8192, 1000), torch.float32, "inplace", 2, 256, 1),
+    ((8192, 1000), torch.bfloat16, "inplace", 2, 256, 1),
     ((8192, 10), torch.bfloat16, "none", 2, 6552, 1),
-    # Probabilities into the gradient rows (no scratch chunk): 4 MiB of rows.
+    # Exponentials into the gradient rows (no scratch chunk): 4 MiB of rows.
     ((8192, 1000), torch.float32, "fresh", 2, 1048, 1),
+    ((8192, 1000), torch.float32, "inplace", 2, 1048, 1),
     ((4096, 32000), torch.float32, "fresh", 2, 32, 2),
     ((1024, 2**20), torch.float32, "inplace", 1, 1, 1),
 ])

@@ -11,11 +11,11 @@ indexed writes after the loop. The chunks run in the calling thread, on PyTorch'
 threads, or on single-threaded worker threads (:mod:`labelsmooth._ops._workers`), as the
 :class:`~labelsmooth._ops.planning.Plan` says.
 
-Where the exponentials go: out of place in float32/float64, straight into the gradient rows,
-which the scaling then overwrites; in place or without a gradient, into a scratch chunk of each
-worker's own, so that the logits stay readable until their row's gradient is written.
-float16/bfloat16 chunks are first copied into a float32 scratch chunk, whose values the
-exponentials then overwrite. Everything is computed in the compute dtype (float32, or float64
+Where the exponentials go: in float32/float64, straight into the gradient rows, which the
+scaling then overwrites (in place, these are the logits, once their row sums and target logits
+are read); without a gradient, into a scratch chunk of each worker's own. float16/bfloat16
+chunks are first copied into a float32 scratch chunk, whose values the exponentials then
+overwrite. Everything is computed in the compute dtype (float32, or float64
 for float64 logits) and rounded once, when the gradient rows are written.
 """
 
@@ -52,7 +52,8 @@ class _ChunkPass:
     coefficients: _GradientCoefficients | None
     plan: Plan
     staged: bool  # low-precision logits, copied into a float32 chunk first
-    scratch: bool  # the probabilities go into a chunk of their own, not the gradient rows
+    scratch: bool  # the exponentials go into a chunk of their own, not the gradient rows
+    in_place: bool  # the exponentials overwrite the logits: shifted by the row maxima at once
     weighted_sum: Tensor
     target_logit: Tensor
     target_prob: Tensor
@@ -87,7 +88,8 @@ def chunked_row_statistics(
     state = _ChunkPass(
         logits=logits, target=safe_target, weight=class_vector,
         grad=grad, coefficients=coefficients, plan=plan, staged=compute != logits.dtype,
-        scratch=grad is None or grad.data_ptr() == logits.data_ptr() or compute != logits.dtype,
+        scratch=grad is None or compute != logits.dtype,
+        in_place=grad is not None and grad.data_ptr() == logits.data_ptr() and compute == logits.dtype,
         weighted_sum=row(), target_logit=logits.new_empty(safe_target.shape, dtype=compute),
         target_prob=column(), row_max=row(),
         max_prob=row(), from_maxima=torch.zeros(num_rows, dtype=torch.bool,
@@ -143,21 +145,27 @@ def _chunk(state: _ChunkPass, rows: slice, scratch: Tensor | None) -> None:
 
 
 def _shifted_exponentials(state: _ChunkPass, x: Tensor, out: Tensor, rows: slice) -> Tensor:
-    """``exp(x - x_y)`` into ``out``; returns ``p_y = 1 / S``, an ``(M, 1)`` column.
+    """``exp(x - shift)`` into ``out``; returns the row scale of the probabilities, ``(M, 1)``.
 
-    With ``S = sum_c exp(x_c - x_y)`` (at least 1: the target contributes ``exp(0)``), the
-    probabilities are ``exp(x - x_y) / S`` and ``p_y = 1 / S``, so ``lse = x_y - log p_y``
-    needs neither the row maxima nor a softmax. Where ``S`` overflowed (a target logit about 88
-    below its row's maximum in float32, about 709 in float64) or ``p_y`` is not a normal number
-    (``not >=`` also catches a NaN from infinite or NaN logits), the chunk is shifted by its row
-    maxima instead; ``out`` may be ``x`` (a staged chunk), which is then copied again.
+    With the shift ``x_y`` and ``S = sum_c exp(x_c - x_y)`` (at least 1: the target contributes
+    ``exp(0)``), the probabilities are ``exp(x - x_y) / S`` and ``p_y = 1 / S``, so
+    ``lse = x_y - log p_y`` needs neither the row maxima nor a softmax. Where ``S`` overflowed (a
+    target logit about 88 below its row's maximum in float32, about 709 in float64) or ``p_y``
+    is not a normal number (``not >=`` also catches a NaN from infinite or NaN logits), the
+    chunk is shifted by its row maxima ``m`` instead, and the row scale is ``max_c p_c = 1 /
+    sum_c exp(x_c - m)``; ``out`` may be ``x`` (a staged chunk), which is then copied again.
+    Where the exponentials overwrite the logits (in place, float32/float64), nothing is left
+    to fall back on, so they are shifted by the row maxima at once: a maximum pass over a chunk
+    in cache costs less than writing a scratch chunk (docs/fused.md has the figures).
     """
-    # The first target's logit: its probability gives ``lse`` (further targets only add entries).
-    target_prob = _exponentials(x, state.target_logit[rows, :1], out, state.target_prob[rows])
-    if bool(torch.all(target_prob >= torch.finfo(out.dtype).tiny)):
-        return target_prob
-    if state.staged:
-        x = out.copy_(state.logits[rows])
+    if not state.in_place:
+        # The first target's logit: its probability gives ``lse`` (further targets only add
+        # entries).
+        target_prob = _exponentials(x, state.target_logit[rows, :1], out, state.target_prob[rows])
+        if bool(torch.all(target_prob >= torch.finfo(out.dtype).tiny)):
+            return target_prob
+        if state.staged:
+            x = out.copy_(state.logits[rows])
     row_max = torch.amax(x, 1, keepdim=True)
     max_prob = _exponentials(x, row_max, out, torch.empty_like(row_max))
     state.row_max[rows] = row_max.squeeze(1)
