@@ -456,14 +456,15 @@ def test_plan_by_shape_and_device(monkeypatch):
 @pytest.mark.parametrize(("shape", "dtype", "gradient", "threads", "rows", "workers"), [
     ((1024, 262144), torch.float32, "inplace", 2, 4, 2),  # 4 MiB chunks on two workers
     ((4096, 32000), torch.float32, "inplace", 2, 32, 2),  # 4 MiB // 128000 bytes a row
-    ((65536, 1000), torch.float32, "inplace", 2, 1024, 2),  # scratch within 1/32: 65536 / 64
-    ((20000, 1000), torch.float32, "inplace", 2, 313, 2),  # scratch within 1/32 of the logits
+    ((65536, 1000), torch.bfloat16, "inplace", 2, 1024, 2),  # scratch within 1/32: 65536 / 64
+    ((20000, 1000), torch.bfloat16, "inplace", 2, 313, 2),  # scratch within 1/32 of the logits
     ((2048, 128256), torch.bfloat16, "fresh", 2, 8, 2),  # staged: 4 MiB of float32 rows
     # Below the worker size: PyTorch's threads in each chunk, rows a multiple of the threads.
-    ((8192, 1000), torch.float32, "inplace", 2, 256, 1),
+    ((8192, 1000), torch.bfloat16, "inplace", 2, 256, 1),
     ((8192, 10), torch.bfloat16, "none", 2, 6552, 1),
-    # Probabilities into the gradient rows (no scratch chunk): 4 MiB of rows.
+    # Exponentials into the gradient rows (no scratch chunk): 4 MiB of rows.
     ((8192, 1000), torch.float32, "fresh", 2, 1048, 1),
+    ((8192, 1000), torch.float32, "inplace", 2, 1048, 1),
     ((4096, 32000), torch.float32, "fresh", 2, 32, 2),
     ((1024, 2**20), torch.float32, "inplace", 1, 1, 1),
 ])
@@ -953,3 +954,26 @@ def test_confidence_penalty_double_backward_meta_and_torch_func():
         return fused_smoothed_cross_entropy(z, target, smoothing, plan=CHUNKED, **options)
 
     assert_close(torch.func.grad(ours)(logits), want_grad, what="torch.func.grad")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+@pytest.mark.parametrize("offset", [0.0, 1000.0], ids=["centred", "offset1000"])
+def test_full_precision_far_targets_and_non_finite_logits_match_pytorch(path, dtype, inplace,
+                                                                        offset):
+    # Targets from 30 to 3000 below their row's maximum (exp(max - x_y) overflows float32 from
+    # 88.7 on, float64 from 709.8 on), an ignored row shifted by class 0's logit, a row with a
+    # +inf logit and one with a NaN: each row as PyTorch's, NaN where PyTorch's is NaN.
+    logits, target = _far_target_case(torch.float64, offset)
+    gap_rows = [row for row in range(40) if target[row] != IGNORE]
+    for row, gap in zip(gap_rows[9:12], [700.0, 709.0, 720.0], strict=True):
+        logits[row, target[row]] = logits[row].max() - gap
+    logits[gap_rows[12], 5] = float("inf")
+    logits[gap_rows[13], 7] = float("nan")
+    logits = logits.to(dtype)
+    for reduction in ("none", "sum"):
+        grad_output = torch.ones(40 if reduction == "none" else (), dtype=dtype)
+        loss, grad = _ours(logits, target, 0.1, None, reduction, grad_output, inplace=inplace,
+                           plan=path)
+        want_loss, want_grad = _reference(logits, target, 0.1, None, reduction, grad_output)
+        assert_close(loss, want_loss, dtype, what=f"{reduction} loss")
+        assert_close(grad, want_grad, dtype, what="gradient")
+    assert bool(torch.isnan(loss)) and bool(torch.isnan(grad[gap_rows[12]]).any())

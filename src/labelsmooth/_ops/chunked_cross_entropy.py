@@ -2,27 +2,29 @@
 
 The rows are walked in chunks small enough to stay in cache between the operations that read
 them. Per chunk: the row sums ``sum_c v_c x_c`` and the target logits ``x_{y_k}``; the
-probabilities (PyTorch's softmax kernel) and the first target's probabilities ``p_{y_1}``; the
-gradient rows ``a * p - u * v`` (notation of :mod:`labelsmooth._ops.cross_entropy`). The target
-entries, which also carry ``- b_k``, are written by indexed writes after the loop. The chunks
-run in the calling thread, on PyTorch's intra-op threads, or on single-threaded worker threads
-(:mod:`labelsmooth._ops._workers`), as the :class:`~labelsmooth._ops.planning.Plan` says.
+exponentials ``exp(x - x_{y_1})`` and their row sums ``S``, which give the first target's
+probability ``p_{y_1} = 1 / S`` and so ``lse`` (see :func:`_shifted_exponentials`); the
+gradient rows ``a * p - u * v`` (notation of :mod:`labelsmooth._ops.cross_entropy`), with
+``p = exp(x - x_{y_1}) / S``, the ``1 / S`` folded into the row coefficient ``a``, so no pass
+normalises the probabilities. The target entries, which also carry ``- b_k``, are written by
+indexed writes after the loop. The chunks run in the calling thread, on PyTorch's intra-op
+threads, or on single-threaded worker threads (:mod:`labelsmooth._ops._workers`), as the
+:class:`~labelsmooth._ops.planning.Plan` says.
 
-Where the probabilities go: out of place in float32/float64, straight into the gradient rows,
-which the scaling then overwrites; in place or without a gradient, into a scratch chunk of each
-worker's own, so that the logits stay readable until their row's gradient is written.
-float16/bfloat16 chunks are copied into a float32 scratch chunk, where they become
-``exp(x - x_y)`` rather than probabilities: ``p_y = 1 / sum_c exp(x_c - x_y)`` then gives both
-``lse`` and the row scale of the probabilities, which the gradient's multiply takes in, so this
-costs no softmax and no pass of its own (see :func:`_shifted_exponentials`). Everything is
-computed in float32 and rounded once, when the gradient rows are written.
+Where the exponentials go: in float32/float64, straight into the gradient rows, which the
+scaling then overwrites (in place, these are the logits, once their row sums and target logits
+are read); without a gradient, into a scratch chunk of each worker's own. float16/bfloat16
+chunks are first copied into a float32 scratch chunk, whose values the exponentials then
+overwrite. Everything is computed in the compute dtype (float32, or float64
+for float64 logits) and rounded once, when the gradient rows are written.
 
-With a confidence penalty the pass also writes the products ``p * x`` of the chunk into a float32
-chunk of each worker's own, while both are in cache, and sums them: ``S = sum_c p_c x_c`` per
-row. The gradient rows become ``p * (a + a_P * (x - S)) - u * v = p * (a - a_P * S) + a_P * (p *
-x) - u * v``: the usual multiply with another row coefficient, plus the products scaled by
-``a_P`` (:func:`_penalty_statistics`, :func:`_gradient_rows`). Without a penalty none of this
-runs.
+With a confidence penalty the pass also writes the products ``p * x`` of the chunk into a
+float32 chunk of each worker's own, while both are in cache, and sums them: ``S = sum_c p_c x_c``
+per row. In place, the exponentials then go into a scratch chunk, so that the logits stay
+readable until the products are taken. The gradient rows become ``p * (a + a_P * (x - S)) - u *
+v = p * (a - a_P * S) + a_P * (p * x) - u * v``: the usual multiply with another row
+coefficient, plus the products scaled by ``a_P`` (:func:`_penalty_statistics`,
+:func:`_gradient_rows`). Without a penalty none of this runs.
 """
 
 from __future__ import annotations
@@ -53,13 +55,13 @@ class _ChunkPass:
 
     logits: Tensor
     target: Tensor  # (M, K): each row's classes, 0 for ignored ones
-    first_target: Tensor  # (M, 1): the class whose probability gives lse
     weight: Tensor | None  # the class vector v; None: all ones
     grad: Tensor | None
     coefficients: _GradientCoefficients | None
     plan: Plan
     staged: bool  # low-precision logits, copied into a float32 chunk first
-    scratch: bool  # the probabilities go into a chunk of their own, not the gradient rows
+    scratch: bool  # the exponentials go into a chunk of their own, not the gradient rows
+    in_place: bool  # the exponentials overwrite the logits: shifted by the row maxima at once
     weighted_sum: Tensor
     target_logit: Tensor
     target_prob: Tensor
@@ -85,22 +87,26 @@ def chunked_row_statistics(
     ``with_penalty``: also ``S = sum_c p_c x_c`` per row (else None is returned in its place),
     and the gradient includes the confidence penalty's ``a_P`` term of the coefficients.
 
-    ``safe_target`` is ``(M, K)``; ``class_vector`` is ``v`` (None: all ones). With the softmax
-    of the first target, ``lse = x_y - log p_y``, exact to a few ulps wherever ``p_y`` is a normal
-    number, needs no pass of its own (a row-maximum pass over the logits costs about 10% at
-    C = 32000). A chunk where some ``p_y`` underflowed (a target logit about 87 below its row's
-    maximum in float32) or is NaN also gets the row maxima ``m`` of the logits and of the
-    probabilities, and its rows take ``lse = m - log(max_c p_c)``: the largest probability is
+        ``safe_target`` is ``(M, K)``; ``class_vector`` is ``v`` (None: all ones). With the
+    probability of the first target, ``lse = x_y - log p_y``, exact to a few ulps wherever
+    ``p_y`` is a normal number, needs no pass of its own (a row-maximum pass over the logits
+    costs about 10% at C = 32000). A chunk where some ``p_y`` underflowed (a target logit about
+    88 below its row's maximum in float32) or is NaN is shifted by the row maxima ``m`` of the
+    logits instead, and its rows take ``lse = m - log(max_c p_c)``: the largest probability is
     ``1 / sum_c exp(x_c - m)``, never below ``1 / C``.
     """
     num_rows = logits.shape[0]
     compute = compute_dtype(logits.dtype)
+    # The exponentials overwrite the logits (float32/float64 in place) unless the penalty's
+    # products still need to read them.
+    in_place = grad is not None and grad.data_ptr() == logits.data_ptr() and compute == logits.dtype
     column = functools.partial(logits.new_empty, (num_rows, 1), dtype=compute)
     row = functools.partial(logits.new_empty, (num_rows,), dtype=compute)
     state = _ChunkPass(
-        logits=logits, target=safe_target, first_target=safe_target[:, :1], weight=class_vector,
+        logits=logits, target=safe_target, weight=class_vector,
         grad=grad, coefficients=coefficients, plan=plan, staged=compute != logits.dtype,
-        scratch=grad is None or grad.data_ptr() == logits.data_ptr() or compute != logits.dtype,
+        scratch=grad is None or compute != logits.dtype or (in_place and with_penalty),
+        in_place=in_place and not with_penalty,
         weighted_sum=row(), target_logit=logits.new_empty(safe_target.shape, dtype=compute),
         target_prob=column(), row_max=row(),
         max_prob=row(), from_maxima=torch.zeros(num_rows, dtype=torch.bool,
@@ -154,12 +160,9 @@ def _chunk(state: _ChunkPass, rows: slice, scratch: Tensor | None,
     else:
         torch.mv(x, state.weight, out=state.weighted_sum[rows])
     torch.gather(x, 1, state.target[rows], out=state.target_logit[rows])
+    # The exponentials go into the scratch chunk where there is one, else into the gradient rows.
     probs = scratch if scratch is not None else state.grad[rows]  # type: ignore[index]
-    prob_scale = None  # p = prob_scale * probs where given, else p = probs
-    if state.staged:
-        prob_scale = _shifted_exponentials(state, x, rows)
-    else:
-        _softmax_probabilities(state, x, probs, rows)
+    prob_scale = _shifted_exponentials(state, x, probs, rows)  # p = prob_scale * probs
     products = None
     if penalty_buffer is not None:
         products = _penalty_statistics(state, probs, prob_scale, rows,
@@ -169,53 +172,52 @@ def _chunk(state: _ChunkPass, rows: slice, scratch: Tensor | None,
                        products=products)
 
 
-def _shifted_exponentials(state: _ChunkPass, x: Tensor, rows: slice) -> Tensor:
-    """``exp(x - x_y)`` into the float32 chunk ``x``; returns ``p_y = 1 / S``, an ``(M, 1)`` column.
+def _shifted_exponentials(state: _ChunkPass, x: Tensor, out: Tensor, rows: slice) -> Tensor:
+    """``exp(x - shift)`` into ``out``; returns the row scale of the probabilities, ``(M, 1)``.
 
-    With ``S = sum_c exp(x_c - x_y)`` (at least 1: the target contributes ``exp(0)``), the
-    probabilities are ``exp(x - x_y) / S`` and ``p_y = 1 / S``, so ``lse = x_y - log p_y``
-    needs neither the row maxima nor a softmax. Where ``S`` overflowed (a target logit about 88
-    below its row's maximum) or ``p_y`` is not a normal number, the chunk is copied again and
-    shifted by its row maxima instead (:func:`_exponentials`).
+    With the shift ``x_y`` and ``S = sum_c exp(x_c - x_y)`` (at least 1: the target contributes
+    ``exp(0)``), the probabilities are ``exp(x - x_y) / S`` and ``p_y = 1 / S``, so
+    ``lse = x_y - log p_y`` needs neither the row maxima nor a softmax. Where ``S`` overflowed (a
+    target logit about 88 below its row's maximum in float32, about 709 in float64) or ``p_y``
+    is not a normal number (``not >=`` also catches a NaN from infinite or NaN logits), the
+    chunk is shifted by its row maxima ``m`` instead, and the row scale is ``max_c p_c = 1 /
+    sum_c exp(x_c - m)``; ``out`` may be ``x`` (a staged chunk), which is then copied again.
+    Where the exponentials overwrite the logits (in place, float32/float64), nothing is left
+    to fall back on, so they are shifted by the row maxima at once: a maximum pass over a chunk
+    in cache costs less than writing a scratch chunk (docs/fused.md has the figures).
     """
-    # The first target's logit: its probability gives ``lse`` (further targets only add entries).
-    target_prob = _exponentials(x, state.target_logit[rows, :1], state.target_prob[rows])
-    if bool(torch.all(target_prob >= torch.finfo(x.dtype).tiny)):
-        return target_prob
-    row_max = torch.amax(x.copy_(state.logits[rows]), 1, keepdim=True)
-    max_prob = _exponentials(x, row_max, torch.empty_like(row_max))
+    if not state.in_place:
+        # The first target's logit: its probability gives ``lse`` (further targets only add
+        # entries).
+        target_prob = _exponentials(x, state.target_logit[rows, :1], out, state.target_prob[rows])
+        if bool(torch.all(target_prob >= torch.finfo(out.dtype).tiny)):
+            return target_prob
+        if state.staged:
+            x = out.copy_(state.logits[rows])
+    row_max = torch.amax(x, 1, keepdim=True)
+    max_prob = _exponentials(x, row_max, out, torch.empty_like(row_max))
     state.row_max[rows] = row_max.squeeze(1)
     state.max_prob[rows] = max_prob.squeeze(1)
     state.from_maxima[rows] = True
     return max_prob
 
 
-def _exponentials(x: Tensor, shift: Tensor, out: Tensor) -> Tensor:
-    """``exp(x - shift)`` into ``x`` in place; ``1 / sum_c exp(x_c - shift)`` into ``out``.
+def _exponentials(x: Tensor, shift: Tensor, out: Tensor, row_scale: Tensor) -> Tensor:
+    """``exp(x - shift)`` into ``out``; ``1 / sum_c exp(x_c - shift)`` into ``row_scale``.
 
-    ``x, shift, out``: ``(M, C)``, ``(M, 1)``, ``(M, 1)``, float32. ``exp(x - shift) =
-    2^(L x - L shift)`` with ``L = log2(e)``: one fused multiply-add (``torch.add(...,
-    alpha=L)``) then PyTorch's ``exp2``, which on the CPU costs about half of its ``exp`` (the
-    softmax's; docs/fused.md has the figures). The rounding of ``L shift`` moves every exponent
-    of a row alike, so it cancels in the probabilities and moves ``lse`` by about one float32
-    ulp of the shift; each exponent is rounded once, as ``x - shift`` would be.
+    ``x, shift, out, row_scale``: ``(M, C)``, ``(M, 1)``, ``(M, C)``, ``(M, 1)``, all of the
+    compute dtype; ``out`` may be ``x``. ``exp(x - shift) = 2^(L x - L shift)`` with
+    ``L = log2(e)``: one fused multiply-add (``torch.add(..., alpha=L)``) then PyTorch's
+    ``exp2``, which on the CPU costs about half of its ``exp`` (the softmax's; docs/fused.md has
+    the figures). The rounding of ``L shift`` moves every exponent of a row alike, so it cancels
+    in the probabilities and moves ``lse`` by about one ulp of the shift; each exponent is
+    rounded once, as ``x - shift`` would be.
     """
-    torch.add(shift * -_LOG2_E, x, alpha=_LOG2_E, out=x).exp2_()
-    return torch.sum(x, 1, keepdim=True, out=out).reciprocal_()
+    torch.add(shift * -_LOG2_E, x, alpha=_LOG2_E, out=out).exp2_()
+    return torch.sum(out, 1, keepdim=True, out=row_scale).reciprocal_()
 
 
-def _softmax_probabilities(state: _ChunkPass, x: Tensor, out: Tensor, rows: slice) -> None:
-    """``softmax(x)`` into ``out`` and ``p_y``; the maxima where some ``p_y`` underflowed."""
-    torch.softmax(x, 1, out=out)
-    target_prob = torch.gather(out, 1, state.first_target[rows], out=state.target_prob[rows])
-    # ``not >=``: a NaN p_y (from infinite or NaN logits) takes the maxima too.
-    if not bool(torch.all(target_prob >= torch.finfo(out.dtype).tiny)):
-        state.row_max[rows] = state.logits[rows].amax(1)  # the logits: ``x`` may be ``out``
-        torch.amax(out, 1, out=state.max_prob[rows])
-        state.from_maxima[rows] = True
-
-
-def _penalty_statistics(state: _ChunkPass, probs: Tensor, prob_scale: Tensor | None,
+def _penalty_statistics(state: _ChunkPass, probs: Tensor, prob_scale: Tensor,
                         rows: slice, products: Tensor) -> Tensor:
     """``probs * x`` into ``products`` and ``S = sum_c p_c x_c`` into the row statistic.
 
@@ -236,38 +238,33 @@ def _penalty_statistics(state: _ChunkPass, probs: Tensor, prob_scale: Tensor | N
     total = torch.sum(products, 1, out=state.prob_logit_sum[rows])
     if not bool(torch.isfinite(total).all()):
         torch.sum(products.masked_fill_(probs == 0, 0.0), 1, out=total)
-    if prob_scale is not None:
-        total.mul_(prob_scale.squeeze(1))
+    total.mul_(prob_scale.squeeze(1))
     return products
 
 
 def _penalty_terms(state: _ChunkPass, coefficients: _GradientCoefficients, coef: Tensor,
-                   prob_scale: Tensor | None, rows: slice, products: Tensor) -> Tensor:
+                   prob_scale: Tensor, rows: slice, products: Tensor) -> Tensor:
     """Scales ``products`` by ``a_P * prob_scale`` in place; returns ``coef - a_P *
     prob_scale * S``, the probabilities' row coefficient (``coef`` is ``a * prob_scale``)."""
     assert coefficients.penalty is not None and state.prob_logit_sum is not None
-    penalty = coefficients.penalty[rows].unsqueeze(1)
-    if prob_scale is not None:
-        penalty = penalty * prob_scale
+    penalty = coefficients.penalty[rows].unsqueeze(1) * prob_scale
     products.mul_(penalty)
     return coef - penalty * state.prob_logit_sum[rows].unsqueeze(1)
 
 
 def _gradient_rows(state: _ChunkPass, grad_rows: Tensor, coefficients: _GradientCoefficients,
-                   probs: Tensor, prob_scale: Tensor | None, rows: slice, *,
+                   probs: Tensor, prob_scale: Tensor, rows: slice, *,
                    products: Tensor | None = None) -> None:
     """``a * p - u * v`` into the gradient rows (the target entries come later); with a
     confidence penalty and the chunk's ``products = probs * x``, ``(a - a_P * S) * p + a_P *
     prob_scale * products - u * v``.
 
-    ``p = prob_scale * probs`` where a ``(M, 1)`` ``prob_scale`` is given (folded into ``a``,
-    so it costs no pass of its own), else ``p = probs``. Row-broadcast multiply and add are
+    ``p = prob_scale * probs`` with a ``(M, 1)`` ``prob_scale``, folded into ``a``, so it costs
+    no pass of its own. Row-broadcast multiply and add are
     vectorised (``addcmul`` with a broadcast column is not: 6x slower). Low precision is scaled
     in float32 and rounded once, by the final copy.
     """
-    coef = coefficients.prob[rows].unsqueeze(1)
-    if prob_scale is not None:
-        coef = coef * prob_scale
+    coef = coefficients.prob[rows].unsqueeze(1) * prob_scale
     if products is not None:
         coef = _penalty_terms(state, coefficients, coef, prob_scale, rows, products)
     scaled = torch.mul(probs, coef, out=probs if state.staged else grad_rows)

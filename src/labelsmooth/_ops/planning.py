@@ -93,9 +93,9 @@ def _chunk_rows(num_rows: int, row_bytes: int, workers: int, *, scratch: bool) -
 
 
 def _needs_scratch(dtype: torch.dtype, gradient: GradientTarget) -> bool:
-    """Whether the probabilities need a chunk of their own rather than the gradient rows: the
-    float32 copy of low-precision logits, or no fresh gradient to write them into."""
-    return compute_dtype(dtype) != dtype or gradient != "fresh"
+    """Whether the exponentials need a chunk of their own rather than the gradient rows: the
+    float32 copy of low-precision logits, or no gradient to write them into."""
+    return compute_dtype(dtype) != dtype or gradient == "none"
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
