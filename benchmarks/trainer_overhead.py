@@ -285,14 +285,14 @@ def _report_table(rows: Sequence[dict[str, str]], count: int, task: Task, rounds
            "contender; per-step time over the rounds; ratios: the baseline's time over the "
            "contender's (above 1: faster); per round: paired ratios, median [quartiles] (range)")
     report(f"  {'contender':20s} {'median us':>10s} {'min us':>8s} {'of medians':>11s} "
-           f"{'of mins':>8s} {'per round':>36s} {'CPU':>6s}  baseline")
+           f"{'of mins':>8s} {'per round':>38s} {'CPU':>6s}  baseline")
     for row in rows:
         spread = (f"{float(row['paired_ratio_median']):.3f} [{float(row['paired_ratio_q1']):.3f}, "
                   f"{float(row['paired_ratio_q3']):.3f}] ({float(row['paired_ratio_min']):.2f}, "
                   f"{float(row['paired_ratio_max']):.2f})")
         report(f"  {row['contender']:20s} {float(row['median_step_us']):10.0f} "
                f"{float(row['min_step_us']):8.0f} {float(row['ratio_to_baseline']):11.3f} "
-               f"{float(row['ratio_of_min']):8.3f} {spread:>36s} "
+               f"{float(row['ratio_of_min']):8.3f} {spread:>38s} "
                f"{float(row['cpu_ratio_to_baseline']):6.3f}  {row['baseline']}")
 
 
