@@ -4,9 +4,8 @@ Run ``python -m benchmarks.trainer_overhead`` (``--quick`` for a tiny smoke run)
 
 The task is small enough that the Trainer's own per-step work shows: a 40-256-256-10 MLP
 (ReLU), batches of 128 from 4096 random examples shuffled by a ``DataLoader``, Adam (lr 1e-3),
-16 epochs (512 optimizer steps, a few seconds per run, so that a run is long against the
-machine's jitter). Contenders, each against the hand-written loop that does the
-same math:
+about 2.5 ms per optimizer step on one core. Contenders, each against the hand-written loop that
+does the same math:
 
 * ``loop``: ``zero_grad``, ``F.cross_entropy(model(x), y)``, ``backward``, ``step``.
 * ``loop_ls``: the same with ``label_smoothing=0.1``.
@@ -22,18 +21,28 @@ same math:
 * ``trainer_ls_mixup``: with ``[LabelSmoothing(0.1), MixUp(0.2)]`` and the default loss;
   baseline ``loop_ls_mixup``.
 
-Method: every contender trains a fresh model from the same seed once per round, in an order
-shuffled afresh each round (the machine may be shared; a fixed order would favour whoever runs
-after a quiet spell), after one short untimed warm-up run each (one epoch). The time of one run
-is the wall time of the training alone (building the model, optimizer and Trainer is outside
-it). The median over rounds gives samples/s and the ratio of the medians to the contender's
-baseline (above 1 is faster than the baseline). Each round also gives a paired ratio, the
-baseline's time in that round over the contender's: their median, minimum and maximum over the
-rounds show how far the noise moves a ratio. This is repeated for each torch thread count. The
-process's CPU time per run is reported beside the wall time: on a machine shared with other
-jobs it is the steadier measure of the work done (at one thread; at more, OpenMP's waiting
-threads count too). Rows are appended to
-``benchmarks/results/trainer_overhead.csv`` with provenance (machine, torch version, date,
+What is measured: the steady-state time per optimizer step. Every contender is built once per
+thread count (model, optimizer, ``DataLoader``, ``Trainer``) and trained for one untimed warm-up
+run; then each round trains every contender ``--epochs`` more epochs (a short run, 2 epochs =
+64 steps by default), in an order shuffled afresh each round, for ``--rounds`` rounds (100 by
+default). A Trainer run is ``fit()`` with ``max_duration`` moved on by ``--epochs``, so it pays
+``fit``'s own start and its per-epoch log; nothing is added to its event loop to time it. The
+time of a run is its wall time over its steps.
+
+Why this estimator: with a fresh model, optimizer and loader per timed run, the runs of one
+loop spread by 20 % even on a quiet machine, because a run starts by allocating and faulting in
+the optimizer's state and its first batches' buffers, and a shared machine adds its own spells
+of load. Building every contender once takes the one-time start-up out of the measurement (it is
+not the per-step cost under test), ``gc.freeze()`` after building keeps the garbage collector
+from walking the other contenders' objects during a run, and many short interleaved runs put
+every contender through the same spells of load: a paired ratio (the baseline's time in a round
+over the contender's in the same round) cancels what the round shared. Reported per contender:
+the median and the minimum per-step time over the rounds, the ratio of the medians and of the
+minimums to the baseline (above 1 is faster than the baseline), and the paired ratios' median
+with their quartiles and range, which show how far the noise moves a ratio. The process's CPU
+time per run is reported beside the wall time (at one thread it is the steadier measure of the
+work done on a shared machine; at more, OpenMP's waiting threads count too). Rows are appended
+to ``benchmarks/results/trainer_overhead.csv`` with provenance (machine, torch version, date,
 commit). The loss here is a few microseconds: ``torch.compile`` of it changes the baselines by
 less than the run-to-run noise, so the loops run PyTorch's eager loss.
 """
@@ -42,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import random
 import statistics
 import time
@@ -56,6 +66,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from benchmarks._common import append_csv, new_run_id, provenance
 from labelsmooth.algorithms import LabelSmoothing, MixUp
 from labelsmooth.trainer import Trainer
+from labelsmooth.trainer.time import Duration, TimeUnit
 
 __all__ = ["BASELINES", "CONTENDERS", "Task", "main", "run_benchmark"]
 
@@ -63,18 +74,24 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_CSV = RESULTS / "trainer_overhead.csv"
 SMOOTHING = 0.1
 MIXUP_ALPHA = 0.2
+DEFAULT_ROUNDS = 100
 
 
 @dataclass(frozen=True)
 class Task:
-    """The training run every contender does."""
+    """The training every contender does; ``epochs`` is the length of one timed run."""
 
     samples: int = 4096
     batch_size: int = 128
-    epochs: int = 16
+    epochs: int = 2
     features: int = 40
     hidden: int = 256
     classes: int = 10
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps in one timed run."""
+        return self.epochs * -(-self.samples // self.batch_size)
 
     def data(self) -> TensorDataset:
         generator = torch.Generator().manual_seed(0)
@@ -94,19 +111,20 @@ class Task:
 
 QUICK_TASK = Task(samples=512, epochs=1)
 
-# A contender: given the task and its data, build everything and return the training to time.
-Prepare = Callable[[Task, TensorDataset], Callable[[], None]]
+# A contender: given the task and its data, build everything once and return a function that
+# trains the given number of further epochs.
+Prepare = Callable[[Task, TensorDataset], Callable[[int], None]]
 
 
 def _loop(smoothing: float, mixup: bool) -> Prepare:
-    def prepare(task: Task, data: TensorDataset) -> Callable[[], None]:
+    def prepare(task: Task, data: TensorDataset) -> Callable[[int], None]:
         model, loader = task.model(), task.loader(data)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         beta = torch.distributions.Beta(MIXUP_ALPHA, MIXUP_ALPHA)
 
-        def train() -> None:
+        def train(epochs: int) -> None:
             model.train()
-            for _ in range(task.epochs):
+            for _ in range(epochs):
                 for inputs, targets in loader:
                     optimizer.zero_grad(set_to_none=True)
                     if mixup:
@@ -126,7 +144,7 @@ def _loop(smoothing: float, mixup: bool) -> Prepare:
 
 
 def _trainer(*, smoothing: bool, mixup: bool, train_metrics: bool = True) -> Prepare:
-    def prepare(task: Task, data: TensorDataset) -> Callable[[], None]:
+    def prepare(task: Task, data: TensorDataset) -> Callable[[int], None]:
         model = task.model()
         algorithms = ([LabelSmoothing(SMOOTHING)] if smoothing else []) + (
             [MixUp(MIXUP_ALPHA)] if mixup else [])
@@ -136,7 +154,13 @@ def _trainer(*, smoothing: bool, mixup: bool, train_metrics: bool = True) -> Pre
                           optimizers=torch.optim.Adam(model.parameters(), lr=1e-3),
                           algorithms=algorithms, device="cpu", progress_bar=False,
                           train_metrics=train_metrics)
-        return trainer.fit
+
+        def train(epochs: int) -> None:
+            done = trainer.state.timestamp.epoch
+            trainer.state.max_duration = Duration(done + epochs, TimeUnit.EPOCH)
+            trainer.fit()
+
+        return train
     return prepare
 
 
@@ -154,32 +178,36 @@ BASELINES = {"loop": "loop", "loop_ls": "loop_ls", "loop_ls_mixup": "loop_ls_mix
              "trainer_ls_mixup": "loop_ls_mixup"}
 
 
-def _time_once(prepare: Prepare, task: Task, data: TensorDataset) -> tuple[float, float]:
-    """Wall and CPU seconds of one training run."""
-    train = prepare(task, data)
+def _time_run(train: Callable[[int], None], epochs: int) -> tuple[float, float]:
+    """Wall and CPU seconds of ``epochs`` more epochs of one contender."""
     wall, cpu = time.perf_counter(), time.process_time()
-    train()
+    train(epochs)
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def time_contenders(task: Task, names: Sequence[str], rounds: int, seed: int = 0
                     ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Wall and CPU seconds per training run of each contender: one warm-up each (one epoch),
-    then ``rounds`` rounds in a freshly shuffled order."""
+    """Wall and CPU seconds per run of ``task.epochs`` epochs of each contender: each is built
+    once and warmed up by one untimed run, then ``rounds`` rounds run in freshly shuffled order."""
     data = task.data()
     order = list(names)
     shuffler = random.Random(seed)
-    warm_up = replace(task, epochs=1)
+    trainers = {name: CONTENDERS[name](task, data) for name in order}
     for name in order:
-        _time_once(CONTENDERS[name], warm_up, data)
+        _time_run(trainers[name], task.epochs)
+    gc.collect()
+    gc.freeze()
     wall: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(rounds):
-        shuffler.shuffle(order)
-        for name in order:
-            seconds, cpu_seconds = _time_once(CONTENDERS[name], task, data)
-            wall[name].append(seconds)
-            cpu[name].append(cpu_seconds)
+    try:
+        for _ in range(rounds):
+            shuffler.shuffle(order)
+            for name in order:
+                seconds, cpu_seconds = _time_run(trainers[name], task.epochs)
+                wall[name].append(seconds)
+                cpu[name].append(cpu_seconds)
+    finally:
+        gc.unfreeze()
     return wall, cpu
 
 
@@ -188,7 +216,12 @@ CSV_FIELDS = [
     "python_version", "quick", "samples", "batch_size", "epochs", "contender", "baseline",
     "rounds", "median_s", "min_s", "samples_per_s", "ratio_to_baseline", "median_cpu_s",
     "cpu_ratio_to_baseline", "paired_ratio_median", "paired_ratio_min", "paired_ratio_max",
+    "method", "steps_per_run", "median_step_us", "min_step_us", "ratio_of_min",
+    "paired_ratio_q1", "paired_ratio_q3",
 ]
+# The "method" column: every contender built once and warmed up, then short interleaved runs
+# (rows without it timed a freshly built contender per run of 16 epochs).
+METHOD = "steady"
 
 
 def _upgrade_header(path: Path) -> None:
@@ -212,13 +245,63 @@ def paired_ratios(times: dict[str, list[float]], name: str) -> list[float]:
     return [base / own for base, own in zip(times[BASELINES[name]], times[name], strict=True)]
 
 
+def quartiles(values: Sequence[float]) -> tuple[float, float]:
+    """The first and third quartiles (one value: itself twice)."""
+    if len(values) < 2:
+        return values[0], values[0]
+    first, _, third = statistics.quantiles(values, n=4, method="inclusive")
+    return first, third
+
+
+def _row(task: Task, name: str, times: dict[str, list[float]], cpu_times: dict[str, list[float]]
+         ) -> dict[str, str]:
+    """The measured columns of one contender's row."""
+    baseline = BASELINES[name]
+    median = {key: statistics.median(times[key]) for key in (name, baseline)}
+    cpu = {key: statistics.median(cpu_times[key]) for key in (name, baseline)}
+    paired = paired_ratios(times, name)
+    q1, q3 = quartiles(paired)
+    return {
+        "samples": str(task.samples), "batch_size": str(task.batch_size),
+        "epochs": str(task.epochs), "contender": name, "baseline": baseline,
+        "rounds": str(len(times[name])), "method": METHOD, "steps_per_run": str(task.steps),
+        "median_s": f"{median[name]:.5f}", "min_s": f"{min(times[name]):.5f}",
+        "median_step_us": f"{median[name] / task.steps * 1e6:.1f}",
+        "min_step_us": f"{min(times[name]) / task.steps * 1e6:.1f}",
+        "samples_per_s": f"{task.samples * task.epochs / median[name]:.1f}",
+        "ratio_to_baseline": f"{median[baseline] / median[name]:.4f}",
+        "ratio_of_min": f"{min(times[baseline]) / min(times[name]):.4f}",
+        "median_cpu_s": f"{cpu[name]:.5f}",
+        "cpu_ratio_to_baseline": f"{cpu[baseline] / cpu[name]:.4f}",
+        "paired_ratio_median": f"{statistics.median(paired):.4f}",
+        "paired_ratio_q1": f"{q1:.4f}", "paired_ratio_q3": f"{q3:.4f}",
+        "paired_ratio_min": f"{min(paired):.4f}", "paired_ratio_max": f"{max(paired):.4f}",
+    }
+
+
+def _report_table(rows: Sequence[dict[str, str]], count: int, task: Task, rounds: int,
+                  report: Callable[[str], None]) -> None:
+    report(f"\n{count} thread(s): {rounds} interleaved rounds of {task.steps} steps per "
+           "contender; per-step time over the rounds; ratios: the baseline's time over the "
+           "contender's (above 1: faster); per round: paired ratios, median [quartiles] (range)")
+    report(f"  {'contender':20s} {'median us':>10s} {'min us':>8s} {'of medians':>11s} "
+           f"{'of mins':>8s} {'per round':>38s} {'CPU':>6s}  baseline")
+    for row in rows:
+        spread = (f"{float(row['paired_ratio_median']):.3f} [{float(row['paired_ratio_q1']):.3f}, "
+                  f"{float(row['paired_ratio_q3']):.3f}] ({float(row['paired_ratio_min']):.2f}, "
+                  f"{float(row['paired_ratio_max']):.2f})")
+        report(f"  {row['contender']:20s} {float(row['median_step_us']):10.0f} "
+               f"{float(row['min_step_us']):8.0f} {float(row['ratio_to_baseline']):11.3f} "
+               f"{float(row['ratio_of_min']):8.3f} {spread:>38s} "
+               f"{float(row['cpu_ratio_to_baseline']):6.3f}  {row['baseline']}")
+
+
 def run_benchmark(task: Task, *, threads: Sequence[int], rounds: int,
                   contenders: Sequence[str] = tuple(CONTENDERS), quick: bool = False,
                   report: Callable[[str], None] = print) -> list[dict[str, str]]:
     """Time every contender at every thread count; return one CSV row per pair."""
     run_id = new_run_id()
     names = list(dict.fromkeys([*contenders, *(BASELINES[name] for name in contenders)]))
-    trained = task.samples * task.epochs
     rows: list[dict[str, str]] = []
     previous_threads = torch.get_num_threads()
     try:
@@ -226,36 +309,10 @@ def run_benchmark(task: Task, *, threads: Sequence[int], rounds: int,
             torch.set_num_threads(count)
             provenance_row = provenance()
             times, cpu_times = time_contenders(task, names, rounds)
-            median = {name: statistics.median(values) for name, values in times.items()}
-            cpu = {name: statistics.median(values) for name, values in cpu_times.items()}
-            report(f"\n{count} thread(s): {rounds} interleaved rounds, medians, "
-                   f"{trained} samples per run; per round: the baseline's time over the "
-                   "contender's in the same round (median [min, max])")
-            report(f"  {'contender':20s} {'samples/s':>10s} {'vs baseline':>12s} "
-                   f"{'per round':>22s} {'CPU s':>7s} {'CPU vs baseline':>16s}  baseline")
-            for name in names:
-                baseline = BASELINES[name]
-                ratio = median[baseline] / median[name]
-                cpu_ratio = cpu[baseline] / cpu[name]
-                paired = paired_ratios(times, name)
-                paired_median = statistics.median(paired)
-                rows.append({
-                    **provenance_row, "run_id": run_id, "quick": str(quick),
-                    "samples": str(task.samples), "batch_size": str(task.batch_size),
-                    "epochs": str(task.epochs), "contender": name, "baseline": baseline,
-                    "rounds": str(rounds), "median_s": f"{median[name]:.5f}",
-                    "min_s": f"{min(times[name]):.5f}",
-                    "samples_per_s": f"{trained / median[name]:.1f}",
-                    "ratio_to_baseline": f"{ratio:.4f}",
-                    "median_cpu_s": f"{cpu[name]:.5f}",
-                    "cpu_ratio_to_baseline": f"{cpu_ratio:.4f}",
-                    "paired_ratio_median": f"{paired_median:.4f}",
-                    "paired_ratio_min": f"{min(paired):.4f}",
-                    "paired_ratio_max": f"{max(paired):.4f}",
-                })
-                spread = f"{paired_median:.3f} [{min(paired):.3f}, {max(paired):.3f}]"
-                report(f"  {name:20s} {trained / median[name]:10.0f} {ratio:12.3f} "
-                       f"{spread:>22s} {cpu[name]:7.3f} {cpu_ratio:16.3f}  {baseline}")
+            measured = [{**provenance_row, "run_id": run_id, "quick": str(quick),
+                         **_row(task, name, times, cpu_times)} for name in names]
+            _report_table(measured, count, task, rounds, report)
+            rows += measured
     finally:
         torch.set_num_threads(previous_threads)
     return rows
@@ -265,9 +322,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.trainer_overhead",
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true",
-                        help="512 samples, 1 epoch, 1 round, 1 thread: a smoke run, not a measurement")
+                        help="512 samples, 1 epoch, 2 rounds, 1 thread: a smoke run, not a measurement")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="interleaved rounds per thread count (default 8, or 1 with --quick)")
+                        help=f"interleaved rounds per thread count (default {DEFAULT_ROUNDS}, "
+                        "or 2 with --quick)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs per timed run (default 2: 64 steps; 1 with --quick)")
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="torch thread counts to run at (default 1 2, or 1 with --quick)")
     parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS),
@@ -276,6 +336,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds: expected a positive int, got {args.rounds}")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs: expected a positive int, got {args.epochs}")
     if args.threads is not None and min(args.threads) < 1:
         parser.error(f"--threads: expected positive ints, got {args.threads}")
     return args
@@ -284,10 +346,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> list[dict[str, str]]:
     args = _parse_args(argv)
     task = QUICK_TASK if args.quick else Task()
+    if args.epochs is not None:
+        task = replace(task, epochs=args.epochs)
+    rounds = args.rounds or (2 if args.quick else DEFAULT_ROUNDS)
     rows: list[dict[str, str]] = []
     # One thread count at a time, each appended as soon as it is measured.
     for count in args.threads or ([1] if args.quick else [1, 2]):
-        measured = run_benchmark(task, threads=[count], rounds=args.rounds or (1 if args.quick else 8),
+        measured = run_benchmark(task, threads=[count], rounds=rounds,
                                  contenders=args.contenders, quick=args.quick)
         _upgrade_header(args.csv)
         append_csv(measured, args.csv, CSV_FIELDS)

@@ -18,7 +18,7 @@ from labelsmooth.functional import (
     paste_box,
     smooth_labels,
 )
-from labelsmooth.functional.mixing import _sample_beta
+from labelsmooth.functional.mixing import _sample_beta, _sample_beta_scalar
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -69,6 +69,68 @@ def test_beta_sampler_reproducible_and_leaves_global_rng_alone() -> None:
     assert torch.equal(first, second)
     assert not torch.equal(first, _sample_beta(0.3, 0.3, 100, generator=seeded(8)))
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def scalar_draws(a: float, b: float, n: int, seed: int) -> torch.Tensor:
+    """``n`` successive one-value draws from one seeded generator, as the algorithms make them."""
+    generator = seeded(seed)
+    return torch.tensor([_sample_beta_scalar(a, b, generator=generator) for _ in range(n)],
+                        dtype=torch.float64)
+
+
+@pytest.mark.parametrize(("a", "b"), [(0.2, 0.2), (1.0, 1.0), (2.0, 2.0), (0.5, 3.0), (4.0, 0.7)])
+def test_scalar_beta_draws_match_scipy_beta(a: float, b: float) -> None:
+    stats = pytest.importorskip("scipy.stats")
+    n = 5_000
+    draws = scalar_draws(a, b, n, seed=99)
+    assert bool(((draws >= 0) & (draws <= 1)).all())
+    mean, var = stats.beta.stats(a, b, moments="mv")
+    assert abs(draws.mean().item() - mean) < 5 * math.sqrt(var / n)
+    assert draws.var().item() == pytest.approx(float(var), rel=0.15)
+    assert stats.kstest(draws.numpy(), "beta", args=(a, b)).pvalue > 1e-3
+    # and the test can fail: the same draws are far from another Beta
+    assert stats.kstest(draws.numpy(), "beta", args=(a + 1.0, b)).pvalue < 1e-6
+
+
+def test_scalar_beta_moments_without_scipy() -> None:
+    # Beta(a, a) has mean 1/2 and variance 1 / (4 (2a + 1)); 5 standard errors of the mean, and
+    # of the variance (its standard error from the fourth central moment of Beta(a, a)).
+    a, n = 0.2, 20_000
+    draws = scalar_draws(a, a, n, seed=3)
+    var = 1.0 / (4.0 * (2.0 * a + 1.0))
+    kurtosis_excess = -6.0 / (2.0 * a + 3.0)
+    fourth = (kurtosis_excess + 3.0) * var**2
+    assert abs(draws.mean().item() - 0.5) < 5 * math.sqrt(var / n)
+    assert abs(draws.var().item() - var) < 5 * math.sqrt((fourth - var**2) / n)
+
+
+def test_scalar_beta_stays_finite_for_tiny_alpha() -> None:
+    draws = scalar_draws(0.005, 0.005, 2_000, seed=0)
+    assert bool(torch.isfinite(draws).all())
+    assert 0.4 < (draws > 0.5).double().mean().item() < 0.6
+    assert ((draws < 1e-6) | (draws > 1 - 1e-6)).double().mean().item() > 0.9
+
+
+def test_scalar_beta_reproducible_from_the_generator_state() -> None:
+    state = torch.get_rng_state()
+    generator = seeded(7)
+    first = [_sample_beta_scalar(0.3, 0.3, generator=generator) for _ in range(5)]
+    saved = generator.get_state()
+    later = [_sample_beta_scalar(0.3, 0.3, generator=generator) for _ in range(5)]
+    again = seeded(7)
+    assert [_sample_beta_scalar(0.3, 0.3, generator=again) for _ in range(10)] == first + later
+    restored = torch.Generator().manual_seed(123)
+    restored.set_state(saved)
+    assert [_sample_beta_scalar(0.3, 0.3, generator=restored) for _ in range(5)] == later
+    assert first != [_sample_beta_scalar(0.3, 0.3, generator=seeded(8)) for _ in range(5)]
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_scalar_beta_without_a_generator_follows_torch_manual_seed() -> None:
+    torch.manual_seed(5)
+    first = _sample_beta_scalar(0.4, 0.4)
+    torch.manual_seed(5)
+    assert _sample_beta_scalar(0.4, 0.4) == first
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,26 @@ def test_tuple_is_rebuilt_and_original_untouched() -> None:
     assert batch_get_item(new, -1) == "z"
 
 
+@pytest.mark.parametrize("key", [0, 1, 2, -1, -2, -3])
+def test_every_index_of_a_tuple_or_list_reads_and_writes_like_indexing(key: int) -> None:
+    items = ["a", "b", "c"]
+    expected = items.copy()
+    expected[key] = "z"
+    assert batch_get_item(tuple(items), key) == items[key]
+    assert batch_get_item(items, key) == items[key]
+    assert batch_set_item(tuple(items), key, "z") == tuple(expected)
+    assert batch_set_item(list(items), key, "z") == expected
+
+
+@pytest.mark.parametrize("key", [3, -4, True])
+def test_an_index_outside_a_tuple_is_refused(key: object) -> None:
+    error = TypeError if key is True else ValueError
+    with pytest.raises(error, match="key: expected"):
+        batch_get_item(("a", "b", "c"), key)  # type: ignore[arg-type]
+    with pytest.raises(error, match="key: expected"):
+        batch_set_item(("a", "b", "c"), key, "z")  # type: ignore[arg-type]
+
+
 def test_named_tuple_keeps_its_type_and_attribute_keys_read() -> None:
     batch = Pair("x", "y")
     new = batch_set_item(batch, 1, "z")

@@ -13,8 +13,9 @@ from helpers import HostSyncRecorder
 from tiny_task import make_dataset, make_loader, make_model
 
 from labelsmooth import LabelSmoothing, Trainer
-from labelsmooth.metrics import expected_calibration_error
-from labelsmooth.trainer.metrics import ClassificationMetrics
+from labelsmooth.metrics import calibration_histogram, expected_calibration_error
+from labelsmooth.metrics.calibration import _confidence_histogram
+from labelsmooth.trainer.metrics import ClassificationMetrics, _index_statistics
 
 
 def _reference(logits: torch.Tensor, targets: torch.Tensor, bins: int = 15) -> dict[str, float]:
@@ -49,6 +50,27 @@ def test_metrics_match_the_reference_over_several_batches(buffer_elements: int) 
     metrics.reset()
     metrics.update(logits[:10], targets[:10])
     _check(metrics.compute(), _reference(logits[:10], targets[:10]))
+
+
+@pytest.mark.parametrize("scale", [1.0, 300.0])
+def test_the_nll_and_confidences_from_one_exp_pass_match_float64_softmax(scale: float) -> None:
+    """Large logits (exp would overflow without the shift) and ignored positions included."""
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(257, 7, generator=generator) * scale
+    labels = torch.randint(0, 7, (257,), generator=generator)
+    labels[::5] = -100
+    nll, confidence, predicted = _index_statistics(logits, labels, -100)
+    log_probs = logits.double().log_softmax(dim=1)
+    kept = labels != -100
+    expected_nll = -log_probs[kept].gather(1, labels[kept].unsqueeze(1)).sum()
+    assert nll.item() == pytest.approx(expected_nll.item(), rel=1e-6)
+    top, classes = log_probs.exp().max(dim=1)
+    assert torch.allclose(confidence.double(), top, rtol=1e-6, atol=0)
+    assert torch.equal(predicted, classes)
+    # the ECE histogram from these equals the one from the probabilities
+    expected = calibration_histogram(logits.softmax(dim=1), labels, ignore_index=-100)
+    actual = _confidence_histogram(confidence, predicted, labels, num_bins=15, ignore_index=-100)
+    assert torch.allclose(actual, expected, rtol=1e-6, atol=1e-5)
 
 
 def test_ignored_positions_and_extra_dimensions() -> None:

@@ -63,6 +63,39 @@ def test_the_loss_from_index_targets_is_pytorchs_interpolated_loss(reduction: st
     assert_close(grad, expected_grad)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("ignore_index", [None, 4])
+def test_the_unmixed_loss_of_a_small_batch_is_pytorchs_smoothed_loss(
+        reduction: str, ignore_index: int | None) -> None:
+    """One index target, a small batch: value and gradient against
+    F.cross_entropy(label_smoothing=s) and the float64 dense target."""
+    logits = _logits().requires_grad_()
+    target = TrainingTargets.of(Y, logits, smoothing=0.1, ignore_index=ignore_index)
+    loss = target.cross_entropy(logits, reduction=reduction)
+    reference = logits.detach().clone().requires_grad_()
+    ignore = -100 if ignore_index is None else ignore_index
+    expected = F.cross_entropy(reference, Y, ignore_index=ignore, label_smoothing=0.1,
+                               reduction=reduction)
+    assert_close(loss, expected)
+    kept = (Y != ignore).double()
+    dense_rows = -(hand_smooth(Y, C, 0.1) * reference.detach().log_softmax(1)).sum(1) * kept
+    dense = {"none": dense_rows, "sum": dense_rows.sum(), "mean": dense_rows.sum() / kept.sum()}
+    assert_close(loss.detach(), dense[reduction])
+    (grad,) = torch.autograd.grad(loss.sum(), logits)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), reference)
+    assert_close(grad, expected_grad)
+
+
+def test_the_unmixed_loss_refuses_what_its_target_does_not_fit() -> None:
+    logits = _logits()
+    with pytest.raises(ValueError, match=r"targets: expected class indices in \[0, 3\)"):
+        TrainingTargets.of(Y, logits, smoothing=0.1).cross_entropy(logits[:, :3])
+    with pytest.raises(ValueError, match="reduction: expected one of"):
+        TrainingTargets.of(Y, logits, smoothing=0.1).cross_entropy(logits, reduction="avg")
+    with pytest.raises(ValueError, match=r"targets: expected class indices in \[0, 5\)"):
+        TrainingTargets.of(torch.tensor([0, 1, 5, 2, 1, 3]), logits, smoothing=0.1).cross_entropy(logits)
+
+
 def test_the_loss_equals_the_dense_loss_and_torch_ops_see_the_dense_target() -> None:
     logits = _logits()
     target = TrainingTargets.of(Y, logits).replace(smoothing=0.3).with_mix(Mix(PERMUTATION, 0.4))

@@ -24,7 +24,8 @@ permutation. Every draw goes through the optional ``generator`` (on the generato
 seeded generator reproduces a batch exactly and leaves torch's global RNG untouched; without one,
 torch's global CPU generator is used (``torch.manual_seed`` makes it reproducible). PyTorch's own
 Beta and Gamma samplers cannot take a generator, so Beta is built here from two Gamma variates
-drawn by Marsaglia and Tsang's rejection method from the generator's normal and uniform draws.
+drawn by Marsaglia and Tsang's rejection method from the generator's normal and uniform draws;
+the one ``lam`` of a batch is computed in Python floats from a block of such draws.
 
 The results come back as a :class:`MixedBatch`: the named 4-tuple ``(inputs, targets,
 permuted_targets, lam)``, which also carries what was drawn as the attributes ``indices`` and
@@ -167,6 +168,72 @@ def _sample_beta(
     return torch.sigmoid(log_x - log_y)
 
 
+class _ScalarDraws:
+    """Standard normal and uniform float64 draws from ``generator``, read as Python floats.
+
+    They are fetched in blocks (one ``randn`` and one ``rand`` call each), so that a scalar
+    rejection sampler costs two tensor operations per block instead of a dozen per round. The
+    draws are a deterministic function of the generator's state: a reseeded generator, or one
+    restored from a checkpoint, gives the same floats.
+    """
+
+    BLOCK = 8  # candidates per refill: both Gamma variates of a Beta draw usually fit in one
+
+    def __init__(self, generator: torch.Generator | None) -> None:
+        self.generator = generator
+        self.device = _draw_device(generator)
+        self.normals: list[float] = []
+        self.uniforms: list[float] = []
+
+    def _refill(self) -> None:
+        options: dict[str, Any] = dict(generator=self.generator, dtype=torch.float64,
+                                       device=self.device)
+        self.normals += torch.randn(self.BLOCK, **options).tolist()
+        self.uniforms += torch.rand(self.BLOCK, **options).tolist()
+
+    def normal(self) -> float:
+        if not self.normals:
+            self._refill()
+        return self.normals.pop()
+
+    def uniform(self) -> float:
+        if not self.uniforms:
+            self._refill()
+        return self.uniforms.pop()
+
+
+def _log_standard_gamma_scalar(concentration: float, draws: _ScalarDraws) -> float:
+    """The log of one Gamma(concentration, 1) variate: :func:`_log_standard_gamma`'s method
+    (Marsaglia and Tsang, with the boost for a < 1 in log space) in Python floats."""
+    boosted = concentration < 1.0
+    shape = concentration + 1.0 if boosted else concentration
+    d = shape - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    while True:
+        x, u = draws.normal(), draws.uniform()
+        v = (1.0 + c * x) ** 3
+        # u == 0 has log -inf: the candidate is accepted, as the tensor version does.
+        if v > 0.0 and (u == 0.0 or math.log(u) < 0.5 * x * x + d - d * v + d * math.log(v)):
+            break
+    log_gamma = math.log(d) + math.log(v)
+    if boosted:
+        # 1 - U lies in (0, 1], so its log is finite.
+        log_gamma += math.log1p(-draws.uniform()) / concentration
+    return log_gamma
+
+
+def _sample_beta_scalar(a: float, b: float, *, generator: torch.Generator | None = None) -> float:
+    """One Beta(a, b) variate from ``generator``: ``sigmoid(log X - log Y)`` as in
+    :func:`_sample_beta`, in Python floats (a few draws instead of dozens of tensor operations)."""
+    draws = _ScalarDraws(generator)
+    t = _log_standard_gamma_scalar(a, draws) - _log_standard_gamma_scalar(b, draws)
+    # The logistic function written so that exp never overflows.
+    if t >= 0.0:
+        return 1.0 / (1.0 + math.exp(-t))
+    e = math.exp(t)
+    return e / (1.0 + e)
+
+
 def _random_permutation(n: int, *, generator: torch.Generator | None, device: torch.device) -> Tensor:
     return torch.randperm(n, generator=generator, device=_draw_device(generator)).to(device)
 
@@ -224,7 +291,7 @@ def _check_indices(indices: Any, batch_size: int, device: torch.device) -> Tenso
 def _draw_lam(alpha: float, lam: Any, generator: torch.Generator | None) -> float:
     if lam is not None:
         return check_unit_interval(lam, "lam")
-    return float(_sample_beta(alpha, alpha, 1, generator=generator).item())
+    return _sample_beta_scalar(alpha, alpha, generator=generator)
 
 
 # --------------------------------------------------------------------------------------------

@@ -138,8 +138,16 @@ def calibration_histogram(probs: torch.Tensor, targets: torch.Tensor, *, num_bin
     """
     _check_probs_targets(probs, targets, "probs")
     num_bins = _check_num_bins(num_bins)
-    dtype = torch.promote_types(probs.dtype, torch.float32)
     confidence, predicted = probs.max(dim=1)
+    return _confidence_histogram(confidence, predicted, targets, num_bins=num_bins,
+                                ignore_index=ignore_index)
+
+
+def _confidence_histogram(confidence: torch.Tensor, predicted: torch.Tensor, targets: torch.Tensor,
+                         *, num_bins: int, ignore_index: int | None) -> torch.Tensor:
+    """:func:`calibration_histogram` from the top-1 ``confidence`` and ``predicted`` class of
+    each example (``(N,)`` each), for a caller that has them without the probabilities."""
+    dtype = torch.promote_types(confidence.dtype, torch.float32)
     confidence = confidence.to(dtype)
     # floor(conf * B) puts conf in [b/B, (b+1)/B) into bin b (truncation is the floor, conf >= 0);
     # conf == 1 is clamped into the last bin.
@@ -153,7 +161,7 @@ def calibration_histogram(probs: torch.Tensor, targets: torch.Tensor, *, num_bin
         confidence = confidence * count
         correct &= kept
     rows = torch.stack([count, confidence, correct.to(dtype)])
-    histogram = torch.zeros(3, num_bins, dtype=dtype, device=probs.device)
+    histogram = torch.zeros(3, num_bins, dtype=dtype, device=confidence.device)
     return histogram.index_add_(1, index, rows)
 
 

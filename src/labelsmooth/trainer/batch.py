@@ -43,6 +43,9 @@ def _describe_batch(batch: Any) -> str:
     return f"a {type(batch).__name__}"
 
 
+_SEQUENCES = (tuple, list)
+
+
 def _is_getter_setter(key: Any) -> bool:
     return isinstance(key, tuple) and len(key) == 2 and all(callable(part) for part in key)
 
@@ -79,6 +82,9 @@ def batch_get_item(batch: Any, key: BatchKey, *, argument: str = "key") -> Any:
         >>> batch_get_item({"labels": 3}, "labels")
         3
     """
+    # The common case first, read on every step: an int index into a tuple or list.
+    if type(key) is int and type(batch) in _SEQUENCES and -len(batch) <= key < len(batch):
+        return batch[key]
     check_batch_key(key, argument)
     if isinstance(key, tuple):
         return key[0](batch)
@@ -117,6 +123,9 @@ def batch_set_item(batch: Any, key: BatchKey, value: Any, *, argument: str = "ke
         >>> batch_set_item(("x", "y"), 1, "z")
         ('x', 'z')
     """
+    if type(key) is int and type(batch) is tuple and -len(batch) <= key < len(batch):
+        position = key % len(batch)
+        return (*batch[:position], value, *batch[position + 1:])
     check_batch_key(key, argument)
     if isinstance(key, tuple):
         return key[1](batch, value)

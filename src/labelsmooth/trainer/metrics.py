@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from labelsmooth._validation import check_int, fail, shape_str
 from labelsmooth.functional._targets import check_target_range
 from labelsmooth.metrics import ReliabilityBins, calibration_histogram
+from labelsmooth.metrics.calibration import _confidence_histogram
 
 __all__ = ["ClassificationMetrics"]
 
@@ -64,6 +65,24 @@ def _flatten(logits: torch.Tensor, targets: torch.Tensor, class_dim: int
         fail("targets", f"class indices of shape {shape_str(expected)} or dense targets of shape "
              f"{shape_str(logits.shape)} for logits of shape {shape_str(logits.shape)}", targets)
     return rows, targets.reshape(-1), False
+
+
+def _index_statistics(rows: torch.Tensor, labels: torch.Tensor, ignore_index: int
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The summed NLL over the kept positions, and every row's top-1 confidence and class, from
+    one pass of ``exp`` over the ``(M, C)`` rows.
+
+    With ``m = max_k z_k`` and ``S = sum_k exp(z_k - m)``: ``-log softmax(z)_y = log S + m - z_y``
+    and the largest probability is ``exp(m - m) / S = 1 / S``, the value ``softmax`` gives.
+    Positions whose label is ``ignore_index`` (any value outside ``[0, C)`` when the range was
+    checked elsewhere) add 0 to the NLL.
+    """
+    top, predicted = rows.max(dim=1)
+    sum_exp = (rows - top.unsqueeze(1)).exp_().sum(dim=1)
+    kept = labels != ignore_index
+    picked = rows.gather(1, torch.where(kept, labels, 0).unsqueeze(1)).squeeze(1)
+    nll = torch.where(kept, sum_exp.log() + top - picked, 0.0).sum()
+    return nll, sum_exp.reciprocal_(), predicted
 
 
 def _sum_dtype(device: torch.device) -> torch.dtype:
@@ -163,18 +182,18 @@ class ClassificationMetrics:
                                    device=self.device)
             self._loss.add_(losses @ weights)
             self._pending_losses, self._pending_loss_weights = [], []
-        # The unsmoothed NLL, summed: PyTorch's cross-entropy of the (M, C) rows, for either kind
-        # of target (ignored positions add 0, and count nowhere in the histogram).
+        # The unsmoothed NLL, summed (ignored positions add 0, and count nowhere in the histogram).
         if self._pending_dense:
             labels = targets.argmax(dim=-1)
-            nll = F.cross_entropy(rows, targets, reduction="sum")
-        else:
-            labels = targets.long()
-            nll = F.cross_entropy(rows, labels, ignore_index=self.ignore_index, reduction="sum")
+            self._nll.add_(F.cross_entropy(rows, targets, reduction="sum"))
+            self._histogram.add_(calibration_histogram(rows.softmax(dim=-1), labels,
+                                                       num_bins=ECE_BINS))
+            return
+        labels = targets.long()
+        nll, confidence, predicted = _index_statistics(rows, labels, self.ignore_index)
         self._nll.add_(nll)
-        self._histogram.add_(calibration_histogram(
-            rows.softmax(dim=-1), labels, num_bins=ECE_BINS,
-            ignore_index=None if self._pending_dense else self.ignore_index))
+        self._histogram.add_(_confidence_histogram(confidence, predicted, labels, num_bins=ECE_BINS,
+                                                  ignore_index=self.ignore_index))
 
     def compute(self) -> dict[str, float]:
         """The metrics over every batch since the last :meth:`reset` (summed across ranks);

@@ -37,9 +37,10 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from labelsmooth._validation import check_smoothing, fail
-from labelsmooth.functional._targets import classify_targets
+from labelsmooth._validation import check_floating, check_reduction, check_smoothing, fail
+from labelsmooth.functional._targets import check_target_range, classify_targets
 from labelsmooth.functional.cross_entropy import (
+    _native_call,
     mixed_smoothed_cross_entropy,
     smoothed_cross_entropy,
     soft_cross_entropy,
@@ -254,6 +255,11 @@ class TrainingTargets(torch.Tensor):
         if class_dim is not None and class_dim % input.ndim != self.class_dim:
             fail("class_dim", f"the training targets' class dimension {self.class_dim}", class_dim)
         ignore = self.ignore_index if self.ignore_index is not None else ignore_index
+        if (not self.mixes and weight is None and input.shape == self.shape
+                and not self.targets.is_floating_point() and _native_call(
+                    input, [self.targets], self.smoothing, dim=self.class_dim, prior=None,
+                    inplace_backward=inplace_backward)):
+            return self._native_cross_entropy(input, ignore, reduction)
         components = self.components()
         # A negative smoothing was admitted when this target was made (allow_negative=True).
         options: dict[str, Any] = dict(weight=weight, ignore_index=ignore, reduction=reduction,
@@ -270,6 +276,18 @@ class TrainingTargets(torch.Tensor):
             total = term if total is None else total + term
         assert total is not None  # components are never empty
         return total
+
+    def _native_cross_entropy(self, input: torch.Tensor, ignore_index: int, reduction: str
+                              ) -> torch.Tensor:
+        """PyTorch's own smoothed loss, where the fused op would hand the call to it (one index
+        target, ``s >= 0``, a small problem): the targets' shape and dtype were checked when
+        this object was made, so only what this call adds is checked here."""
+        check_floating(input, "input")
+        check_target_range(self.targets, input.shape[self.class_dim], ignore_index,
+                           validate_args=None)
+        return F.cross_entropy(input, self.targets.long(), ignore_index=ignore_index,
+                               reduction=check_reduction(reduction),
+                               label_smoothing=self.smoothing)
 
     @classmethod
     def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (),  # type: ignore[override]
