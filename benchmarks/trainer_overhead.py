@@ -58,6 +58,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -149,7 +150,7 @@ def _trainer(*, smoothing: bool, mixup: bool, train_metrics: bool = True) -> Pre
         algorithms = ([LabelSmoothing(SMOOTHING)] if smoothing else []) + (
             [MixUp(MIXUP_ALPHA)] if mixup else [])
         # Without an algorithm, the loop's own loss; with one, the default loss.
-        loss = {} if algorithms else {"loss_fn": F.cross_entropy}
+        loss: dict[str, Any] = {} if algorithms else {"loss_fn": F.cross_entropy}
         trainer = Trainer(model, task.loader(data), max_duration=f"{task.epochs}ep", **loss,
                           optimizers=torch.optim.Adam(model.parameters(), lr=1e-3),
                           algorithms=algorithms, device="cpu", progress_bar=False,
