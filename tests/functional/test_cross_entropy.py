@@ -541,6 +541,28 @@ def test_mixed_equals_the_share_weighted_sum_of_its_components(reduction, inplac
     assert_close(leaf.grad, reference_x.grad, what="gradient")
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_a_small_mixed_problem_matches_the_dense_formula(reduction, dtype):
+    """Few classes: PyTorch's own loss per component (weighted, ignored positions, three shares)
+    against the float64 dense formula of each component."""
+    torch.manual_seed(8)
+    logits, target, num_classes = make_case((6, 9, 4), dtype, ignore=True)
+    parts = [target, target[torch.tensor([3, 0, 5, 1, 2, 4])], target.flip(1)]
+    weight = torch.rand(num_classes, dtype=dtype) + 0.1
+    x = logits.clone().requires_grad_()
+    got = mixed_smoothed_cross_entropy(x, parts, [0.5, 0.3, 0.2], 0.2, weight=weight,
+                                       reduction=reduction)
+    got.sum().backward()
+    reference_x = logits.double().requires_grad_()
+    want = sum(share * prior_reference(reference_x, part, 0.2, None, weight=weight,
+                                       reduction=reduction)
+               for share, part in zip((0.5, 0.3, 0.2), parts, strict=True))
+    want.sum().backward()
+    assert_close(got, want, dtype, what="loss")
+    assert_close(x.grad, reference_x.grad, dtype, what="gradient")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_mixed_equals_pytorch_on_the_dense_mixed_target(dtype):
     torch.manual_seed(6)

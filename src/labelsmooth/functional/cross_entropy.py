@@ -175,11 +175,11 @@ def _per_position(smoothing: float | torch.Tensor, positions: tuple[int, ...]
 def _native_call(input: torch.Tensor, targets: list[torch.Tensor], smoothing: float | torch.Tensor,
                  *, dim: int, prior: torch.Tensor | None, inplace_backward: bool,
                  penalty: float = 0.0) -> bool:
-    """Whether the fused op would hand this call to PyTorch's own loss (one target, a float
-    ``s >= 0``, no prior, no confidence penalty, a small CPU problem: see
-    :func:`labelsmooth._ops.planning.plan`) and the classes are already on dimension 1, so that
-    ``F.cross_entropy`` alone can be called on ``input`` directly."""
-    if (dim != 1 or len(targets) != 1 or prior is not None or isinstance(smoothing, torch.Tensor)
+    """Whether this call is one PyTorch's own loss computes faster (a float ``s >= 0``, no
+    prior, no confidence penalty, a small CPU problem: see :func:`labelsmooth._ops.planning.plan`)
+    with the classes already on dimension 1, so that ``F.cross_entropy`` can be called on
+    ``input`` directly, once per target."""
+    if (dim != 1 or prior is not None or isinstance(smoothing, torch.Tensor)
             or smoothing < 0.0 or penalty != 0.0):
         return False
     wants_grad = torch.is_grad_enabled() and input.requires_grad
@@ -200,11 +200,17 @@ def _fused_index_loss(input: torch.Tensor, targets: list[torch.Tensor], shares: 
     if _native_call(input, targets, smoothing, dim=dim, prior=prior,
                     inplace_backward=inplace_backward, penalty=penalty):
         # PyTorch's own loss takes (N, C, *) as it is: no moved view, no reshapes, no extra
-        # autograd nodes, which is most of the fixed cost of a small batch.
+        # autograd nodes, which is most of the fixed cost of a small batch. A mixed target is
+        # the sum of its components' losses, each normalised by its own count, as in the pass.
         native_weight = None if weight is None else weight.to(input.device, input.dtype)
-        return F.cross_entropy(input, targets[0].to(device=input.device, dtype=torch.long),
-                               weight=native_weight, ignore_index=ignore_index,
-                               reduction=reduction, label_smoothing=float(smoothing))
+        losses = [F.cross_entropy(input, part.to(device=input.device, dtype=torch.long),
+                                  weight=native_weight, ignore_index=ignore_index,
+                                  reduction=reduction, label_smoothing=float(smoothing))
+                  for part in targets]
+        if len(losses) == 1 and shares[0] == 1.0:
+            return losses[0]
+        mixed = [share * loss for share, loss in zip(shares, losses, strict=True)]
+        return sum(mixed[1:], mixed[0])
     rows = input.movedim(dim, -1).reshape(-1, num_classes)
     columns = [part.reshape(-1).to(device=input.device, dtype=torch.long) for part in targets]
     target = columns[0] if len(columns) == 1 else torch.stack(columns, 1)
@@ -382,8 +388,11 @@ def mixed_smoothed_cross_entropy(
     divides by its own ``sum w_y``, and its penalty by its own count of non-ignored positions,
     so that a position ignored by one target is penalised with the shares of the others).
     Cross-entropy is linear in the target, so this is the loss of the mixed target
-    ``sum_k h_k ((1 - s) onehot(y_k) + s q)`` (plus the penalty); one pass reads the logits once for all
-    components and allocates one gradient (none with ``inplace_backward=True``).
+    ``sum_k h_k ((1 - s) onehot(y_k) + s q)`` (plus the penalty); one pass reads the logits once
+    for all components and allocates one gradient (none with ``inplace_backward=True``). A
+    problem small enough for PyTorch's own loss (few classes or few logits on the CPU, a float
+    ``s >= 0``, no prior, no penalty) is one ``F.cross_entropy`` per component instead: at that
+    size the fixed cost of a call outweighs reading the logits twice.
 
     Args:
         input: logits ``(N, C, *)`` with classes on ``class_dim``; floating.
