@@ -17,6 +17,7 @@ import torch
 __all__ = [
     "check_bool",
     "check_class_dim",
+    "check_finite_real",
     "check_floating",
     "check_index_dtype",
     "check_int",
@@ -71,6 +72,18 @@ def check_unit_interval(value: Any, argument: str) -> float:
     number = float(value)
     if not 0.0 <= number <= 1.0:  # also False for NaN
         fail(argument, "a real number in [0, 1]", value)
+    return number
+
+
+def check_finite_real(value: Any, argument: str) -> float:
+    """Return ``value`` as a finite float (a weight such as the confidence penalty's ``beta``);
+    raise for anything else (NaN, infinity, bool, tensor...)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fail(argument, "a finite real number", repr(value) if isinstance(value, str) else value,
+             error=TypeError)
+    number = float(value)
+    if not math.isfinite(number):
+        fail(argument, "a finite real number", value)
     return number
 
 

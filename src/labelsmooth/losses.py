@@ -15,14 +15,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from labelsmooth._validation import check_int, check_prior, check_reduction, check_smoothing, fail
+from labelsmooth._validation import (
+    check_finite_real,
+    check_int,
+    check_prior,
+    check_reduction,
+    check_smoothing,
+    fail,
+)
 from labelsmooth.functional.cross_entropy import (
     smoothed_binary_cross_entropy_with_logits,
     smoothed_cross_entropy,
     soft_cross_entropy,
 )
 from labelsmooth.functional.linear_cross_entropy import smoothed_linear_cross_entropy
-from labelsmooth.functional.penalties import _check_beta
 
 __all__ = [
     "SmoothedBCEWithLogitsLoss",
@@ -130,7 +136,7 @@ class SmoothedCrossEntropyLoss(_WeightedLoss):
         if not isinstance(inplace_backward, bool):
             fail("inplace_backward", "a bool", inplace_backward, error=TypeError)
         self.inplace_backward = inplace_backward
-        self.confidence_penalty = _check_beta(confidence_penalty, "confidence_penalty")
+        self.confidence_penalty = check_finite_real(confidence_penalty, "confidence_penalty")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return smoothed_cross_entropy(input, target, self.smoothing, prior=self.prior,

@@ -93,6 +93,8 @@ def _under_functorch(logits: Tensor) -> bool:
 
 
 Smoothing = float | Tensor  # a float, or an (M,) tensor of per-row values
+# lse, x_{y_k} (M, K), sum_c v_c x_c, and S = sum_c p_c x_c (None without a penalty), per row.
+_RowStatistics = tuple[Tensor, Tensor, Tensor, "Tensor | None"]
 
 
 class _Options(NamedTuple):
@@ -180,12 +182,7 @@ def fused_smoothed_cross_entropy(
     inplace = inplace_backward and wants_grad
     if inplace:
         _check_inplace_allowed(logits)
-    if plan is None:
-        gradient: GradientTarget = "inplace" if inplace else "fresh" if wants_grad else "none"
-        plan = planning.plan(logits.shape[0], logits.shape[1], logits.dtype, logits.device,
-                             gradient=gradient, native=options.native)
-    if logits.device.type == "meta" or _under_functorch(logits):
-        plan = Plan("native")
+    plan = _choose_plan(logits, options, plan, wants_grad=wants_grad, inplace=inplace)
     if plan.strategy == "native":
         return _differentiable_loss(logits, target, options)
     if not logits.is_contiguous():
@@ -195,6 +192,19 @@ def fused_smoothed_cross_entropy(
             return _forward(logits, target, options, None, plan)
     result: Tensor = _FusedSmoothedCrossEntropy.apply(logits, target, options, inplace, plan)
     return result
+
+
+def _choose_plan(logits: Tensor, options: _Options, plan: Plan | None, *, wants_grad: bool,
+                 inplace: bool) -> Plan:
+    """The caller's plan, or the planner's for this call; meta tensors and ``torch.func``
+    transforms always run the differentiable PyTorch formula."""
+    if logits.device.type == "meta" or _under_functorch(logits):
+        return Plan("native")
+    if plan is not None:
+        return plan
+    gradient: GradientTarget = "inplace" if inplace else "fresh" if wants_grad else "none"
+    return planning.plan(logits.shape[0], logits.shape[1], logits.dtype, logits.device,
+                         gradient=gradient, native=options.native)
 
 
 def _check_inplace_allowed(logits: Tensor) -> None:
@@ -359,82 +369,135 @@ class _GradientCoefficients(NamedTuple):
     penalty: Tensor | None = None
 
 
-def _forward(logits: Tensor, target: Tensor, options: _Options, grad: Tensor | None,
-             plan: Plan) -> Tensor:
-    """Loss of the whole batch; when ``grad`` is given, also write the reduced-loss gradient."""
-    num_classes = logits.shape[1]
-    compute = compute_dtype(logits.dtype)
-    reduction = options.reduction
+class _ClassTerms(NamedTuple):
+    """The class-side quantities of one call, in the compute dtype: ``s``, the kernels' class
+    vector (None for ones), its total ``W`` and the spread (``s / C`` with the uniform prior, the
+    arithmetic of PyTorch's loss; ``s`` with a prior, whose vector ``q * w`` carries the rest)."""
+
+    smoothing: Smoothing
+    class_weight: Tensor | None
+    class_vector: Tensor | None
+    total_weight: Tensor | float
+    spread: Smoothing
+
+
+def _class_terms(options: _Options, num_classes: int, device: torch.device,
+                 compute: torch.dtype) -> _ClassTerms:
     smoothing: Smoothing = options.smoothing
     if isinstance(smoothing, Tensor):
-        smoothing = smoothing.to(device=logits.device, dtype=compute)
+        smoothing = smoothing.to(device=device, dtype=compute)
     class_weight = None if options.weight is None else options.weight.to(
-        device=logits.device, dtype=compute)
-    # The kernels' class vector and its scale: w (or ones) and s / C for the uniform prior, the
-    # arithmetic of PyTorch's loss; q * w and s with a prior.
+        device=device, dtype=compute)
     if options.prior is None:
-        class_vector = class_weight
         total_weight: Tensor | float = (float(num_classes) if class_weight is None
                                         else class_weight.sum())
-        spread: Smoothing = smoothing / num_classes
-    else:
-        prior = options.prior.to(device=logits.device, dtype=compute)
-        class_vector = prior if class_weight is None else prior * class_weight
-        total_weight = class_vector.sum()
-        spread = smoothing
+        return _ClassTerms(smoothing, class_weight, class_weight, total_weight,
+                           smoothing / num_classes)
+    prior = options.prior.to(device=device, dtype=compute)
+    class_vector = prior if class_weight is None else prior * class_weight
+    return _ClassTerms(smoothing, class_weight, class_vector, class_vector.sum(), smoothing)
+
+
+class _TargetTerms(NamedTuple):
+    """The target-side quantities, one column per component ``k``, ``(M, K)``: whether the row
+    counts, its label (0 where ignored, so that it can index), and ``w_y`` (0 where ignored)."""
+
+    valid: Tensor
+    safe_target: Tensor
+    target_weight: Tensor
+
+
+def _target_terms(target: Tensor, ignore_index: int, class_weight: Tensor | None,
+                  compute: torch.dtype) -> _TargetTerms:
     columns = target.unsqueeze(1) if target.ndim == 1 else target
-    valid = columns != options.ignore_index
+    valid = columns != ignore_index
     safe_target = columns.masked_fill(~valid, 0)
-    # w_y of each (row, component), 0 where ignored: the NLL weight and the mean's D_k.
     if class_weight is None:
         target_weight = valid.to(compute)
     else:
         target_weight = torch.where(valid, class_weight[safe_target], 0.0)
-    denominators = [target_weight[:, k].sum() for k in range(len(options.shares))]
+    return _TargetTerms(valid, safe_target, target_weight)
+
+
+def _forward(logits: Tensor, target: Tensor, options: _Options, grad: Tensor | None,
+             plan: Plan) -> Tensor:
+    """Loss of the whole batch; when ``grad`` is given, also write the reduced-loss gradient."""
+    compute = compute_dtype(logits.dtype)
+    terms = _class_terms(options, logits.shape[1], logits.device, compute)
+    targets = _target_terms(target, options.ignore_index, terms.class_weight, compute)
+    components = range(len(options.shares))
+    # D_k, the mean's denominator of component k: the sum of its w_y.
+    denominators = [targets.target_weight[:, k].sum() for k in components]
     with_penalty = options.penalty != 0.0
-    counts = [valid[:, k].sum().to(compute) for k in range(len(options.shares))
-              ] if with_penalty else []
+    # n_k, the rows component k counts: the penalty's (unweighted) mean denominator.
+    counts = [targets.valid[:, k].sum().to(compute) for k in components] if with_penalty else []
     coefficients = None
     if grad is not None:
-        coefficients = _coefficients(valid, target_weight, denominators, options.shares,
-                                     smoothing, spread, total_weight, reduction, compute)
+        coefficients = _coefficients(targets.valid, targets.target_weight, denominators,
+                                     options.shares, terms.smoothing, terms.spread,
+                                     terms.total_weight, options.reduction, compute)
         if with_penalty:
             coefficients = coefficients._replace(penalty=_penalty_coefficients(
-                valid, counts, options.shares, options.penalty, reduction, compute))
+                targets.valid, counts, options.shares, options.penalty, options.reduction,
+                compute))
+    stats = _row_statistics(logits, targets.safe_target, terms.class_vector, grad, coefficients,
+                            plan, with_penalty)
+    total = _combine(stats, options, terms, targets, denominators, counts)
+    return total.to(logits.dtype)
+
+
+def _row_statistics(logits: Tensor, safe_target: Tensor, class_vector: Tensor | None,
+                    grad: Tensor | None, coefficients: _GradientCoefficients | None, plan: Plan,
+                    with_penalty: bool) -> _RowStatistics:
+    """The per-row sums of the plan's kernel (and the gradient written into ``grad``)."""
     if plan.strategy == "triton":
         from labelsmooth._ops.triton_cross_entropy import triton_row_statistics
 
-        stats = triton_row_statistics(logits, safe_target, class_vector, grad, coefficients,
-                                      with_penalty=with_penalty)
-    else:
-        stats = chunked_row_statistics(logits, safe_target, class_vector, grad, coefficients,
-                                       plan, with_penalty=with_penalty)
+        return triton_row_statistics(logits, safe_target, class_vector, grad, coefficients,
+                                     with_penalty=with_penalty)
+    return chunked_row_statistics(logits, safe_target, class_vector, grad, coefficients, plan,
+                                  with_penalty=with_penalty)
+
+
+def _combine(stats: _RowStatistics, options: _Options, terms: _ClassTerms,
+             targets: _TargetTerms, denominators: list[Tensor], counts: list[Tensor]) -> Tensor:
+    """The loss from the row statistics: each component reduced, weighted by its share."""
     lse, target_logit, weighted_logit_sum, prob_logit_sum = stats
     # beta * sum_c p_c log p_c = beta * (S - lse), the row's confidence penalty.
     penalty_row = None if prob_logit_sum is None else options.penalty * (prob_logit_sum - lse)
     total: Tensor | None = None
     for k, share in enumerate(options.shares):
-        counted = valid[:, k]
-        # loss_ik = (1 - s) * w_y * (lse - x_y) + spread * (W * lse - sum_c v_c x_c), 0 if ignored.
-        target_term = torch.where(
-            counted, (1.0 - smoothing) * target_weight[:, k] * (lse - target_logit[:, k]), 0.0)
-        if isinstance(smoothing, float) and smoothing == 0.0:
-            # Not 0 * (W * lse - sum_c v_c x_c): logits masked with -inf make that 0 * inf = NaN,
-            # where plain cross-entropy (PyTorch's, without smoothing) is finite.
-            uniform_term = torch.zeros_like(target_term)
-        else:
-            if isinstance(smoothing, Tensor):
-                counted = counted & (smoothing != 0.0)
-            uniform_term = torch.where(
-                counted, spread * (total_weight * lse - weighted_logit_sum), 0.0)
-        loss = _reduce(target_term, uniform_term, denominators[k], reduction)
+        counted = targets.valid[:, k]
+        loss = _component_loss(lse, target_logit[:, k], weighted_logit_sum, counted,
+                               targets.target_weight[:, k], terms, denominators[k],
+                               options.reduction)
         if penalty_row is not None:
-            loss = loss + _reduce_penalty(torch.where(valid[:, k], penalty_row, 0.0), counts[k],
-                                          reduction)
+            loss = loss + _reduce_penalty(torch.where(counted, penalty_row, 0.0), counts[k],
+                                          options.reduction)
         loss = loss if share == 1.0 else loss * share
         total = loss if total is None else total + loss
     assert total is not None  # at least one share
-    return total.to(logits.dtype)
+    return total
+
+
+def _component_loss(lse: Tensor, target_logit: Tensor, weighted_logit_sum: Tensor,
+                    counted: Tensor, target_weight: Tensor, terms: _ClassTerms,
+                    denominator: Tensor, reduction: str) -> Tensor:
+    """The reduced loss of one component ``k``:
+    ``loss_ik = (1 - s) * w_y * (lse - x_y) + spread * (W * lse - sum_c v_c x_c)``, 0 if ignored."""
+    smoothing = terms.smoothing
+    target_term = torch.where(counted, (1.0 - smoothing) * target_weight * (lse - target_logit),
+                              0.0)
+    if isinstance(smoothing, float) and smoothing == 0.0:
+        # Not 0 * (W * lse - sum_c v_c x_c): logits masked with -inf make that 0 * inf = NaN,
+        # where plain cross-entropy (PyTorch's, without smoothing) is finite.
+        uniform_term = torch.zeros_like(target_term)
+    else:
+        if isinstance(smoothing, Tensor):
+            counted = counted & (smoothing != 0.0)
+        uniform_term = torch.where(
+            counted, terms.spread * (terms.total_weight * lse - weighted_logit_sum), 0.0)
+    return _reduce(target_term, uniform_term, denominator, reduction)
 
 
 def _coefficients(valid: Tensor, target_weight: Tensor, denominators: list[Tensor],

@@ -17,6 +17,7 @@ from labelsmooth._ops import planning
 from labelsmooth._ops.cross_entropy import fused_smoothed_cross_entropy
 from labelsmooth._validation import (
     check_bool,
+    check_finite_real,
     check_floating,
     check_index_dtype,
     check_int,
@@ -30,7 +31,6 @@ from labelsmooth._validation import (
     shape_str,
 )
 from labelsmooth.functional._targets import check_target_range, classify_targets
-from labelsmooth.functional.penalties import _check_beta
 from labelsmooth.functional.penalties import confidence_penalty as _confidence_penalty
 from labelsmooth.functional.smoothing import smooth_binary_labels, smooth_labels
 
@@ -347,7 +347,7 @@ def smoothed_cross_entropy(
                                        allow_negative=allow_negative,
                                        inplace_backward=inplace_backward,
                                        validate_args=validate_args)
-    beta = _check_beta(confidence_penalty, "confidence_penalty")
+    beta = check_finite_real(confidence_penalty, "confidence_penalty")
     if kind == "dense":
         dense = smooth_labels(input, target, s, prior=q, allow_negative=allow_negative,
                               class_dim=dim)
@@ -437,7 +437,7 @@ def mixed_smoothed_cross_entropy(
                                        allow_negative=allow_negative,
                                        inplace_backward=inplace_backward,
                                        validate_args=validate_args)
-    beta = _check_beta(confidence_penalty, "confidence_penalty")
+    beta = check_finite_real(confidence_penalty, "confidence_penalty")
     for part in parts:
         check_target_range(part, num_classes, ignore, validate_args=validate_args,
                            targets_name="targets")

@@ -12,25 +12,16 @@ References:
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 
-from labelsmooth._validation import check_class_dim, check_floating, check_reduction, fail
+from labelsmooth._validation import (
+    check_class_dim,
+    check_finite_real,
+    check_floating,
+    check_reduction,
+)
 
 __all__ = ["confidence_penalty", "entropy"]
-
-
-def _check_beta(beta: object, argument: str = "beta") -> float:
-    """The penalty's weight: a finite real number (``argument`` names it in the error)."""
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
-        fail(argument, "a finite real number", repr(beta) if isinstance(beta, str) else beta,
-             error=TypeError)
-    value = float(beta)
-    if not math.isfinite(value):
-        fail(argument, "a finite real number", beta)
-    return value
 
 
 def entropy(logits: torch.Tensor, *, class_dim: int = 1) -> torch.Tensor:
@@ -113,7 +104,7 @@ def confidence_penalty(
         Pereyra et al. (2017), "Regularizing neural networks by penalizing confident output
         distributions". arXiv:1701.06548.
     """
-    weight = _check_beta(beta)
+    weight = check_finite_real(beta, "beta")
     reduction = check_reduction(reduction)
     # Reduced in float32 before the one rounding to logits' dtype: a float16 mean over many
     # positions would otherwise lose its small terms.
