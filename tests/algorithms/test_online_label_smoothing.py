@@ -81,6 +81,16 @@ class _Record(Callback):
         self.matrices.append(self.algorithm.soft_labels.clone())  # type: ignore[union-attr]
 
 
+def _assert_same_run(record: _Record, model: torch.nn.Module, matrices: list[torch.Tensor],
+                     losses: list[float], reference_model: torch.nn.Module) -> None:
+    """The Trainer's soft-label matrices, losses and final weights equal the reference run's."""
+    for actual, expected in zip(record.matrices, matrices, strict=True):
+        assert_close(actual, expected)
+    assert_close(torch.tensor(record.losses), torch.tensor(losses))
+    for actual, expected in zip(model.parameters(), reference_model.parameters(), strict=True):
+        assert_close(actual, expected)
+
+
 def test_two_epochs_match_a_hand_written_float64_loop() -> None:
     data = make_dataset(24, dtype=torch.float64)
     model = make_model(seed=3, dtype=torch.float64)
@@ -96,11 +106,7 @@ def test_two_epochs_match_a_hand_written_float64_loop() -> None:
     # Some rows measured, and not every class right every time: the test sees both cases.
     assert record.matrices[0].dtype == torch.float64
     assert not torch.equal(matrices[0], matrices[1])
-    for actual, expected in zip(record.matrices, matrices, strict=True):
-        assert_close(actual, expected)
-    assert_close(torch.tensor(record.losses), torch.tensor(losses))
-    for actual, expected in zip(model.parameters(), reference_model.parameters(), strict=True):
-        assert_close(actual, expected)
+    _assert_same_run(record, model, matrices, losses, reference_model)
 
 
 def test_ignored_targets_count_nowhere_against_a_hand_written_float64_loop() -> None:
@@ -119,11 +125,7 @@ def test_ignored_targets_count_nowhere_against_a_hand_written_float64_loop() -> 
                                       s0=0.2, epochs=2, lr=0.5, ignore_index=-100)
 
     assert not torch.equal(matrices[0], matrices[1])
-    for actual, expected in zip(record.matrices, matrices, strict=True):
-        assert_close(actual, expected)
-    assert_close(torch.tensor(record.losses), torch.tensor(losses))
-    for actual, expected in zip(model.parameters(), reference_model.parameters(), strict=True):
-        assert_close(actual, expected)
+    _assert_same_run(record, model, matrices, losses, reference_model)
 
 
 def test_pure_functions_skip_a_custom_ignore_index_over_positions() -> None:
