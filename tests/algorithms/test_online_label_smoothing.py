@@ -81,6 +81,20 @@ class _Record(Callback):
         self.matrices.append(self.algorithm.soft_labels.clone())  # type: ignore[union-attr]
 
 
+def _fit_two_epochs(data: torch.utils.data.Dataset) -> tuple[torch.nn.Module, torch.nn.Module,
+                                                             _Record]:
+    """A float64 model trained 2 epochs by the Trainer with ``OnlineLabelSmoothing(alpha=0.4,
+    initial_smoothing=0.2)`` (SGD, lr 0.5, batches of 8); its untrained copy; the record."""
+    model = make_model(seed=3, dtype=torch.float64)
+    reference_model = copy.deepcopy(model)
+    algorithm = OnlineLabelSmoothing(alpha=0.4, initial_smoothing=0.2)
+    record = _Record(algorithm)
+    Trainer(model, make_loader(data, 8), max_duration="2ep", device="cpu", progress_bar=False,
+            optimizers=torch.optim.SGD(model.parameters(), lr=0.5), algorithms=[algorithm],
+            callbacks=[record]).fit()
+    return model, reference_model, record
+
+
 def _assert_same_run(record: _Record, model: torch.nn.Module, matrices: list[torch.Tensor],
                      losses: list[float], reference_model: torch.nn.Module) -> None:
     """The Trainer's soft-label matrices, losses and final weights equal the reference run's."""
@@ -93,13 +107,7 @@ def _assert_same_run(record: _Record, model: torch.nn.Module, matrices: list[tor
 
 def test_two_epochs_match_a_hand_written_float64_loop() -> None:
     data = make_dataset(24, dtype=torch.float64)
-    model = make_model(seed=3, dtype=torch.float64)
-    reference_model = copy.deepcopy(model)
-    algorithm = OnlineLabelSmoothing(alpha=0.4, initial_smoothing=0.2)
-    record = _Record(algorithm)
-    Trainer(model, make_loader(data, 8), max_duration="2ep", device="cpu", progress_bar=False,
-            optimizers=torch.optim.SGD(model.parameters(), lr=0.5), algorithms=[algorithm],
-            callbacks=[record]).fit()
+    model, reference_model, record = _fit_two_epochs(data)
     batches = list(make_loader(data, 8))
     matrices, losses = _reference_run(reference_model, batches, alpha=0.4, s0=0.2, epochs=2, lr=0.5)
 
@@ -114,13 +122,7 @@ def test_ignored_targets_count_nowhere_against_a_hand_written_float64_loop() -> 
     targets = targets.clone()
     targets[::5] = -100  # ignored positions in every batch of 8, some at a batch's start
     data = torch.utils.data.TensorDataset(inputs, targets)
-    model = make_model(seed=3, dtype=torch.float64)
-    reference_model = copy.deepcopy(model)
-    algorithm = OnlineLabelSmoothing(alpha=0.4, initial_smoothing=0.2)
-    record = _Record(algorithm)
-    Trainer(model, make_loader(data, 8), max_duration="2ep", device="cpu", progress_bar=False,
-            optimizers=torch.optim.SGD(model.parameters(), lr=0.5), algorithms=[algorithm],
-            callbacks=[record]).fit()
+    model, reference_model, record = _fit_two_epochs(data)
     matrices, losses = _reference_run(reference_model, list(make_loader(data, 8)), alpha=0.4,
                                       s0=0.2, epochs=2, lr=0.5, ignore_index=-100)
 
