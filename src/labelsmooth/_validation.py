@@ -93,10 +93,13 @@ def check_smoothing(smoothing: Any, argument: str = "smoothing", *,
     any finite real number ``<= 1`` with ``allow_negative=True`` (negative label smoothing)."""
     check_bool(allow_negative, "allow_negative")
     if not allow_negative:
-        if type(smoothing) in (float, int) and -math.inf < smoothing < 0:
-            fail(argument, "a real number in [0, 1]; negative smoothing needs allow_negative=True",
-                 smoothing)
-        return check_unit_interval(smoothing, argument)
+        try:
+            return check_unit_interval(smoothing, argument)
+        except ValueError:  # a real number outside [0, 1]; a finite negative one gets a hint
+            if not -math.inf < float(smoothing) < 0.0:
+                raise
+        fail(argument, "a real number in [0, 1]; negative smoothing needs allow_negative=True",
+             smoothing)
     if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real):
         shown = repr(smoothing) if isinstance(smoothing, str) else smoothing
         fail(argument, "a real number <= 1", shown, error=TypeError)

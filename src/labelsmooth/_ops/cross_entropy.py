@@ -338,8 +338,8 @@ def _dense_penalty(logits: Tensor, target: Tensor, options: _Options) -> Tensor:
     total: Tensor | None = None
     for share, labels in zip(options.shares, columns.unbind(1), strict=True):
         valid = labels != options.ignore_index
-        reduced = _reduce_penalty(torch.where(valid, penalty_row, 0.0),
-                                  valid.sum().to(logits.dtype), options.reduction)
+        reduced = _reduce_term(torch.where(valid, penalty_row, 0.0),
+                               valid.sum().to(logits.dtype), options.reduction)
         total = reduced * share if total is None else total + reduced * share
     assert total is not None  # at least one share
     return total
@@ -472,8 +472,8 @@ def _combine(stats: _RowStatistics, options: _Options, terms: _ClassTerms,
                                targets.target_weight[:, k], terms, denominators[k],
                                options.reduction)
         if penalty_row is not None:
-            loss = loss + _reduce_penalty(torch.where(counted, penalty_row, 0.0), counts[k],
-                                          options.reduction)
+            loss = loss + _reduce_term(torch.where(counted, penalty_row, 0.0), counts[k],
+                                       options.reduction)
         loss = loss if share == 1.0 else loss * share
         total = loss if total is None else total + loss
     assert total is not None  # at least one share
@@ -537,21 +537,18 @@ def _penalty_coefficients(valid: Tensor, counts: list[Tensor], shares: tuple[flo
     return total
 
 
-def _reduce_penalty(penalty_term: Tensor, count: Tensor, reduction: str) -> Tensor:
-    """The penalty of one component: per row, summed, or averaged over its ``n_k`` rows."""
+def _reduce_term(term: Tensor, denominator: Tensor, reduction: str) -> Tensor:
+    """One per-row term reduced: as it is, summed, or summed and divided by ``denominator``."""
     if reduction == "none":
-        return penalty_term
+        return term
     if reduction == "sum":
-        return penalty_term.sum()
-    return penalty_term.sum() / count
+        return term.sum()
+    return term.sum() / denominator
 
 
 def _reduce(target_term: Tensor, uniform_term: Tensor, denominator: Tensor,
             reduction: str) -> Tensor:
-    if reduction == "none":
-        return target_term + uniform_term
-    if reduction == "sum":
-        return target_term.sum() + uniform_term.sum()
     # Each term divided by D on its own, as PyTorch does: when every counted target has weight
     # 0 (D = 0), the target term's 0 / 0 makes the mean NaN, as PyTorch's, not +inf.
-    return target_term.sum() / denominator + uniform_term.sum() / denominator
+    return (_reduce_term(target_term, denominator, reduction)
+            + _reduce_term(uniform_term, denominator, reduction))

@@ -192,12 +192,8 @@ class LabelSmoothing(Algorithm):
             self._smoothing = self._checked(value)
 
     def _checked(self, value: Any) -> float:
-        """``value`` checked as a smoothing this algorithm admits; a negative number without
-        ``allow_negative`` is refused with a message that names the opt-in."""
-        if (not self.allow_negative and isinstance(value, numbers.Real)
-                and not isinstance(value, bool) and value < 0):
-            fail("smoothing", "a real number in [0, 1]; negative smoothing needs "
-                 "allow_negative=True", value)
+        """``value`` checked as a smoothing this algorithm admits (a negative number without
+        ``allow_negative`` is refused with a message that names the opt-in)."""
         return check_smoothing(value, allow_negative=self.allow_negative)
 
     def _scheduled(self, progress: float, when: str) -> float:
