@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import warnings
@@ -96,17 +97,13 @@ def test_dense_targets_use_argmax_and_soft_nll() -> None:
     assert result["nll"] == pytest.approx(soft_nll, abs=1e-5)
 
 
-def test_kept_batches_are_copies_and_index_and_dense_batches_mix() -> None:
-    """A loss may overwrite the logits with their gradient after the update (the fused loss's
-    ``inplace_backward``): the metrics keep their own copy. An index batch, a dense batch and an
-    index batch in a row count as one set of examples."""
+def test_index_and_dense_batches_mix() -> None:
+    """An index batch, a dense batch and an index batch in a row count as one set of examples."""
     logits = torch.randn(3, 20, 4) * 2
     index, dense = torch.randint(0, 4, (20,)), torch.softmax(torch.randn(20, 4) * 3, dim=1)
     metrics = ClassificationMetrics(device="cpu")
-    batches = [(logits[0].clone(), index), (logits[1].clone(), dense), (logits[2].clone(), index)]
-    for batch_logits, batch_targets in batches:
+    for batch_logits, batch_targets in [(logits[0], index), (logits[1], dense), (logits[2], index)]:
         metrics.update(batch_logits, batch_targets)
-        batch_logits.fill_(float("nan"))
     result = metrics.compute()
     labels = torch.cat([index, dense.argmax(dim=1), index])
     reference = _reference(logits.reshape(60, 4), labels)
@@ -116,6 +113,59 @@ def test_kept_batches_are_copies_and_index_and_dense_batches_mix() -> None:
     nll = torch.cat([-log_p[0].gather(1, index[:, None]).squeeze(1), -(dense * log_p[1]).sum(dim=1),
                      -log_p[2].gather(1, index[:, None]).squeeze(1)]).mean().item()
     assert result["nll"] == pytest.approx(nll, abs=1e-5)
+
+
+@pytest.mark.parametrize("written", ["logits", "targets"])
+def test_a_kept_batch_written_in_place_is_refused_not_misread(written: str) -> None:
+    """On the CPU the metrics keep the batch's own tensors until they add them up: a batch
+    written to in place before that (here: the logits overwritten with NaN, or the targets
+    shifted) is refused in one line naming it, instead of counting the new values."""
+    logits, targets = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    metrics = ClassificationMetrics(device="cpu")
+    metrics.update(logits, targets)
+    if written == "logits":
+        logits.fill_(float("nan"))
+    else:
+        targets.add_(1).remainder_(3)
+    with pytest.raises(ValueError, match=r"^logits: expected the logits and targets given to "
+                                         r"ClassificationMetrics.update left unchanged .*got "
+                                         r"tensors written to in place after the update$"):
+        metrics.compute()
+
+
+@pytest.mark.parametrize(("device", "refused"), [("cpu", True), ("meta", False)])
+def test_off_the_cpu_a_copy_is_kept(device: str, refused: bool) -> None:
+    """Off the CPU (``meta`` standing in for an accelerator, whose outputs may be overwritten
+    by the next step, as with CUDA graphs) the metrics keep a copy, so writing to the batch
+    after the update is harmless there; on the CPU it is refused when the batch is added up
+    (at the next update, with ``buffer_elements`` already reached)."""
+    metrics = ClassificationMetrics(device=device, buffer_elements=30)
+    logits = torch.randn(4, 5, device=device)
+    targets = torch.zeros(4, dtype=torch.long, device=device)
+    metrics.update(logits, targets)
+    logits.fill_(1.0)
+    context = pytest.raises(ValueError, match="written to in place") if refused else contextlib.nullcontext()
+    with context:
+        metrics.update(torch.randn(4, 5, device=device), targets.clone())
+
+
+def test_a_batch_is_kept_without_a_copy_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An update on the CPU copies nothing (no clone, no allocation of the batch's size); the
+    values still match the float64 reference once the batch is added up."""
+    logits, targets = torch.randn(40, 5), torch.randint(0, 5, (40,))
+    metrics = ClassificationMetrics(device="cpu", track_loss=True)
+    clones: list[torch.Tensor] = []
+    original_clone = torch.Tensor.clone
+
+    def counting_clone(self: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        clones.append(self)
+        return original_clone(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "clone", counting_clone)
+    metrics.update(logits, targets, loss=torch.tensor(1.0))
+    assert clones == []
+    monkeypatch.undo()
+    _check(metrics.compute(), _reference(logits, targets))
 
 
 def test_loss_is_averaged_per_example() -> None:

@@ -14,12 +14,15 @@ count as their arg-max for accuracy and calibration and as distributions for the
 
 Every metric is a ratio of sums that add up over batches: the
 :func:`~labelsmooth.metrics.calibration_histogram`, the summed NLL and the summed loss, kept in
-one small tensor on the device. An update keeps copies of the batch's logits and targets and
-the loss; once ``BUFFER_ELEMENTS`` logits are kept (or at :meth:`ClassificationMetrics.compute`),
-they are concatenated and added to the sums in one go, so the dozen small operations of the
-metrics run once per many small batches instead of once per batch, and never wait for the
-device. :meth:`ClassificationMetrics.compute` reads the sums once, after summing them across
-ranks under torch.distributed. The sums are kept in float64 (float32 on devices
+one small tensor on the device. An update keeps the batch's logits, targets and loss (on the
+CPU the batch's own tensors, which must then not be written to in place until they are added
+up; elsewhere copies); once ``BUFFER_ELEMENTS`` logits are kept (or at
+:meth:`ClassificationMetrics.compute`), they are concatenated and added to the sums in one go,
+so the dozen small operations of the metrics run once per many small batches instead of once
+per batch, and never wait for the device. On the CPU an update runs no tensor operation but a
+detach: a copy there would cost more than the rest of a small model's update.
+:meth:`ClassificationMetrics.compute` reads the sums once, after summing them across ranks
+under torch.distributed. The sums are kept in float64 (float32 on devices
 without it), so that an epoch of float32 batch sums loses no digits the logged values show.
 
 References:
@@ -47,24 +50,30 @@ BUFFER_ELEMENTS = 2**20
 _NLL, _LOSS, _LOSS_WEIGHT = 3 * ECE_BINS, 3 * ECE_BINS + 1, 3 * ECE_BINS + 2
 
 
-def _flatten(logits: torch.Tensor, targets: torch.Tensor, class_dim: int
-             ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Logits as ``(M, C)`` float32 rows, targets as ``(M,)`` indices or ``(M, C)`` rows."""
-    dim = class_dim % logits.ndim
-    num_classes = logits.shape[dim]
-    rows = logits.detach().float()
-    if logits.ndim != 2 or dim != 1:
-        rows = rows.movedim(dim, -1).reshape(-1, num_classes)
-    if targets.is_floating_point() and targets.shape == logits.shape:
-        dense = targets.detach().float()
-        if logits.ndim != 2 or dim != 1:
-            dense = dense.movedim(dim, -1).reshape(-1, num_classes)
-        return rows, dense, True
+def _check_targets(logits: torch.Tensor, targets: torch.Tensor, dim: int) -> bool:
+    """Whether ``targets`` are dense ``(N, C, *)`` targets for ``logits``; index targets must
+    have the logits' shape without the class dimension ``dim`` (``0 <= dim < logits.ndim``)."""
+    if targets.is_floating_point():
+        if targets.shape == logits.shape:
+            return True
+    elif targets.ndim == logits.ndim - 1 and targets.shape == logits.shape[:dim] + logits.shape[dim + 1:]:
+        return False
     expected = logits.shape[:dim] + logits.shape[dim + 1:]
-    if targets.shape != expected or targets.is_floating_point():
-        fail("targets", f"class indices of shape {shape_str(expected)} or dense targets of shape "
-             f"{shape_str(logits.shape)} for logits of shape {shape_str(logits.shape)}", targets)
-    return rows, targets.reshape(-1), False
+    fail("targets", f"class indices of shape {shape_str(expected)} or dense targets of shape "
+         f"{shape_str(logits.shape)} for logits of shape {shape_str(logits.shape)}", targets)
+
+
+def _as_rows(logits: torch.Tensor, targets: torch.Tensor, dim: int, dense: bool
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits as ``(M, C)`` rows, targets as ``(M,)`` indices or ``(M, C)`` rows, in their own
+    dtypes (the inputs themselves for ``(N, C)`` logits)."""
+    if logits.ndim == 2 and dim == 1:
+        return logits, targets
+    num_classes = logits.shape[dim]
+    rows = logits.movedim(dim, -1).reshape(-1, num_classes)
+    if dense:
+        return rows, targets.movedim(dim, -1).reshape(-1, num_classes)
+    return rows, targets.reshape(-1)
 
 
 def _index_statistics(rows: torch.Tensor, labels: torch.Tensor, ignore_index: int
@@ -83,6 +92,21 @@ def _index_statistics(rows: torch.Tensor, labels: torch.Tensor, ignore_index: in
     picked = rows.gather(1, torch.where(kept, labels, 0).unsqueeze(1)).squeeze(1)
     nll = torch.where(kept, sum_exp.log() + top - picked, 0.0).sum()
     return nll, sum_exp.reciprocal_(), predicted
+
+
+# A batch kept until the metrics add it to their sums: its logits (detached) and targets, and the
+# version counters they had then (PyTorch bumps a tensor's on every in-place write).
+_Kept = tuple[torch.Tensor, torch.Tensor, int, int]
+
+
+def _kept_rows(kept: _Kept, class_dim: int, dense: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A kept batch as :func:`_as_rows`, once its tensors are checked to be unchanged."""
+    logits, targets, logits_version, targets_version = kept
+    if logits._version != logits_version or targets._version != targets_version:
+        fail("logits", "the logits and targets given to ClassificationMetrics.update left "
+             "unchanged until they are added to the sums (on the CPU the metrics keep them, not "
+             "copies)", "tensors written to in place after the update")
+    return _as_rows(logits, targets.detach(), class_dim % logits.ndim, dense)
 
 
 def _sum_dtype(device: torch.device) -> torch.dtype:
@@ -128,62 +152,72 @@ class ClassificationMetrics:
         self._loss_weight = 0
         self._updated = False
         self.buffer_elements = check_int(buffer_elements, "buffer_elements", minimum=1)
-        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._pending_losses: list[torch.Tensor] = []
-        self._pending_loss_weights: list[int] = []
-        self._pending_elements = 0
-        self._pending_dense = False
+        self._on_cpu = self.device.type == "cpu"
+        self._kept: list[_Kept] = []
+        self._kept_losses: list[torch.Tensor] = []
+        self._kept_loss_weights: list[int] = []
+        self._kept_elements = 0
+        self._kept_dense = False
 
     def update(self, logits: torch.Tensor, targets: torch.Tensor, *,
                loss: torch.Tensor | None = None) -> None:
         """Add a batch: ``logits`` ``(N, C, *)`` and the original ``targets``; ``loss`` is the
         batch's mean training loss (weighted by ``N`` when averaged).
 
-        The batch is kept (a copy of its logits and targets) until ``buffer_elements`` logits
-        are kept, then all of them are added to the running sums at once.
+        The batch is kept until ``buffer_elements`` logits are kept, then all of them are added
+        to the running sums at once. On the CPU the batch's own tensors are kept (detached), and
+        must not be written to in place before they are added (that is refused then, naming
+        it); on other devices copies are kept (an accelerator's outputs may live in memory that
+        the next step reuses, as with CUDA graphs).
         """
-        num_classes = logits.shape[self.class_dim]
-        if self.num_classes is None:
+        dim = self.class_dim % logits.ndim
+        num_classes = logits.shape[dim]
+        if num_classes != self.num_classes:
+            if self.num_classes is not None:
+                fail("logits", f"{self.num_classes} classes, as in earlier batches", num_classes)
             self.num_classes = num_classes
-        elif num_classes != self.num_classes:
-            fail("logits", f"{self.num_classes} classes, as in earlier batches", num_classes)
         if self.track_loss and (not isinstance(loss, torch.Tensor) or loss.ndim != 0):
             fail("loss", "the batch's training loss, a scalar tensor (track_loss=True)", loss,
                  error=TypeError)
-        rows, flat_targets, dense = _flatten(logits, targets, self.class_dim)
+        dense = _check_targets(logits, targets, dim)
         if not dense:
-            check_target_range(flat_targets, num_classes, self.ignore_index,
+            check_target_range(targets, num_classes, self.ignore_index,
                                validate_args=self.validate_args)
-        if self._pending and dense != self._pending_dense:
+        if self._kept and dense != self._kept_dense:
             self._flush()
-        # Copies: a loss may overwrite the logits with their gradient in the backward pass.
-        self._pending.append((rows.clone(), flat_targets.clone()))
-        self._pending_dense = dense
-        self._pending_elements += rows.numel()
+        logits = logits.detach()
+        if not self._on_cpu:  # an accelerator's outputs may be overwritten by the next step
+            logits, targets = logits.clone(), targets.clone()
+        self._kept.append((logits, targets, logits._version, targets._version))
+        self._kept_dense = dense
+        self._kept_elements += logits.numel()
         if loss is not None and self.track_loss:
-            self._pending_losses.append(loss.detach())
-            self._pending_loss_weights.append(logits.shape[0])
+            self._kept_losses.append(loss.detach())
+            self._kept_loss_weights.append(logits.shape[0])
             self._loss_weight += logits.shape[0]
         self._updated = True
-        if self._pending_elements >= self.buffer_elements:
+        if self._kept_elements >= self.buffer_elements:
             self._flush()
 
     def _flush(self) -> None:
         """Add the kept batches to the running sums: a handful of operations for all of them."""
-        if not self._pending:
+        if not self._kept:
             return
-        rows = torch.cat([rows for rows, _ in self._pending])
-        targets = torch.cat([targets for _, targets in self._pending])
-        self._pending, self._pending_elements = [], 0
-        if self._pending_losses:
+        kept, dense, dim = self._kept, self._kept_dense, self.class_dim
+        self._kept, self._kept_elements = [], 0
+        pairs = [_kept_rows(batch, dim, dense) for batch in kept]
+        rows = torch.cat([rows for rows, _ in pairs]).float()
+        targets = torch.cat([targets for _, targets in pairs])
+        if self._kept_losses:
             # The example-weighted sum of the batch losses, in the sums' dtype.
-            losses = torch.stack(self._pending_losses).to(self._sums.dtype)
-            weights = torch.tensor(self._pending_loss_weights, dtype=self._sums.dtype,
+            losses = torch.stack(self._kept_losses).to(self._sums.dtype)
+            weights = torch.tensor(self._kept_loss_weights, dtype=self._sums.dtype,
                                    device=self.device)
             self._loss.add_(losses @ weights)
-            self._pending_losses, self._pending_loss_weights = [], []
+            self._kept_losses, self._kept_loss_weights = [], []
         # The unsmoothed NLL, summed (ignored positions add 0, and count nowhere in the histogram).
-        if self._pending_dense:
+        if dense:
+            targets = targets.float()
             labels = targets.argmax(dim=-1)
             self._nll.add_(F.cross_entropy(rows, targets, reduction="sum"))
             self._histogram.add_(calibration_histogram(rows.softmax(dim=-1), labels,
@@ -220,7 +254,7 @@ class ClassificationMetrics:
     def reset(self) -> None:
         """Forget every batch (keep the number of classes)."""
         self._sums.zero_()
-        self._pending, self._pending_elements = [], 0
-        self._pending_losses, self._pending_loss_weights = [], []
+        self._kept, self._kept_elements = [], 0
+        self._kept_losses, self._kept_loss_weights = [], []
         self._loss_weight = 0
         self._updated = False
