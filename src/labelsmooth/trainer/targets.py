@@ -280,14 +280,18 @@ class TrainingTargets(torch.Tensor):
     def _native_cross_entropy(self, input: torch.Tensor, ignore_index: int, reduction: str
                               ) -> torch.Tensor:
         """PyTorch's own smoothed loss, where the fused op would hand the call to it (one index
-        target, ``s >= 0``, a small problem): the targets' shape and dtype were checked when
-        this object was made, so only what this call adds is checked here."""
+        target, ``s >= 0``, a small CPU problem): the targets' shape and dtype were checked
+        when this object was made. PyTorch checks the index range itself on the CPU; only when
+        it refuses one is the range checked again, for a message that names the index."""
         check_floating(input, "input")
-        check_target_range(self.targets, input.shape[self.class_dim], ignore_index,
-                           validate_args=None)
-        return F.cross_entropy(input, self.targets.long(), ignore_index=ignore_index,
-                               reduction=check_reduction(reduction),
-                               label_smoothing=self.smoothing)
+        try:
+            return F.cross_entropy(input, self.targets.long(), ignore_index=ignore_index,
+                                   reduction=check_reduction(reduction),
+                                   label_smoothing=self.smoothing)
+        except (IndexError, RuntimeError):
+            check_target_range(self.targets, input.shape[self.class_dim], ignore_index,
+                               validate_args=True)
+            raise
 
     @classmethod
     def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (),  # type: ignore[override]
