@@ -706,3 +706,54 @@ def test_bad_confidence_penalty_one_line(beta, error, message):
         with pytest.raises(error, match=message) as raised:
             call()
         assert "\n" not in str(raised.value)
+
+
+def _graph_nodes(loss: torch.Tensor) -> int:
+    """The autograd nodes behind ``loss`` (each one a backward kernel call)."""
+    seen, stack = set(), [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return len(seen)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", [(64, 10), (6, 5, 3, 2)], ids=["rows", "spatial"])
+@pytest.mark.parametrize("case", ["plain", "ignored", "ignore_index_in_range", "weight", "out_of_range"])
+def test_the_small_problem_loss_is_pytorchs_with_fewer_backward_nodes(reduction, shape, case) -> None:
+    """A small CPU problem (one PyTorch's own loss computes faster than the fused pass) equals
+    ``F.cross_entropy(..., label_smoothing=s)`` in float64, value and gradient; with no ignored
+    position and no class weight it is composed of fewer autograd nodes than PyTorch's (the
+    point of it), and otherwise it is PyTorch's loss itself."""
+    from labelsmooth._ops import plan
+
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(*shape, generator=generator, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=generator)
+    options: dict = {"reduction": reduction}
+    if case == "ignored":
+        target.view(-1)[::3] = -100
+    if case == "ignore_index_in_range":
+        options["ignore_index"] = 1
+    if case == "weight":
+        options["weight"] = torch.rand(shape[1], generator=generator, dtype=torch.float64)
+    rows = logits.numel() // shape[1]
+    assert plan(rows, shape[1], logits.dtype, logits.device).strategy == "native"
+    if case == "out_of_range":
+        target.view(-1)[4] = shape[1]
+        with pytest.raises(ValueError, match=rf"target: expected class indices in \[0, {shape[1]}\)"):
+            smoothed_cross_entropy(logits, target, 0.2, **options)
+        return
+    loss = smoothed_cross_entropy(logits, target, 0.2, **options)
+    expected = F.cross_entropy(logits, target, label_smoothing=0.2, **options)
+    assert_close(loss, expected)
+    (grad,) = torch.autograd.grad(loss.sum(), logits)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), logits)
+    assert_close(grad, expected_grad)
+    if case == "plain":
+        assert _graph_nodes(loss) < _graph_nodes(expected)
+    else:
+        assert _graph_nodes(loss) == _graph_nodes(expected)

@@ -191,6 +191,40 @@ def _native_call(input: torch.Tensor, targets: list[torch.Tensor], smoothing: fl
     return chosen.strategy == "native"
 
 
+def _native_smoothed_cross_entropy(input: torch.Tensor, target: torch.Tensor, smoothing: float, *,
+                                  weight: torch.Tensor | None, ignore_index: int,
+                                  reduction: str) -> torch.Tensor:
+    r"""``F.cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing=s)``
+    on ``(N, C, *)`` logits and int64 targets, with fewer autograd nodes on the CPU where it can.
+
+    PyTorch's smoothed loss masks the ignored positions out of its uniform term, a few more
+    operations (and as many more backward nodes) than the loss itself; on a small problem they
+    cost more than the log-softmax. Without a class weight and with every target in
+    ``[0, C)`` and ``ignore_index`` outside it (one read of the targets' range tells), no
+    position is ignored and the same loss is, with ``log p = log_softmax(input)``,
+
+    .. math::
+
+        \ell = (1 - s)\, \mathrm{nll}(\log p, y) - \frac{s}{C} \sum_c \log p_c
+
+    per position, summed or averaged over the positions (``"mean"``: ``- s * mean(log p)``).
+    Otherwise (an ignored position, an index out of range, a weight) PyTorch's own loss runs.
+    """
+    num_classes = input.shape[1]
+    if (input.device.type == "cpu" and weight is None and smoothing > 0.0 and target.numel()
+            and not 0 <= ignore_index < num_classes):
+        lowest, highest = torch.aminmax(target)
+        if lowest.item() >= 0 and highest.item() < num_classes:
+            log_p = F.log_softmax(input, dim=1)
+            nll = F.nll_loss(log_p, target, reduction=reduction)
+            if reduction == "mean":
+                return nll * (1.0 - smoothing) - log_p.mean() * smoothing
+            uniform = log_p.sum() if reduction == "sum" else log_p.sum(dim=1)
+            return nll * (1.0 - smoothing) - uniform * (smoothing / num_classes)
+    return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
+                           reduction=reduction, label_smoothing=smoothing)
+
+
 def _fused_index_loss(input: torch.Tensor, targets: list[torch.Tensor], shares: tuple[float, ...],
                       smoothing: float | torch.Tensor, *, dim: int, prior: torch.Tensor | None,
                       weight: torch.Tensor | None, ignore_index: int, reduction: str,
@@ -203,9 +237,9 @@ def _fused_index_loss(input: torch.Tensor, targets: list[torch.Tensor], shares: 
         # autograd nodes, which is most of the fixed cost of a small batch. A mixed target is
         # the sum of its components' losses, each normalised by its own count, as in the pass.
         native_weight = None if weight is None else weight.to(input.device, input.dtype)
-        losses = [F.cross_entropy(input, part.to(device=input.device, dtype=torch.long),
-                                  weight=native_weight, ignore_index=ignore_index,
-                                  reduction=reduction, label_smoothing=float(smoothing))
+        losses = [_native_smoothed_cross_entropy(
+                      input, part.to(device=input.device, dtype=torch.long), float(smoothing),
+                      weight=native_weight, ignore_index=ignore_index, reduction=reduction)
                   for part in targets]
         if len(losses) == 1 and shares[0] == 1.0:
             return losses[0]

@@ -41,6 +41,7 @@ from labelsmooth._validation import check_floating, check_reduction, check_smoot
 from labelsmooth.functional._targets import check_target_range, classify_targets
 from labelsmooth.functional.cross_entropy import (
     _native_call,
+    _native_smoothed_cross_entropy,
     mixed_smoothed_cross_entropy,
     smoothed_cross_entropy,
     soft_cross_entropy,
@@ -285,9 +286,9 @@ class TrainingTargets(torch.Tensor):
         it refuses one is the range checked again, for a message that names the index."""
         check_floating(input, "input")
         try:
-            return F.cross_entropy(input, self.targets.long(), ignore_index=ignore_index,
-                                   reduction=check_reduction(reduction),
-                                   label_smoothing=self.smoothing)
+            return _native_smoothed_cross_entropy(input, self.targets.long(), self.smoothing,
+                                                  weight=None, ignore_index=ignore_index,
+                                                  reduction=check_reduction(reduction))
         except (IndexError, RuntimeError):
             check_target_range(self.targets, input.shape[self.class_dim], ignore_index,
                                validate_args=True)
