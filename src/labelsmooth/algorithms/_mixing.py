@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 _EVENTS = (Event.BEFORE_FORWARD, Event.AFTER_FORWARD, Event.BEFORE_LOSS, Event.AFTER_LOSS)
+_EVENT_SET = frozenset(_EVENTS)  # for match, which runs at every event of every step
 
 
 class MixingAlgorithm(Algorithm):
@@ -79,7 +80,7 @@ class MixingAlgorithm(Algorithm):
 
     def match(self, event: Event, state: State) -> bool:
         """Run at the training forward and loss events (evaluation batches are never mixed)."""
-        return event in _EVENTS
+        return event in _EVENT_SET
 
     def apply(self, event: Event, state: State, logger: Logger | None) -> None:
         """Mix or restore the inputs (``BEFORE_FORWARD`` / ``AFTER_FORWARD``), add this batch's

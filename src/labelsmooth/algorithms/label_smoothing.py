@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 __all__ = ["LabelSmoothing", "planned_steps", "schedule_progress"]
 
 Schedule = Callable[[float], float]
+# The events LabelSmoothing acts on (a set: ``match`` runs at every event of every step).
+_EVENT_SET = frozenset({Event.BEFORE_LOSS, Event.AFTER_LOSS})
 
 
 def schedule_progress(step: int, total_steps: int) -> float:
@@ -216,7 +218,7 @@ class LabelSmoothing(Algorithm):
 
     def match(self, event: Event, state: State) -> bool:
         """Run at ``BEFORE_LOSS`` and ``AFTER_LOSS`` only (evaluation is never smoothed)."""
-        return event in (Event.BEFORE_LOSS, Event.AFTER_LOSS)
+        return event in _EVENT_SET
 
     def train_metrics(self) -> dict[str, float]:
         """``{"smoothing": s}``, the value of the most recent step, for the training log."""

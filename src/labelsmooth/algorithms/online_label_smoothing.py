@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["OnlineLabelSmoothing"]
 
 _EVENTS = (Event.FIT_START, Event.BEFORE_LOSS, Event.AFTER_LOSS, Event.EPOCH_END)
+_EVENT_SET = frozenset(_EVENTS)  # for match, which runs at every event of every step
 
 
 def initial_soft_labels(num_classes: int, smoothing: float, *, dtype: torch.dtype = torch.float32,
@@ -290,7 +291,7 @@ class OnlineLabelSmoothing(Algorithm):
 
     def match(self, event: Event, state: State) -> bool:
         """Run at ``FIT_START``, ``BEFORE_LOSS``, ``AFTER_LOSS`` and ``EPOCH_END``."""
-        return event in _EVENTS
+        return event in _EVENT_SET
 
     def apply(self, event: Event, state: State, logger: Logger | None) -> None:
         """Check the other algorithms (``FIT_START``), add the batch to the statistics and put
