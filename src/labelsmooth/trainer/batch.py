@@ -183,6 +183,8 @@ def batch_size(batch: Any) -> int:
     The batch may be a tensor, a tuple, list or mapping, or an object whose attributes
     (``vars(batch)``, e.g. a dataclass) hold the tensors.
     """
+    if type(batch) in _SEQUENCES and batch and type(batch[0]) is torch.Tensor and batch[0].ndim:
+        return batch[0].shape[0]  # the usual (inputs, targets) batch, checked first
     if isinstance(batch, torch.Tensor):
         if batch.ndim == 0:
             fail("batch", "tensors with a batch dimension", batch)

@@ -110,6 +110,9 @@ def _close_at_exit(trainer: weakref.ref[Trainer]) -> None:
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
+    if type(batch) is tuple and all(type(item) is torch.Tensor and item.device == device
+                                    for item in batch):
+        return batch  # the usual (inputs, targets) batch, already there: nothing to rebuild
     if isinstance(batch, torch.Tensor):
         return batch if batch.device == device else batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
@@ -651,9 +654,9 @@ class Trainer:
     def _epoch_iterator(self) -> Iterator[Any]:
         """The epoch's batches; after a mid-epoch resume, the ones not yet trained on.
 
-        The random state at the start of the epoch is kept (and checkpointed) so that a resumed
-        run rebuilds the same shuffle, skips the batches already trained on, and then continues
-        from the random state at the checkpoint.
+        With a ``save_folder``, the random state at the start of the epoch is kept (and
+        checkpointed) so that a resumed run rebuilds the same shuffle, skips the batches already
+        trained on, and then continues from the random state at the checkpoint.
         """
         state = self.state
         dataloader = state.train_dataloader
@@ -663,7 +666,9 @@ class Trainer:
                 set_epoch(state.timestamp.epoch)
         skip = state.timestamp.batch_in_epoch
         if skip == 0:
-            self._epoch_rng = get_rng_state(self._loader_generators)
+            # Only a checkpoint needs it (reading numpy's state alone takes tens of microseconds).
+            self._epoch_rng = (get_rng_state(self._loader_generators)
+                               if self.save_folder is not None else None)
             return iter(dataloader)
         if self._epoch_rng is None or self._pending_rng is None:
             fail("load_path", "a checkpoint with the random state of its epoch", "none")
