@@ -19,8 +19,8 @@ CPU the batch's own tensors, which must then not be written to in place until th
 up; elsewhere copies); once ``BUFFER_ELEMENTS`` logits are kept (or at
 :meth:`ClassificationMetrics.compute`), they are concatenated and added to the sums in one go,
 so the dozen small operations of the metrics run once per many small batches instead of once
-per batch, and never wait for the device. On the CPU an update runs no tensor operation but a
-detach: a copy there would cost more than the rest of a small model's update.
+per batch, and never wait for the device. On the CPU an update runs no tensor operation but
+detaching the logits and the loss: a copy there would cost more than the rest of the update.
 :meth:`ClassificationMetrics.compute` reads the sums once, after summing them across ranks
 under torch.distributed. The sums are kept in float64 (float32 on devices
 without it), so that an epoch of float32 batch sums loses no digits the logged values show.
