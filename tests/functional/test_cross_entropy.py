@@ -757,3 +757,27 @@ def test_the_small_problem_loss_is_pytorchs_with_fewer_backward_nodes(reduction,
         assert _graph_nodes(loss) < _graph_nodes(expected)
     else:
         assert _graph_nodes(loss) == _graph_nodes(expected)
+
+
+def test_the_small_problem_loss_reads_the_targets_range_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One min/max read of the targets per call (the loss needs it to know that no position is
+    ignored; the range check takes it from PyTorch's own), not one for the check and one more
+    for the loss; a mixed target reads each component once."""
+    reads: list[torch.Tensor] = []
+    aminmax = torch.aminmax
+
+    def counting(tensor: torch.Tensor, *args: object, **kwargs: object) -> object:
+        reads.append(tensor)
+        return aminmax(tensor, *args, **kwargs)
+
+    logits = torch.randn(16, 5, requires_grad=True)
+    target, partner = torch.randint(0, 5, (16,)), torch.randint(0, 5, (16,))
+    monkeypatch.setattr(torch, "aminmax", counting)
+    loss = smoothed_cross_entropy(logits, target, 0.1)
+    assert len(reads) == 1
+    mixed = mixed_smoothed_cross_entropy(logits, [target, partner], [0.7, 0.3], 0.1)
+    assert len(reads) == 3
+    monkeypatch.undo()
+    assert_close(loss, F.cross_entropy(logits, target, label_smoothing=0.1))
+    assert_close(mixed, 0.7 * F.cross_entropy(logits, target, label_smoothing=0.1)
+                 + 0.3 * F.cross_entropy(logits, partner, label_smoothing=0.1))

@@ -192,8 +192,8 @@ def _native_call(input: torch.Tensor, targets: list[torch.Tensor], smoothing: fl
 
 
 def _native_smoothed_cross_entropy(input: torch.Tensor, target: torch.Tensor, smoothing: float, *,
-                                  weight: torch.Tensor | None, ignore_index: int,
-                                  reduction: str) -> torch.Tensor:
+                                  weight: torch.Tensor | None, ignore_index: int, reduction: str,
+                                  targets_name: str) -> torch.Tensor:
     r"""``F.cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing=s)``
     on ``(N, C, *)`` logits and int64 targets, with fewer autograd nodes on the CPU where it can.
 
@@ -208,7 +208,9 @@ def _native_smoothed_cross_entropy(input: torch.Tensor, target: torch.Tensor, sm
         \ell = (1 - s)\, \mathrm{nll}(\log p, y) - \frac{s}{C} \sum_c \log p_c
 
     per position, summed or averaged over the positions (``"mean"``: ``- s * mean(log p)``).
-    Otherwise (an ignored position, an index out of range, a weight) PyTorch's own loss runs.
+    Otherwise (an ignored position, an index out of range, a weight) PyTorch's own loss runs; it
+    checks the index range itself on the CPU, and only when it refuses an index is the range
+    read again, for the library's message naming the index (``targets_name``: the argument).
     """
     num_classes = input.shape[1]
     if (input.device.type == "cpu" and weight is None and smoothing > 0.0 and target.numel()
@@ -221,15 +223,26 @@ def _native_smoothed_cross_entropy(input: torch.Tensor, target: torch.Tensor, sm
                 return nll * (1.0 - smoothing) - log_p.mean() * smoothing
             uniform = log_p.sum() if reduction == "sum" else log_p.sum(dim=1)
             return nll * (1.0 - smoothing) - uniform * (smoothing / num_classes)
-    return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
-                           reduction=reduction, label_smoothing=smoothing)
+    try:
+        return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
+                               reduction=reduction, label_smoothing=smoothing)
+    except (IndexError, RuntimeError):
+        check_target_range(target, num_classes, ignore_index, validate_args=True,
+                           targets_name=targets_name)
+        raise
 
 
 def _fused_index_loss(input: torch.Tensor, targets: list[torch.Tensor], shares: tuple[float, ...],
                       smoothing: float | torch.Tensor, *, dim: int, prior: torch.Tensor | None,
                       weight: torch.Tensor | None, ignore_index: int, reduction: str,
-                      inplace_backward: bool, penalty: float = 0.0) -> torch.Tensor:
-    """The fused pass over ``input`` moved to ``(M, C)``, one target column per share."""
+                      inplace_backward: bool, validate_args: bool | None, targets_name: str,
+                      penalty: float = 0.0) -> torch.Tensor:
+    """The fused pass over ``input`` moved to ``(M, C)``, one target column per share.
+
+    The targets' index range is checked here (as ``validate_args`` says) before the fused pass;
+    a small problem's loss checks it only when PyTorch's own loss refuses an index (see
+    :func:`_native_smoothed_cross_entropy`), so that it reads the targets once.
+    """
     num_classes = input.shape[dim]
     if _native_call(input, targets, smoothing, dim=dim, prior=prior,
                     inplace_backward=inplace_backward, penalty=penalty):
@@ -239,12 +252,16 @@ def _fused_index_loss(input: torch.Tensor, targets: list[torch.Tensor], shares: 
         native_weight = None if weight is None else weight.to(input.device, input.dtype)
         losses = [_native_smoothed_cross_entropy(
                       input, part.to(device=input.device, dtype=torch.long), float(smoothing),
-                      weight=native_weight, ignore_index=ignore_index, reduction=reduction)
+                      weight=native_weight, ignore_index=ignore_index, reduction=reduction,
+                      targets_name=targets_name)
                   for part in targets]
         if len(losses) == 1 and shares[0] == 1.0:
             return losses[0]
         mixed = [share * loss for share, loss in zip(shares, losses, strict=True)]
         return sum(mixed[1:], mixed[0])
+    for part in targets:
+        check_target_range(part, num_classes, ignore_index, validate_args=validate_args,
+                           targets_name=targets_name)
     rows = input.movedim(dim, -1).reshape(-1, num_classes)
     columns = [part.reshape(-1).to(device=input.device, dtype=torch.long) for part in targets]
     target = columns[0] if len(columns) == 1 else torch.stack(columns, 1)
@@ -376,7 +393,6 @@ def smoothed_cross_entropy(
     red = check_reduction(reduction)
     ignore = check_int(ignore_index, "ignore_index")
     kind, dim = classify_targets(input, target, class_dim, logits_name="input", targets_name="target")
-    num_classes = input.shape[dim]
     s, w, q = _check_smoothing_options(input, dim, smoothing, prior, weight,
                                        allow_negative=allow_negative,
                                        inplace_backward=inplace_backward,
@@ -389,10 +405,9 @@ def smoothed_cross_entropy(
         if beta == 0.0:
             return loss
         return loss + _confidence_penalty(input, beta, class_dim=dim, reduction=red)
-    check_target_range(target, num_classes, ignore, validate_args=validate_args, targets_name="target")
     return _fused_index_loss(input, [target], (1.0,), s, dim=dim, prior=q, weight=w,
                              ignore_index=ignore, reduction=red, inplace_backward=inplace_backward,
-                             penalty=beta)
+                             validate_args=validate_args, targets_name="target", penalty=beta)
 
 
 def mixed_smoothed_cross_entropy(
@@ -466,17 +481,14 @@ def mixed_smoothed_cross_entropy(
             fail("targets", f"tensors of one shape {shape_str(parts[0].shape)}",
                  f"shape {shape_str(part.shape)}")
     _, dim = classify_targets(input, parts[0], class_dim, logits_name="input", targets_name="targets")
-    num_classes = input.shape[dim]
     s, w, q = _check_smoothing_options(input, dim, smoothing, prior, weight,
                                        allow_negative=allow_negative,
                                        inplace_backward=inplace_backward,
                                        validate_args=validate_args)
     beta = check_finite_real(confidence_penalty, "confidence_penalty")
-    for part in parts:
-        check_target_range(part, num_classes, ignore, validate_args=validate_args,
-                           targets_name="targets")
     return _fused_index_loss(input, parts, mix, s, dim=dim, prior=q, weight=w, ignore_index=ignore,
-                             reduction=red, inplace_backward=inplace_backward, penalty=beta)
+                             reduction=red, inplace_backward=inplace_backward,
+                             validate_args=validate_args, targets_name="targets", penalty=beta)
 
 
 def smoothed_binary_cross_entropy_with_logits(

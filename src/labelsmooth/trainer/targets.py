@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from labelsmooth._validation import check_floating, check_reduction, check_smoothing, fail
-from labelsmooth.functional._targets import check_target_range, classify_targets
+from labelsmooth.functional._targets import classify_targets
 from labelsmooth.functional.cross_entropy import (
     _native_call,
     _native_smoothed_cross_entropy,
@@ -280,19 +280,14 @@ class TrainingTargets(torch.Tensor):
 
     def _native_cross_entropy(self, input: torch.Tensor, ignore_index: int, reduction: str
                               ) -> torch.Tensor:
-        """PyTorch's own smoothed loss, where the fused op would hand the call to it (one index
-        target, ``s >= 0``, a small CPU problem): the targets' shape and dtype were checked
-        when this object was made. PyTorch checks the index range itself on the CPU; only when
-        it refuses one is the range checked again, for a message that names the index."""
+        """The library's small-problem loss, where the fused op would hand the call to it (one
+        index target, ``s >= 0``, a small CPU problem): the targets' shape and dtype were
+        checked when this object was made, and the loss checks their range."""
         check_floating(input, "input")
-        try:
-            return _native_smoothed_cross_entropy(input, self.targets.long(), self.smoothing,
-                                                  weight=None, ignore_index=ignore_index,
-                                                  reduction=check_reduction(reduction))
-        except (IndexError, RuntimeError):
-            check_target_range(self.targets, input.shape[self.class_dim], ignore_index,
-                               validate_args=True)
-            raise
+        return _native_smoothed_cross_entropy(input, self.targets.long(), self.smoothing,
+                                              weight=None, ignore_index=ignore_index,
+                                              reduction=check_reduction(reduction),
+                                              targets_name="targets")
 
     @classmethod
     def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (),  # type: ignore[override]
