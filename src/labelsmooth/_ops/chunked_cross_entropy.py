@@ -87,7 +87,7 @@ def chunked_row_statistics(
     ``with_penalty``: also ``S = sum_c p_c x_c`` per row (else None is returned in its place),
     and the gradient includes the confidence penalty's ``a_P`` term of the coefficients.
 
-        ``safe_target`` is ``(M, K)``; ``class_vector`` is ``v`` (None: all ones). With the
+    ``safe_target`` is ``(M, K)``; ``class_vector`` is ``v`` (None: all ones). With the
     probability of the first target, ``lse = x_y - log p_y``, exact to a few ulps wherever
     ``p_y`` is a normal number, needs no pass of its own (a row-maximum pass over the logits
     costs about 10% at C = 32000). A chunk where some ``p_y`` underflowed (a target logit about

@@ -175,10 +175,10 @@ def _per_position(smoothing: float | torch.Tensor, positions: tuple[int, ...]
 def _native_call(input: torch.Tensor, targets: list[torch.Tensor], smoothing: float | torch.Tensor,
                  *, dim: int, prior: torch.Tensor | None, inplace_backward: bool,
                  penalty: float = 0.0) -> bool:
-    """Whether this call is one PyTorch's own loss computes faster (a float ``s >= 0``, no
+    """Whether this call is one PyTorch's own operations compute faster (a float ``s >= 0``, no
     prior, no confidence penalty, a small CPU problem: see :func:`labelsmooth._ops.planning.plan`)
-    with the classes already on dimension 1, so that ``F.cross_entropy`` can be called on
-    ``input`` directly, once per target."""
+    with the classes already on dimension 1, so that :func:`_native_smoothed_cross_entropy` can
+    take ``input`` as it is, once per target."""
     if (dim != 1 or prior is not None or isinstance(smoothing, torch.Tensor)
             or smoothing < 0.0 or penalty != 0.0):
         return False

@@ -53,12 +53,12 @@ _NLL, _LOSS, _LOSS_WEIGHT = 3 * ECE_BINS, 3 * ECE_BINS + 1, 3 * ECE_BINS + 2
 def _check_targets(logits: torch.Tensor, targets: torch.Tensor, dim: int) -> bool:
     """Whether ``targets`` are dense ``(N, C, *)`` targets for ``logits``; index targets must
     have the logits' shape without the class dimension ``dim`` (``0 <= dim < logits.ndim``)."""
+    expected = logits.shape[:dim] + logits.shape[dim + 1:]
     if targets.is_floating_point():
         if targets.shape == logits.shape:
             return True
-    elif targets.ndim == logits.ndim - 1 and targets.shape == logits.shape[:dim] + logits.shape[dim + 1:]:
+    elif targets.shape == expected:
         return False
-    expected = logits.shape[:dim] + logits.shape[dim + 1:]
     fail("targets", f"class indices of shape {shape_str(expected)} or dense targets of shape "
          f"{shape_str(logits.shape)} for logits of shape {shape_str(logits.shape)}", targets)
 
