@@ -91,6 +91,8 @@ def check_smoothing(smoothing: Any, argument: str = "smoothing", *,
                     allow_negative: bool = False) -> float:
     """A label smoothing ``s``: a real number in [0, 1] (see :func:`check_unit_interval`), or
     any finite real number ``<= 1`` with ``allow_negative=True`` (negative label smoothing)."""
+    if type(smoothing) is float and 0.0 <= smoothing <= 1.0 and type(allow_negative) is bool:
+        return smoothing  # the usual case, checked on every step: valid either way
     check_bool(allow_negative, "allow_negative")
     if not allow_negative:
         try:
@@ -181,10 +183,11 @@ def check_int(value: Any, argument: str, *, minimum: int | None = None) -> int:
     return value
 
 
-def check_index_dtype(tensor: torch.Tensor, argument: str) -> None:
-    """Index targets must be an integer (not boolean) tensor."""
-    if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
-        fail(argument, "an integer tensor of class indices", f"dtype {tensor.dtype}", error=TypeError)
+def check_index_dtype(tensor: torch.Tensor | torch.dtype, argument: str) -> None:
+    """Index targets must be an integer (not boolean) tensor (given, or its dtype)."""
+    dtype = tensor if isinstance(tensor, torch.dtype) else tensor.dtype
+    if dtype == torch.bool or dtype.is_floating_point or dtype.is_complex:
+        fail(argument, "an integer tensor of class indices", f"dtype {dtype}", error=TypeError)
 
 
 def check_class_dim(class_dim: Any, ndim: int, argument: str = "class_dim") -> int:

@@ -1,12 +1,15 @@
 """check_target_range: every index outside [0, C) that is not ignore_index is refused, in every
-integer dtype, whether or not the batch also holds ignored positions."""
+integer dtype, whether or not the batch also holds ignored positions. classify_targets: the
+same answer and the same refusals on every call, whatever form ``class_dim`` takes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from labelsmooth.functional._targets import check_target_range
+import numpy as np
+
+from labelsmooth.functional._targets import check_target_range, classify_targets
 
 C = 5
 
@@ -36,3 +39,21 @@ def test_every_out_of_range_index_is_refused(dtype: torch.dtype, values: list[in
 def test_no_check_when_asked_not_to_or_when_empty() -> None:
     check_target_range(torch.tensor([9]), C, None, validate_args=False)
     check_target_range(torch.empty(0, dtype=torch.long), C, None, validate_args=True)
+
+
+@pytest.mark.parametrize("class_dim", [1, -2, np.int64(1)])
+def test_classify_answers_alike_on_every_call(class_dim: object) -> None:
+    logits = torch.zeros(2, 3, 4)
+    for _ in range(2):  # the second call is answered from the memo of shapes (for an int)
+        assert classify_targets(logits, torch.zeros(2, 4, dtype=torch.long), class_dim) == ("index", 1)
+        assert classify_targets(logits, torch.zeros(2, 3, 4), class_dim) == ("dense", 1)
+        with pytest.raises(TypeError, match=r"targets: expected an integer tensor of class indices, got dtype torch.float32"):
+            classify_targets(logits, torch.zeros(2, 4), class_dim)
+        with pytest.raises(ValueError, match=r"targets: expected class indices of shape \(2, 4\) or dense targets of shape \(2, 3, 4\).*got shape \(2, 5\)"):
+            classify_targets(logits, torch.zeros(2, 5, dtype=torch.long), class_dim)
+
+
+@pytest.mark.parametrize("class_dim", [[1], True, 1.0])
+def test_classify_refuses_a_class_dim_that_is_not_an_int_in_one_line(class_dim: object) -> None:
+    with pytest.raises(TypeError, match=r"^class_dim: expected an int, got "):
+        classify_targets(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), class_dim)

@@ -52,6 +52,12 @@ class Plan:
     workers: int = 1
 
 
+# The plans without parameters, made once (a frozen dataclass is slow to build, and the native
+# plan is chosen on every step of a small model).
+_NATIVE = Plan("native")
+_TRITON = Plan("triton")
+
+
 def plan(num_rows: int, num_classes: int, dtype: torch.dtype, device: torch.device, *,
          gradient: GradientTarget = "fresh", threads: int | None = None,
          native: bool = True) -> Plan:
@@ -63,18 +69,19 @@ def plan(num_rows: int, num_classes: int, dtype: torch.dtype, device: torch.devi
     (not with a prior, per-row smoothing or mixed targets); when not, small problems run the
     chunked pass too. Every plan gives the same values (the tests run each one).
     """
-    if device.type == "meta":
-        return Plan("native")  # shape inference only: PyTorch's loss has meta kernels
-    if device.type == "cuda" and dtype != torch.float64 and _triton_available():
-        return Plan("triton")  # float64 stays chunked: the kernel computes in float32
-    if (native and device.type == "cpu" and gradient != "inplace"
+    kind = device.type
+    if kind == "meta":
+        return _NATIVE  # shape inference only: PyTorch's loss has meta kernels
+    if kind == "cuda" and dtype != torch.float64 and _triton_available():
+        return _TRITON  # float64 stays chunked: the kernel computes in float32
+    if (native and kind == "cpu" and gradient != "inplace"
             and dtype in (torch.float32, torch.float64)
             and (num_rows * num_classes <= NATIVE_MAX_ELEMENTS or num_classes < NATIVE_BELOW_CLASSES)):
-        return Plan("native")
+        return _NATIVE
     threads = max(1, torch.get_num_threads() if threads is None else threads)
     row_bytes = max(1, num_classes * compute_dtype(dtype).itemsize)
     scratch = _needs_scratch(dtype, gradient)
-    if device.type == "cpu" and threads > 1 and num_rows * row_bytes >= WORKER_MIN_BYTES:
+    if kind == "cpu" and threads > 1 and num_rows * row_bytes >= WORKER_MIN_BYTES:
         rows = _chunk_rows(num_rows, row_bytes, threads, scratch=scratch)
         if num_rows > rows:
             return Plan("chunked", rows, min(threads, -(-num_rows // rows)))

@@ -7,6 +7,7 @@ shapes, and check index ranges without a host-device synchronisation unless aske
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -35,28 +36,41 @@ def classify_targets(
     """
     if not isinstance(targets, torch.Tensor):
         fail(targets_name, "a torch.Tensor", type(targets).__name__, error=TypeError)
-    dim = check_class_dim(class_dim, logits.ndim)
-    num_classes = logits.shape[dim]
-    index_shape = logits.shape[:dim] + logits.shape[dim + 1:]
-    if targets.shape == index_shape and targets.ndim == logits.ndim - 1:
-        check_index_dtype(targets, targets_name)
+    if type(class_dim) is int:  # hashable: a training loop asks the same question every step
+        return _classify_shapes(logits.shape, targets.shape, targets.dtype, class_dim,
+                                logits_name, targets_name)
+    return _classify_shapes.__wrapped__(logits.shape, targets.shape, targets.dtype, class_dim,
+                                        logits_name, targets_name)
+
+
+@functools.lru_cache(maxsize=256)
+def _classify_shapes(logits_shape: torch.Size, shape: torch.Size, dtype: torch.dtype,
+                     class_dim: int, logits_name: str, targets_name: str) -> tuple[TargetKind, int]:
+    """:func:`classify_targets` from the shapes and the targets' dtype, all it depends on (a
+    refusal raises, and is not cached)."""
+    ndim = len(logits_shape)
+    dim = check_class_dim(class_dim, ndim)
+    num_classes = logits_shape[dim]
+    index_shape = logits_shape[:dim] + logits_shape[dim + 1:]
+    if shape == index_shape:
+        check_index_dtype(dtype, targets_name)
         return "index", dim
-    if targets.ndim == logits.ndim:
-        if targets.dtype == torch.bool or targets.is_complex():
-            fail(targets_name, "a real-valued dense target", f"dtype {targets.dtype}", error=TypeError)
-        if targets.shape[dim] != num_classes:
+    if len(shape) == ndim:
+        if dtype == torch.bool or dtype.is_complex:
+            fail(targets_name, "a real-valued dense target", f"dtype {dtype}", error=TypeError)
+        if shape[dim] != num_classes:
             fail(targets_name,
-                 f"dense targets with {num_classes} classes on dim {dim} (shape {shape_str(logits.shape)})",
-                 f"{targets.shape[dim]} classes (shape {shape_str(targets.shape)})")
-        if targets.shape != logits.shape:
-            fail(targets_name, f"dense targets of shape {shape_str(logits.shape)}",
-                 f"shape {shape_str(targets.shape)}")
+                 f"dense targets with {num_classes} classes on dim {dim} (shape {shape_str(logits_shape)})",
+                 f"{shape[dim]} classes (shape {shape_str(shape)})")
+        if shape != logits_shape:
+            fail(targets_name, f"dense targets of shape {shape_str(logits_shape)}",
+                 f"shape {shape_str(shape)}")
         return "dense", dim
     fail(targets_name,
          f"class indices of shape {shape_str(index_shape)} or dense targets of shape "
-         f"{shape_str(logits.shape)} (for {logits_name} of shape {shape_str(logits.shape)}, "
+         f"{shape_str(logits_shape)} (for {logits_name} of shape {shape_str(logits_shape)}, "
          f"class_dim={dim})",
-         f"shape {shape_str(targets.shape)}")
+         f"shape {shape_str(shape)}")
 
 
 def check_target_range(

@@ -172,9 +172,8 @@ def _per_position(smoothing: float | torch.Tensor, positions: tuple[int, ...]
     return view.expand(positions).reshape(-1)
 
 
-def _native_call(input: torch.Tensor, targets: list[torch.Tensor], smoothing: float | torch.Tensor,
-                 *, dim: int, prior: torch.Tensor | None, inplace_backward: bool,
-                 penalty: float = 0.0) -> bool:
+def _native_call(input: torch.Tensor, smoothing: float | torch.Tensor, *, dim: int,
+                 prior: torch.Tensor | None, inplace_backward: bool, penalty: float = 0.0) -> bool:
     """Whether this call is one PyTorch's own operations compute faster (a float ``s >= 0``, no
     prior, no confidence penalty, a small CPU problem: see :func:`labelsmooth._ops.planning.plan`)
     with the classes already on dimension 1, so that :func:`_native_smoothed_cross_entropy` can
@@ -207,7 +206,8 @@ def _native_smoothed_cross_entropy(input: torch.Tensor, target: torch.Tensor, sm
 
         \ell = (1 - s)\, \mathrm{nll}(\log p, y) - \frac{s}{C} \sum_c \log p_c
 
-    per position, summed or averaged over the positions (``"mean"``: ``- s * mean(log p)``).
+    per position, summed or averaged over the positions (``"mean"``: ``- s * mean(log p)``),
+    computed as ``lerp(nll, -mean_c log p_c, s)``.
     Otherwise (an ignored position, an index out of range, a weight) PyTorch's own loss runs; it
     checks the index range itself on the CPU, and only when it refuses an index is the range
     read again, for the library's message naming the index (``targets_name``: the argument).
@@ -219,10 +219,15 @@ def _native_smoothed_cross_entropy(input: torch.Tensor, target: torch.Tensor, sm
         if lowest.item() >= 0 and highest.item() < num_classes:
             log_p = F.log_softmax(input, dim=1)
             nll = F.nll_loss(log_p, target, reduction=reduction)
+            # The uniform term -(1/C) sum_c log p_c, reduced as the NLL is; lerp weighs the two
+            # in one operation (and one backward node).
             if reduction == "mean":
-                return nll * (1.0 - smoothing) - log_p.mean() * smoothing
-            uniform = log_p.sum() if reduction == "sum" else log_p.sum(dim=1)
-            return nll * (1.0 - smoothing) - uniform * (smoothing / num_classes)
+                uniform = log_p.mean().neg()
+            elif reduction == "sum":
+                uniform = log_p.sum().mul(-1.0 / num_classes)
+            else:
+                uniform = log_p.mean(dim=1).neg()
+            return torch.lerp(nll, uniform, smoothing)
     try:
         return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
                                reduction=reduction, label_smoothing=smoothing)
@@ -244,7 +249,7 @@ def _fused_index_loss(input: torch.Tensor, targets: list[torch.Tensor], shares: 
     :func:`_native_smoothed_cross_entropy`), so that it reads the targets once.
     """
     num_classes = input.shape[dim]
-    if _native_call(input, targets, smoothing, dim=dim, prior=prior,
+    if _native_call(input, smoothing, dim=dim, prior=prior,
                     inplace_backward=inplace_backward, penalty=penalty):
         # PyTorch's own loss takes (N, C, *) as it is: no moved view, no reshapes, no extra
         # autograd nodes, which is most of the fixed cost of a small batch. A mixed target is

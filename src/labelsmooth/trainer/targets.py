@@ -258,7 +258,7 @@ class TrainingTargets(torch.Tensor):
         ignore = self.ignore_index if self.ignore_index is not None else ignore_index
         if (not self.mixes and weight is None and input.shape == self.shape
                 and not self.targets.is_floating_point() and _native_call(
-                    input, [self.targets], self.smoothing, dim=self.class_dim, prior=None,
+                    input, self.smoothing, dim=self.class_dim, prior=None,
                     inplace_backward=inplace_backward)):
             return self._native_cross_entropy(input, ignore, reduction)
         components = self.components()
@@ -284,7 +284,8 @@ class TrainingTargets(torch.Tensor):
         index target, ``s >= 0``, a small CPU problem): the targets' shape and dtype were
         checked when this object was made, and the loss checks their range."""
         check_floating(input, "input")
-        return _native_smoothed_cross_entropy(input, self.targets.long(), self.smoothing,
+        targets = self.targets if self.targets.dtype == torch.int64 else self.targets.long()
+        return _native_smoothed_cross_entropy(input, targets, self.smoothing,
                                               weight=None, ignore_index=ignore_index,
                                               reduction=check_reduction(reduction),
                                               targets_name="targets")
