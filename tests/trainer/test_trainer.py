@@ -328,6 +328,23 @@ def test_nothing_the_user_passed_is_mutated() -> None:
     assert algorithms[0].smoothing == 0.1
 
 
+def test_a_list_batch_handed_out_again_is_never_written_to() -> None:
+    data = make_dataset(16)
+    batches = [list(data.tensors)]  # the same list object every epoch
+    inputs, targets = batches[0]
+    seen: list[tuple[bool, bool]] = []
+
+    class Watch(Callback):
+        def run_event(self, event: Event, state: Any, logger: Any) -> None:
+            if event is Event.BEFORE_LOSS:  # the targets in the Trainer's batch are smoothed now
+                seen.append((state.batch is batches[0], batches[0][1] is targets))
+
+    Trainer(make_model(), batches, max_duration="2ep", algorithms=[LabelSmoothing(0.1)],
+            callbacks=[Watch()], progress_bar=False, device="cpu").fit()
+    assert seen == [(False, True), (False, True)]
+    assert batches[0][0] is inputs and batches[0][1] is targets
+
+
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_fit_trains_in_training_mode_and_gives_the_users_mode_back(mode: str) -> None:
     """A model passed in eval mode would train with dropout off; evaluations between epochs

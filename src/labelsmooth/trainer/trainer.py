@@ -54,6 +54,7 @@ from labelsmooth.functional import soft_cross_entropy
 from labelsmooth.trainer import distributed as dist_utils
 from labelsmooth.trainer.algorithm import Algorithm
 from labelsmooth.trainer.batch import (
+    _SEQUENCES,
     BatchKey,
     batch_get_item,
     batch_set_item,
@@ -110,9 +111,11 @@ def _close_at_exit(trainer: weakref.ref[Trainer]) -> None:
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
-    if type(batch) is tuple and all(type(item) is torch.Tensor and item.device == device
-                                    for item in batch):
-        return batch  # the usual (inputs, targets) batch, already there: nothing to rebuild
+    if type(batch) in _SEQUENCES and all(type(item) is torch.Tensor and item.device == device
+                                         for item in batch):
+        # The usual (inputs, targets) batch, already there. A list is copied (algorithms set
+        # its items in place, and the loader may hand out the same list again).
+        return batch if type(batch) is tuple else list(batch)
     if isinstance(batch, torch.Tensor):
         return batch if batch.device == device else batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
