@@ -4,10 +4,9 @@ same answer and the same refusals on every call, whatever form ``class_dim`` tak
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
-
-import numpy as np
 
 from labelsmooth.functional._targets import check_target_range, classify_targets
 
