@@ -8,6 +8,8 @@ about 2.5 ms per optimizer step on one core. Contenders, each against the hand-w
 does the same math:
 
 * ``loop``: ``zero_grad``, ``F.cross_entropy(model(x), y)``, ``backward``, ``step``.
+* ``loop_control``: a second build of ``loop``, the same code; baseline ``loop``. How far its
+  ratios are from 1 is how far this run can tell two contenders apart.
 * ``loop_ls``: the same with ``label_smoothing=0.1``.
 * ``loop_ls_library``: ``loop_ls`` with the library's
   :func:`~labelsmooth.functional.smoothed_cross_entropy` in place of PyTorch's loss (the same
@@ -25,22 +27,27 @@ does the same math:
 * ``trainer_ls_mixup``: with ``[LabelSmoothing(0.1), MixUp(0.2)]`` and the default loss;
   baseline ``loop_ls_mixup``.
 
-What is measured: the steady-state time per optimizer step. Every contender is built once per
-thread count (model, optimizer, ``DataLoader``, ``Trainer``) and trained for one untimed warm-up
-run; then each round trains every contender ``--epochs`` more epochs (a short run, 2 epochs =
-64 steps by default), in an order shuffled afresh each round, for ``--rounds`` rounds (100 by
-default). A Trainer run is ``fit()`` with ``max_duration`` moved on by ``--epochs``, so it pays
-``fit``'s own start and its per-epoch log; nothing is added to its event loop to time it. The
-time of a run is its wall time over its steps.
+What is measured: the steady-state time per optimizer step. Every contender is built (model,
+optimizer, ``DataLoader``, ``Trainer``) and trained for one untimed warm-up run; then each round
+trains every contender ``--epochs`` more epochs (a short run, 2 epochs = 64 steps by default),
+in an order shuffled afresh each round, for ``--rounds`` rounds (100 by default); every
+``--rounds-per-build`` rounds (25) every contender is built afresh. A Trainer run is ``fit()``
+with ``max_duration`` moved on by ``--epochs``, so it pays ``fit``'s own start and its
+per-epoch log; nothing is added to its event loop to time it. The time of a run is its wall
+time over its steps.
 
 Why this estimator: with a fresh model, optimizer and loader per timed run, the runs of one
 loop spread by 20 % even on a quiet machine, because a run starts by allocating and faulting in
 the optimizer's state and its first batches' buffers, and a shared machine adds its own spells
-of load. Building every contender once takes the one-time start-up out of the measurement (it is
-not the per-step cost under test), ``gc.freeze()`` after building keeps the garbage collector
+of load. Reusing a build for many runs takes that one-time start-up out of the measurement (it
+is not the per-step cost under test), ``gc.freeze()`` after building keeps the garbage collector
 from walking the other contenders' objects during a run, and many short interleaved runs put
-every contender through the same spells of load: a paired ratio (the baseline's time in a round
-over the contender's in the same round) cancels what the round shared. Reported per contender:
+every contender through the same spells of load. But one build of a loop can run a few percent
+faster or slower than another build of the same loop for as long as it lives (on a 2-core VM,
+2-4 % between the medians of three builds over 60 rounds): spreading the rounds over several
+builds averages that out, and ``loop_control`` shows what is left of it. A paired ratio (the
+baseline's time in a round over the contender's in the same round) cancels what the round
+shared. Reported per contender:
 the median and the minimum per-step time over the rounds, the ratio of the medians and of the
 minimums to the baseline (above 1 is faster than the baseline), and the paired ratios' median
 with their quartiles and range, which show how far the noise moves a ratio. The process's CPU
@@ -81,6 +88,10 @@ DEFAULT_CSV = RESULTS / "trainer_overhead.csv"
 SMOOTHING = 0.1
 MIXUP_ALPHA = 0.2
 DEFAULT_ROUNDS = 100
+# Rounds between fresh builds of every contender: two builds of the same loop differ by a few
+# percent for as long as they live (where their tensors landed in memory), so the rounds are
+# spread over several builds.
+ROUNDS_PER_BUILD = 25
 
 
 @dataclass(frozen=True)
@@ -174,6 +185,7 @@ def _trainer(*, smoothing: bool, mixup: bool, train_metrics: bool = True) -> Pre
 
 CONTENDERS: dict[str, Prepare] = {
     "loop": _loop(0.0, mixup=False),
+    "loop_control": _loop(0.0, mixup=False),
     "loop_ls": _loop(SMOOTHING, mixup=False),
     "loop_ls_library": _loop(SMOOTHING, mixup=False, library=True),
     "loop_ls_mixup": _loop(SMOOTHING, mixup=True),
@@ -182,7 +194,7 @@ CONTENDERS: dict[str, Prepare] = {
     "trainer_ls": _trainer(smoothing=True, mixup=False),
     "trainer_ls_mixup": _trainer(smoothing=True, mixup=True),
 }
-BASELINES = {"loop": "loop", "loop_ls": "loop_ls", "loop_ls_library": "loop_ls",
+BASELINES = {"loop": "loop", "loop_control": "loop", "loop_ls": "loop_ls", "loop_ls_library": "loop_ls",
              "loop_ls_mixup": "loop_ls_mixup", "trainer": "loop", "trainer_no_metrics": "loop",
              "trainer_ls": "loop_ls", "trainer_ls_mixup": "loop_ls_mixup"}
 
@@ -194,20 +206,31 @@ def _time_run(train: Callable[[int], None], epochs: int) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def time_contenders(task: Task, names: Sequence[str], rounds: int, seed: int = 0
+def time_contenders(task: Task, names: Sequence[str], rounds: int, seed: int = 0, *,
+                    rounds_per_build: int = ROUNDS_PER_BUILD
                     ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Wall and CPU seconds per run of ``task.epochs`` epochs of each contender: each is built
-    once and warmed up by one untimed run, then ``rounds`` rounds run in freshly shuffled order."""
+    """Wall and CPU seconds per run of ``task.epochs`` epochs of each contender, over ``rounds``
+    rounds in freshly shuffled order; every ``rounds_per_build`` rounds every contender is built
+    afresh and warmed up by one untimed run."""
     data = task.data()
-    order = list(names)
     shuffler = random.Random(seed)
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for start in range(0, rounds, rounds_per_build):
+        _time_block(task, data, list(names), min(rounds_per_build, rounds - start), shuffler,
+                    wall, cpu)
+    return wall, cpu
+
+
+def _time_block(task: Task, data: TensorDataset, order: list[str], rounds: int,
+                shuffler: random.Random, wall: dict[str, list[float]],
+                cpu: dict[str, list[float]]) -> None:
+    """Build and warm up every contender once, then time ``rounds`` rounds of them."""
     trainers = {name: CONTENDERS[name](task, data) for name in order}
     for name in order:
         _time_run(trainers[name], task.epochs)
     gc.collect()
     gc.freeze()
-    wall: dict[str, list[float]] = {name: [] for name in names}
-    cpu: dict[str, list[float]] = {name: [] for name in names}
     try:
         for _ in range(rounds):
             shuffler.shuffle(order)
@@ -217,7 +240,6 @@ def time_contenders(task: Task, names: Sequence[str], rounds: int, seed: int = 0
                 cpu[name].append(cpu_seconds)
     finally:
         gc.unfreeze()
-    return wall, cpu
 
 
 CSV_FIELDS = [
@@ -228,9 +250,10 @@ CSV_FIELDS = [
     "method", "steps_per_run", "median_step_us", "min_step_us", "ratio_of_min",
     "paired_ratio_q1", "paired_ratio_q3",
 ]
-# The "method" column: every contender built once and warmed up, then short interleaved runs
-# (rows without it timed a freshly built contender per run of 16 epochs).
-METHOD = "steady"
+# The "method" column: every contender built afresh and warmed up every ROUNDS_PER_BUILD rounds
+# of short interleaved runs ("steady" rows built each one once; rows without a method timed a
+# freshly built contender per run of 16 epochs).
+METHOD = "rebuilt"
 
 
 def _upgrade_header(path: Path) -> None:
@@ -307,6 +330,7 @@ def _report_table(rows: Sequence[dict[str, str]], count: int, task: Task, rounds
 
 def run_benchmark(task: Task, *, threads: Sequence[int], rounds: int,
                   contenders: Sequence[str] = tuple(CONTENDERS), quick: bool = False,
+                  rounds_per_build: int = ROUNDS_PER_BUILD,
                   report: Callable[[str], None] = print) -> list[dict[str, str]]:
     """Time every contender at every thread count; return one CSV row per pair."""
     run_id = new_run_id()
@@ -317,7 +341,8 @@ def run_benchmark(task: Task, *, threads: Sequence[int], rounds: int,
         for count in threads:
             torch.set_num_threads(count)
             provenance_row = provenance()
-            times, cpu_times = time_contenders(task, names, rounds)
+            times, cpu_times = time_contenders(task, names, rounds,
+                                               rounds_per_build=rounds_per_build)
             measured = [{**provenance_row, "run_id": run_id, "quick": str(quick),
                          **_row(task, name, times, cpu_times)} for name in names]
             _report_table(measured, count, task, rounds, report)
@@ -339,12 +364,17 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="epochs per timed run (default 2: 64 steps; 1 with --quick)")
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="torch thread counts to run at (default 1 2, or 1 with --quick)")
+    parser.add_argument("--rounds-per-build", type=int, default=ROUNDS_PER_BUILD,
+                        help="rounds between fresh builds of every contender (default "
+                        f"{ROUNDS_PER_BUILD})")
     parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS),
                         default=list(CONTENDERS), help="(their baselines always run too)")
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="CSV to append to")
     args = parser.parse_args(argv)
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds: expected a positive int, got {args.rounds}")
+    if args.rounds_per_build < 1:
+        parser.error(f"--rounds-per-build: expected a positive int, got {args.rounds_per_build}")
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs: expected a positive int, got {args.epochs}")
     if args.threads is not None and min(args.threads) < 1:
@@ -362,7 +392,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, str]]:
     # One thread count at a time, each appended as soon as it is measured.
     for count in args.threads or ([1] if args.quick else [1, 2]):
         measured = run_benchmark(task, threads=[count], rounds=rounds,
-                                 contenders=args.contenders, quick=args.quick)
+                                 contenders=args.contenders, quick=args.quick,
+                                 rounds_per_build=args.rounds_per_build)
         _upgrade_header(args.csv)
         append_csv(measured, args.csv, CSV_FIELDS)
         print(f"\nappended {len(measured)} rows to {args.csv}", flush=True)

@@ -21,7 +21,7 @@ def test_quick_run_appends_well_formed_rows(tmp_path):
         assert set(row) == set(bench.CSV_FIELDS)
         assert row["quick"] == "True" and row["torch_threads"] == "1" and row["rounds"] == "2"
         assert row["samples"] == "512" and row["batch_size"] == "128" and row["epochs"] == "1"
-        assert row["method"] == "steady" and row["steps_per_run"] == "4"
+        assert row["method"] == "rebuilt" and row["steps_per_run"] == "4"
         assert row["torch_version"] == torch.__version__ and row["git_commit"]
         assert row["baseline"] == bench.BASELINES[row["contender"]]
         seconds, fastest = float(row["median_s"]), float(row["min_s"])
@@ -50,6 +50,31 @@ def test_one_round_gives_one_paired_ratio_equal_to_the_ratio_of_the_runs(tmp_pat
     for key in ("paired_ratio_min", "paired_ratio_q1", "paired_ratio_median", "paired_ratio_q3",
                 "paired_ratio_max", "ratio_of_min"):
         assert float(trainer[key]) == pytest.approx(ratio, abs=2e-4)
+
+
+def test_rounds_are_spread_over_fresh_builds(monkeypatch) -> None:
+    builds: list[str] = []
+    runs: list[str] = []
+
+    def prepare(name):
+        def build(task, data):
+            builds.append(name)
+            return lambda epochs: runs.append(name)
+        return build
+
+    for name in ("loop", "trainer"):
+        monkeypatch.setitem(bench.CONTENDERS, name, prepare(name))
+    wall, cpu = bench.time_contenders(bench.QUICK_TASK, ["loop", "trainer"], 5, rounds_per_build=2)
+    assert sorted(builds) == ["loop"] * 3 + ["trainer"] * 3  # rounds 1-2, 3-4, 5
+    assert len(runs) == 2 * (3 + 5)  # one warm-up run per build, one run per round
+    assert [len(wall[name]) for name in ("loop", "trainer")] == [5, 5]
+    assert [len(cpu[name]) for name in ("loop", "trainer")] == [5, 5]
+
+
+def test_bad_rounds_per_build_is_refused(capsys) -> None:
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--rounds-per-build", "0"])
+    assert "--rounds-per-build: expected a positive int, got 0" in capsys.readouterr().err
 
 
 def test_quartiles_of_the_paired_ratios() -> None:
