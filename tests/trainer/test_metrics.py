@@ -224,11 +224,27 @@ def test_means_check_nothing_per_update(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_bad_targets_and_changing_class_counts_raise() -> None:
     metrics = ClassificationMetrics(device="cpu")
-    with pytest.raises(ValueError, match=r"targets: expected class indices of shape \(4,\)"):
+    with pytest.raises(ValueError, match=r"^targets: expected dense targets with 3 classes on dim 1 "
+                                         r"\(shape \(4, 3\)\), got 2 classes \(shape \(4, 2\)\)$"):
         metrics.update(torch.randn(4, 3), torch.zeros(4, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"^targets: expected class indices of shape \(4,\) or dense "
+                                         r"targets of shape \(4, 3\) .*got shape \(4, 3, 1\)$"):
+        metrics.update(torch.randn(4, 3), torch.zeros(4, 3, 1))
+    with pytest.raises(TypeError, match=r"^targets: expected an integer tensor of class indices, "
+                                        r"got dtype torch.float32$"):
+        metrics.update(torch.randn(4, 3), torch.zeros(4))
     metrics.update(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="logits: expected 3 classes, as in earlier batches, got 5"):
         metrics.update(torch.randn(4, 5), torch.zeros(4, dtype=torch.long))
+
+
+def test_integer_dense_targets_count_as_distributions() -> None:
+    logits, labels = torch.randn(6, 4), torch.tensor([0, 3, 1, 1, 2, 0])
+    as_ints, as_floats = ClassificationMetrics(device="cpu"), ClassificationMetrics(device="cpu")
+    as_ints.update(logits, F.one_hot(labels, 4))
+    as_floats.update(logits, F.one_hot(labels, 4).float())
+    assert as_ints.compute() == as_floats.compute()
+    _check(as_ints.compute(), _reference(logits, labels))
 
 
 def test_out_of_range_index_targets_raise() -> None:

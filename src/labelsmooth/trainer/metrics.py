@@ -35,8 +35,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from labelsmooth._validation import check_int, fail, shape_str
-from labelsmooth.functional._targets import check_target_range
+from labelsmooth._validation import check_int, fail
+from labelsmooth.functional._targets import check_target_range, classify_targets
 from labelsmooth.metrics import ReliabilityBins, calibration_histogram
 from labelsmooth.metrics.calibration import _confidence_histogram
 
@@ -48,19 +48,6 @@ BUFFER_ELEMENTS = 2**20
 # Layout of the running sums: the (3, ECE_BINS) histogram, then the summed NLL, the summed
 # example-weighted loss and the examples the loss was averaged over.
 _NLL, _LOSS, _LOSS_WEIGHT = 3 * ECE_BINS, 3 * ECE_BINS + 1, 3 * ECE_BINS + 2
-
-
-def _check_targets(logits: torch.Tensor, targets: torch.Tensor, dim: int) -> bool:
-    """Whether ``targets`` are dense ``(N, C, *)`` targets for ``logits``; index targets must
-    have the logits' shape without the class dimension ``dim`` (``0 <= dim < logits.ndim``)."""
-    expected = logits.shape[:dim] + logits.shape[dim + 1:]
-    if targets.is_floating_point():
-        if targets.shape == logits.shape:
-            return True
-    elif targets.shape == expected:
-        return False
-    fail("targets", f"class indices of shape {shape_str(expected)} or dense targets of shape "
-         f"{shape_str(logits.shape)} for logits of shape {shape_str(logits.shape)}", targets)
 
 
 def _as_rows(logits: torch.Tensor, targets: torch.Tensor, dim: int, dense: bool
@@ -179,7 +166,7 @@ class ClassificationMetrics:
         if self.track_loss and (not isinstance(loss, torch.Tensor) or loss.ndim != 0):
             fail("loss", "the batch's training loss, a scalar tensor (track_loss=True)", loss,
                  error=TypeError)
-        dense = _check_targets(logits, targets, dim)
+        dense = classify_targets(logits, targets, dim)[0] == "dense"
         if not dense:
             check_target_range(targets, num_classes, self.ignore_index,
                                validate_args=self.validate_args)
