@@ -206,6 +206,16 @@ def test_a_nan_logit_makes_the_nll_nan_instead_of_being_dropped() -> None:
     assert math.isnan(result["nll"]) and math.isnan(result["loss"])
 
 
+def test_a_batch_with_every_position_ignored_gives_nan_means() -> None:
+    """Nothing counted: accuracy, ECE and NLL are means over no examples, NaN (``0 / 0``), and
+    the loss is still the mean of the batch losses."""
+    metrics = ClassificationMetrics(device="cpu", track_loss=True)
+    metrics.update(torch.randn(3, 4), torch.full((3,), -100), loss=torch.tensor(2.5))
+    result = metrics.compute()
+    assert [math.isnan(result[name]) for name in ("accuracy", "ece", "nll")] == [True] * 3
+    assert result["loss"] == 2.5
+
+
 def test_means_check_nothing_per_update(monkeypatch: pytest.MonkeyPatch) -> None:
     """No NaN check (torch.isnan, then a Python ``if``: a host sync on a GPU) per update."""
     logits, targets = torch.randn(40, 5), torch.randint(0, 5, (40,))
