@@ -22,6 +22,7 @@ from labelsmooth.trainer import (
     TrainingTargets,
 )
 from labelsmooth.trainer.checkpoint import load_checkpoint
+from labelsmooth.trainer.time import Duration, TimeUnit
 
 
 def _trainer(model: torch.nn.Module | None = None, loader: Any = None, **kwargs: Any) -> Trainer:
@@ -94,6 +95,21 @@ def test_events_fire_in_composer_order() -> None:
                   "eval_batch_end", "eval_end"]
     epoch = ["epoch_start", *batch, *batch, "epoch_end", *evaluation]
     assert recorder.events == ["init", "fit_start", *epoch, *epoch, "fit_end"]
+
+
+def test_a_callback_added_between_fits_gets_every_event_of_the_next_steps() -> None:
+    """Steps with no algorithm and no callback fire nothing; whether anything listens is asked
+    again at every step, so a callback appended to the state afterwards hears every event."""
+    trainer = _trainer(make_model(), make_loader(make_dataset(16), 8), max_duration="1ep")
+    trainer.fit()
+    recorder = EventRecorder()
+    trainer.state.callbacks.append(recorder)
+    trainer.state.max_duration = Duration(3, TimeUnit.BATCH)
+    trainer.fit()
+    micro = ["before_forward", "after_forward", "before_loss", "after_loss", "before_backward",
+             "after_backward"]
+    assert recorder.events == ["fit_start", "epoch_start", "before_dataloader", "after_dataloader",
+                               "batch_start", *micro, "batch_end", "fit_end"]
 
 
 class Nested(Algorithm):

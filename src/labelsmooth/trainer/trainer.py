@@ -128,6 +128,10 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def _no_event(event: Event) -> None:
+    """Stands in for ``Engine.run_event`` on a step where no algorithm or callback is registered."""
+
+
 def _uses_batch_protocol(model: torch.nn.Module) -> bool:
     # A `loss` *method* marks Composer's protocol; a loss module stored as `self.loss` does not.
     loss = getattr(type(model), "loss", None)
@@ -707,14 +711,15 @@ class Trainer:
         per_epoch = self._batches_per_epoch()
         trained = False
         while per_epoch is None or state.timestamp.batch_in_epoch < per_epoch:
-            engine.run_event(Event.BEFORE_DATALOADER)
+            fire = self._step_events()
+            fire(Event.BEFORE_DATALOADER)
             try:
                 batch = next(iterator)
             except StopIteration:
                 break
             state.batch = _to_device(batch, self.device)
-            engine.run_event(Event.AFTER_DATALOADER)
-            self._train_batch()
+            fire(Event.AFTER_DATALOADER)
+            self._train_batch(fire)
             trained = True
             if progress is not None:
                 progress.update(epoch=state.timestamp.epoch, completed=state.timestamp.batch,
@@ -754,18 +759,27 @@ class Trainer:
             metrics |= algorithm.train_metrics()
         self.logger.log_metrics(metrics)
 
-    def _train_batch(self) -> None:
-        state, engine = self.state, self.engine
-        engine.run_event(Event.BATCH_START)
+    def _step_events(self) -> Callable[[Event], object]:
+        """What fires the events of the next step: ``Engine.run_event``, or a no-op while no
+        algorithm or callback is registered (nothing then listens, and nothing can be registered
+        during the step, since only algorithms and callbacks run code at its events)."""
+        state = self.state
+        return self.engine.run_event if state.algorithms or state.callbacks else _no_event
+
+    def _train_batch(self, fire: Callable[[Event], object] | None = None) -> None:
+        state = self.state
+        if fire is None:
+            fire = self._step_events()
+        fire(Event.BATCH_START)
         full_batch = state.batch
         examples = batch_size(full_batch)
         for optimizer in state.optimizers:
             optimizer.zero_grad(set_to_none=True)
         if self.grad_accum == 1:
-            self._train_microbatch(1.0)
+            self._train_microbatch(1.0, fire)
             batch_loss = state.loss.detach()  # type: ignore[union-attr]
         else:
-            batch_loss = self._train_microbatches(full_batch, examples)
+            batch_loss = self._train_microbatches(full_batch, examples, fire)
         state.batch = full_batch
         state.loss = batch_loss
         if not self._unchecked_losses:
@@ -787,9 +801,10 @@ class Trainer:
         state.timestamp = Timestamp(
             epoch=stamp.epoch, batch=stamp.batch + 1, sample=stamp.sample + seen,
             batch_in_epoch=stamp.batch_in_epoch + 1, sample_in_epoch=stamp.sample_in_epoch + seen)
-        engine.run_event(Event.BATCH_END)
+        fire(Event.BATCH_END)
 
-    def _train_microbatches(self, full_batch: Any, examples: int) -> torch.Tensor:
+    def _train_microbatches(self, full_batch: Any, examples: int,
+                            fire: Callable[[Event], object]) -> torch.Tensor:
         """Forward, loss and backward of each of ``grad_accum`` microbatches; returns the batch's
         loss, the microbatch losses weighted by their share of the examples."""
         state = self.state
@@ -804,21 +819,21 @@ class Trainer:
                 self._forward_model, torch.nn.parallel.DistributedDataParallel)
                 else contextlib.nullcontext())
             with no_sync:
-                self._train_microbatch(share)
+                self._train_microbatch(share, fire)
             batch_loss += state.loss.detach().float() * share  # type: ignore[union-attr]
         return batch_loss
 
-    def _train_microbatch(self, share: float) -> None:
-        state, engine = self.state, self.engine
+    def _train_microbatch(self, share: float, fire: Callable[[Event], object]) -> None:
+        state = self.state
         # AFTER_FORWARD and AFTER_LOSS fire even when the forward or the loss raises, so that
         # algorithms undo what they changed (MixUp's inputs, every algorithm's targets). The
         # try/finally blocks are Engine.run_around written out: this runs on every step.
         try:
-            engine.run_event(Event.BEFORE_FORWARD)
+            fire(Event.BEFORE_FORWARD)
             with self._autocast():
                 state.outputs = self._forward(state.batch)
         finally:
-            engine.run_event(Event.AFTER_FORWARD)
+            fire(Event.AFTER_FORWARD)
         # A loss may write its gradient into the logits (inplace_backward=True); the metrics
         # read a copy taken before it runs, and any other loss that does is refused.
         before = _logits_or_none(state.outputs)
@@ -826,11 +841,11 @@ class Trainer:
                     else None)
         version = None if before is None else before._version
         try:
-            engine.run_event(Event.BEFORE_LOSS)
+            fire(Event.BEFORE_LOSS)
             with self._autocast():
                 state.loss = self._loss()
         finally:
-            engine.run_event(Event.AFTER_LOSS)
+            fire(Event.AFTER_LOSS)
         targets = self._targets()
         if isinstance(targets, TrainingTargets):
             raise RuntimeError(
@@ -844,10 +859,10 @@ class Trainer:
         if self._train_metrics is not None:
             self._train_metrics.update(logits if snapshot is None else snapshot, targets,
                                        loss=state.loss)
-        engine.run_event(Event.BEFORE_BACKWARD)
+        fire(Event.BEFORE_BACKWARD)
         loss = state.loss if share == 1.0 else state.loss * share
         (self._scaler.scale(loss) if self._scaler is not None else loss).backward()
-        engine.run_event(Event.AFTER_BACKWARD)
+        fire(Event.AFTER_BACKWARD)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.autocast_dtype is None:
