@@ -246,6 +246,12 @@ def test_bad_targets_and_changing_class_counts_raise() -> None:
     metrics.update(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="logits: expected 3 classes, as in earlier batches, got 5"):
         metrics.update(torch.randn(4, 5), torch.zeros(4, dtype=torch.long))
+    # a batch of the shapes already checked, with targets of another dtype, is checked again
+    with pytest.raises(TypeError, match=r"^targets: expected an integer tensor of class indices, "
+                                        r"got dtype torch.float32$"):
+        metrics.update(torch.randn(4, 3), torch.zeros(4))
+    with pytest.raises(TypeError, match=r"^targets: expected a torch.Tensor, got list$"):
+        metrics.update(torch.randn(4, 3), [0, 1, 2, 0])  # type: ignore[arg-type]
 
 
 def test_integer_dense_targets_count_as_distributions() -> None:

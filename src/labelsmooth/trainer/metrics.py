@@ -173,6 +173,10 @@ class ClassificationMetrics:
         self._kept_loss_weights: list[int] = []
         self._kept_elements = 0
         self._kept_dense = False
+        # The shapes and targets' dtype of the last batch checked, and whether its targets were
+        # dense: a training loop sends batches of one shape, checked once.
+        self._checked: tuple[torch.Size, torch.Size, torch.dtype] | None = None
+        self._dense = False
 
     def update(self, logits: torch.Tensor, targets: torch.Tensor, *,
                loss: torch.Tensor | None = None) -> None:
@@ -185,18 +189,17 @@ class ClassificationMetrics:
         it); on other devices copies are kept (an accelerator's outputs may live in memory that
         the next step reuses, as with CUDA graphs).
         """
-        dim = self.class_dim % logits.ndim
-        num_classes = logits.shape[dim]
-        if num_classes != self.num_classes:
-            if self.num_classes is not None:
-                fail("logits", f"{self.num_classes} classes, as in earlier batches", num_classes)
-            self.num_classes = num_classes
+        shapes = ((logits.shape, targets.shape, targets.dtype)
+                  if isinstance(targets, torch.Tensor) else None)
+        if shapes is None or shapes != self._checked:
+            self._dense = self._check_shapes(logits, targets)
+            self._checked = shapes
         if self.track_loss and (not isinstance(loss, torch.Tensor) or loss.ndim != 0):
             fail("loss", "the batch's training loss, a scalar tensor (track_loss=True)", loss,
                  error=TypeError)
-        dense = classify_targets(logits, targets, dim)[0] == "dense"
-        if not dense:
-            check_target_range(targets, num_classes, self.ignore_index,
+        dense = self._dense
+        if not dense and self.validate_args is not False:
+            check_target_range(targets, logits.shape[self.class_dim], self.ignore_index,
                                validate_args=self.validate_args)
         if self._kept and dense != self._kept_dense:
             self._flush()
@@ -207,12 +210,24 @@ class ClassificationMetrics:
         self._kept_dense = dense
         self._kept_elements += logits.numel()
         if loss is not None and self.track_loss:
+            examples = logits.shape[0]
             self._kept_losses.append(loss.detach())
-            self._kept_loss_weights.append(logits.shape[0])
-            self._loss_weight += logits.shape[0]
+            self._kept_loss_weights.append(examples)
+            self._loss_weight += examples
         self._updated = True
         if self._kept_elements >= self.buffer_elements:
             self._flush()
+
+    def _check_shapes(self, logits: torch.Tensor, targets: torch.Tensor) -> bool:
+        """Check a batch's class count (the same in every batch) and targets; return whether
+        the targets are dense."""
+        dim = self.class_dim % logits.ndim
+        num_classes = logits.shape[dim]
+        if num_classes != self.num_classes:
+            if self.num_classes is not None:
+                fail("logits", f"{self.num_classes} classes, as in earlier batches", num_classes)
+            self.num_classes = num_classes
+        return classify_targets(logits, targets, dim)[0] == "dense"
 
     def _flush(self) -> None:
         """Add the kept batches to the running sums: a handful of operations for all of them."""
