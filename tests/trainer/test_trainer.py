@@ -451,6 +451,31 @@ def test_outputs_with_no_logits_raise() -> None:
         _trainer(NoLogits(), _dict_loader(), target_key="labels").fit()
 
 
+def test_a_loss_replaced_before_backward_is_the_batch_loss_and_the_one_checked() -> None:
+    """A callback that replaces the loss at BEFORE_BACKWARD (a penalty, say) changes what is
+    optimised: the batch's loss in the state is the new one, and a non-finite one stops
+    training at that step."""
+    seen: list[tuple[str, float]] = []
+
+    class Replaces(Callback):
+        def after_loss(self, state: Any, logger: Any) -> None:
+            seen.append(("computed", state.loss.item()))
+
+        def before_backward(self, state: Any, logger: Any) -> None:
+            state.loss = state.loss * (2.0 if state.timestamp.batch == 0 else float("nan"))
+
+        def batch_end(self, state: Any, logger: Any) -> None:
+            assert not state.loss.requires_grad
+            seen.append(("batch", state.loss.item()))
+
+    trainer = _trainer(make_model(), make_loader(make_dataset(16), 8), callbacks=[Replaces()])
+    with pytest.raises(NonFiniteLossError, match=r"batch 2 of the epoch \(step 2\), got nan"):
+        trainer.fit()
+    assert [name for name, _ in seen] == ["computed", "batch", "computed", "batch"]
+    assert seen[1][1] == pytest.approx(2 * seen[0][1], rel=1e-6)
+    assert math.isnan(seen[3][1])
+
+
 @pytest.mark.parametrize("interval", [1, 100])
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
         tmp_path: Any, interval: int) -> None:
@@ -475,20 +500,21 @@ def test_the_finite_check_reads_the_device_once_per_log_not_per_step(
     first epoch's record and checkpoint written and nothing after; saving later still refuses."""
     data = make_dataset(32)
     calls: list[int] = []
-    isfinite = torch.isfinite
+    tolist = torch.Tensor.tolist
 
-    def counting_isfinite(tensor: torch.Tensor) -> torch.Tensor:
+    def counting_tolist(tensor: torch.Tensor) -> Any:
         calls.append(tensor.numel())
-        return isfinite(tensor)
+        return tolist(tensor)
 
     class NanInSecondEpoch(Callback):
         def after_loss(self, state: Any, logger: Any) -> None:
             if state.timestamp.batch == 5:
                 state.loss = state.loss * float("nan")
 
-    monkeypatch.setattr(torch, "isfinite", counting_isfinite)
+    monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
+    # Without training metrics, whose one read per log would be counted too.
     trainer = _trainer(loader=make_loader(data, 8), max_duration="2ep", callbacks=[NanInSecondEpoch()],
-                       save_folder=tmp_path)
+                       save_folder=tmp_path, train_metrics=False)
     with pytest.raises(NonFiniteLossError, match=r"at epoch 1, batch 2 of the epoch \(step 6\), got nan"):
         trainer.fit()
     assert calls == [4, 4]  # one check of four steps per epoch (the save after the first reads nothing new)

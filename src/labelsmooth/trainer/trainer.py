@@ -86,7 +86,7 @@ __all__ = ["NonFiniteLossError", "Trainer"]
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,
               "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}
 CHECKPOINT_FORMAT = 1
-# Entered on every forward and loss in fp32: one reusable context that does nothing.
+# Entered on every evaluation forward in fp32: one reusable context that does nothing.
 _NO_AUTOCAST = contextlib.nullcontext()
 
 
@@ -776,8 +776,7 @@ class Trainer:
         for optimizer in state.optimizers:
             optimizer.zero_grad(set_to_none=True)
         if self.grad_accum == 1:
-            self._train_microbatch(1.0, fire)
-            batch_loss = state.loss.detach()  # type: ignore[union-attr]
+            batch_loss = self._train_microbatch(1.0, fire)
         else:
             batch_loss = self._train_microbatches(full_batch, examples, fire)
         state.batch = full_batch
@@ -819,19 +818,24 @@ class Trainer:
                 self._forward_model, torch.nn.parallel.DistributedDataParallel)
                 else contextlib.nullcontext())
             with no_sync:
-                self._train_microbatch(share, fire)
-            batch_loss += state.loss.detach().float() * share  # type: ignore[union-attr]
+                loss = self._train_microbatch(share, fire)
+            batch_loss += loss.float() * share
         return batch_loss
 
-    def _train_microbatch(self, share: float, fire: Callable[[Event], object]) -> None:
+    def _train_microbatch(self, share: float, fire: Callable[[Event], object]) -> torch.Tensor:
+        """Forward, loss and backward of the batch in ``state.batch``, weighted by ``share``;
+        returns the loss, detached."""
         state = self.state
         # AFTER_FORWARD and AFTER_LOSS fire even when the forward or the loss raises, so that
         # algorithms undo what they changed (MixUp's inputs, every algorithm's targets). The
         # try/finally blocks are Engine.run_around written out: this runs on every step.
         try:
             fire(Event.BEFORE_FORWARD)
-            with self._autocast():
+            if self.autocast_dtype is None:  # fp32: no context to enter on every step
                 state.outputs = self._forward(state.batch)
+            else:
+                with self._autocast():
+                    state.outputs = self._forward(state.batch)
         finally:
             fire(Event.AFTER_FORWARD)
         # A loss may write its gradient into the logits (inplace_backward=True); the metrics
@@ -842,8 +846,11 @@ class Trainer:
         version = None if before is None else before._version
         try:
             fire(Event.BEFORE_LOSS)
-            with self._autocast():
+            if self.autocast_dtype is None:
                 state.loss = self._loss()
+            else:
+                with self._autocast():
+                    state.loss = self._loss()
         finally:
             fire(Event.AFTER_LOSS)
         targets = self._targets()
@@ -856,13 +863,17 @@ class Trainer:
             fail("loss_fn", "a loss that leaves the logits unchanged (the training metrics read "
                  "them after the loss), or one with an inplace_backward=True attribute",
                  "one that wrote into the logits")
+        loss = state.loss
+        value = loss.detach()
         if self._train_metrics is not None:
             self._train_metrics.update(logits if snapshot is None else snapshot, targets,
-                                       loss=state.loss)
+                                       loss=value)
         fire(Event.BEFORE_BACKWARD)
-        loss = state.loss if share == 1.0 else state.loss * share
-        (self._scaler.scale(loss) if self._scaler is not None else loss).backward()
+        scaled = state.loss if share == 1.0 else state.loss * share
+        (self._scaler.scale(scaled) if self._scaler is not None else scaled).backward()
         fire(Event.AFTER_BACKWARD)
+        # The loss optimised, detached: an algorithm or callback may have replaced it.
+        return value if state.loss is loss else state.loss.detach()
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.autocast_dtype is None:
@@ -897,27 +908,27 @@ class Trainer:
         state = self.state
         targets = self._targets()
         if not isinstance(targets, TrainingTargets):
-            return self._loss_term(state.batch)
+            return self._loss_term(state.batch, targets)
         options = None if self._model_loss is not None else loss_options(self.loss_fn)
         if options is not None and isinstance(state.outputs, torch.Tensor):
             return targets.cross_entropy(state.outputs, **options)
         if not targets.interpolate:
-            return self._loss_term(state.batch)
+            return self._loss_term(state.batch, targets)
         total: torch.Tensor | None = None
         try:
             for weight, part in targets.terms():
                 state.batch = batch_set_item(state.batch, self.target_key, part, argument="target_key")
-                term = weight * self._loss_term(state.batch)
+                term = weight * self._loss_term(state.batch, part)
                 total = term if total is None else total + term
         finally:
             state.batch = batch_set_item(state.batch, self.target_key, targets, argument="target_key")
         assert total is not None  # there is always a component
         return total
 
-    def _loss_term(self, batch: Any) -> torch.Tensor:
+    def _loss_term(self, batch: Any, targets: Any) -> torch.Tensor:
         if self._model_loss is not None:
             return self._model_loss(self.state.outputs, batch)
-        return self.loss_fn(self.state.outputs, self._targets())
+        return self.loss_fn(self.state.outputs, targets)
 
     def _check_single_smoothing(self) -> None:
         """Refuse ``LabelSmoothing`` or ``OnlineLabelSmoothing`` with a loss that smooths by
@@ -943,7 +954,8 @@ class Trainer:
         losses, self._unchecked_losses = self._unchecked_losses, []
         if not losses:
             return
-        finite = torch.isfinite(torch.stack(losses)).tolist()
+        values = torch.stack(losses).tolist()  # the one read of the device
+        finite = [math.isfinite(value) for value in values]
         if dist_utils.all_ranks_agree(all(finite), self.device):
             return
         # Training cannot go on from here: every later check fails too.
@@ -958,7 +970,7 @@ class Trainer:
             bad = finite.index(False)
             where = (f"at epoch {first.epoch}, batch {first.batch_in_epoch + bad + 1} of the epoch "
                      f"(step {first.batch + bad + 1})")
-            value = f"{losses[bad].item()}"
+            value = f"{values[bad]}"
         raise NonFiniteLossError(
             f"loss: expected a finite value {where}, got {value}; training stopped at the "
             "first check after it, and no checkpoint was written after it")
