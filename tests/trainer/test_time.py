@@ -40,3 +40,15 @@ def test_timestamp_reached_and_intervals() -> None:
     assert stamp.is_multiple_of(Duration.parse("5ba")) and not stamp.is_multiple_of(Duration.parse("3ba"))
     assert not Timestamp().is_multiple_of(Duration.parse("1ep"))
     assert Timestamp.from_state_dict(stamp.state_dict()) == stamp
+
+
+def test_timestamps_count_batches_and_epochs_as_composers_do() -> None:
+    """Two epochs of three batches of four: the in-epoch counters restart at each epoch, the
+    totals run on (by hand)."""
+    stamp = Timestamp()
+    for _ in range(2):
+        for _ in range(3):
+            stamp = stamp.to_next_batch(4)
+        assert (stamp.batch_in_epoch, stamp.sample_in_epoch) == (3, 12)
+        stamp = stamp.to_next_epoch()
+    assert stamp == Timestamp(epoch=2, batch=6, sample=24, batch_in_epoch=0, sample_in_epoch=0)

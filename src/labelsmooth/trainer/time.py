@@ -98,6 +98,26 @@ class Timestamp:
         amount = self.count(interval.unit)
         return amount > 0 and amount % interval.value == 0
 
+    def to_next_batch(self, samples: int) -> Timestamp:
+        """The timestamp after one more batch of ``samples`` examples (as Composer's).
+
+        Example:
+            >>> Timestamp(epoch=1, batch=5, sample=40, batch_in_epoch=1, sample_in_epoch=8).to_next_batch(8)
+            Timestamp(epoch=1, batch=6, sample=48, batch_in_epoch=2, sample_in_epoch=16)
+        """
+        # Positional: the Trainer makes one per step, and keywords cost a third more.
+        return Timestamp(self.epoch, self.batch + 1, self.sample + samples,
+                         self.batch_in_epoch + 1, self.sample_in_epoch + samples)
+
+    def to_next_epoch(self) -> Timestamp:
+        """The timestamp at the start of the next epoch (as Composer's).
+
+        Example:
+            >>> Timestamp(epoch=1, batch=6, sample=48, batch_in_epoch=2, sample_in_epoch=16).to_next_epoch()
+            Timestamp(epoch=2, batch=6, sample=48, batch_in_epoch=0, sample_in_epoch=0)
+        """
+        return Timestamp(self.epoch + 1, self.batch, self.sample)
+
     def state_dict(self) -> dict[str, int]:
         """The five counters as a plain dict, for a checkpoint.
 

@@ -111,11 +111,14 @@ def _close_at_exit(trainer: weakref.ref[Trainer]) -> None:
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
-    if type(batch) in _SEQUENCES and all(type(item) is torch.Tensor and item.device == device
-                                         for item in batch):
-        # The usual (inputs, targets) batch, already there. A list is copied (algorithms set
-        # its items in place, and the loader may hand out the same list again).
-        return batch if type(batch) is tuple else list(batch)
+    if type(batch) in _SEQUENCES:
+        for item in batch:
+            if type(item) is not torch.Tensor or item.device != device:
+                break
+        else:
+            # The usual (inputs, targets) batch, already there. A list is copied (algorithms set
+            # its items in place, and the loader may hand out the same list again).
+            return batch if type(batch) is tuple else list(batch)
     if isinstance(batch, torch.Tensor):
         return batch if batch.device == device else batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
@@ -732,8 +735,7 @@ class Trainer:
         if not trained and not resuming:
             fail("train_dataloader", "a dataloader that yields at least one batch",
                  f"one that yielded nothing in epoch {state.timestamp.epoch}")
-        stamp = state.timestamp
-        state.timestamp = Timestamp(epoch=stamp.epoch + 1, batch=stamp.batch, sample=stamp.sample)
+        state.timestamp = state.timestamp.to_next_epoch()
         self._log_train_metrics()
         engine.run_event(Event.EPOCH_END)
         self._run_intervals(TimeUnit.EPOCH)
@@ -795,11 +797,7 @@ class Trainer:
             self._scaler.update()
         for scheduler in state.schedulers:
             scheduler.step()
-        stamp = state.timestamp
-        seen = examples * state.world_size
-        state.timestamp = Timestamp(
-            epoch=stamp.epoch, batch=stamp.batch + 1, sample=stamp.sample + seen,
-            batch_in_epoch=stamp.batch_in_epoch + 1, sample_in_epoch=stamp.sample_in_epoch + seen)
+        state.timestamp = state.timestamp.to_next_batch(examples * state.world_size)
         fire(Event.BATCH_END)
 
     def _train_microbatches(self, full_batch: Any, examples: int,
