@@ -15,8 +15,7 @@ from tiny_task import make_dataset, make_loader, make_model
 
 from labelsmooth import LabelSmoothing, Trainer
 from labelsmooth.metrics import calibration_histogram, expected_calibration_error
-from labelsmooth.metrics.calibration import _confidence_histogram
-from labelsmooth.trainer.metrics import ClassificationMetrics, _index_statistics
+from labelsmooth.trainer.metrics import ClassificationMetrics, _index_rows
 
 
 def _reference(logits: torch.Tensor, targets: torch.Tensor, bins: int = 15) -> dict[str, float]:
@@ -55,23 +54,40 @@ def test_metrics_match_the_reference_over_several_batches(buffer_elements: int) 
 
 @pytest.mark.parametrize("scale", [1.0, 300.0])
 def test_the_nll_and_confidences_from_one_exp_pass_match_float64_softmax(scale: float) -> None:
-    """Large logits (exp would overflow without the shift) and ignored positions included."""
+    """Large logits (exp would overflow without the shift) and ignored positions included: each
+    row's bin, confidence, correctness and NLL against float64 softmax, and ignored rows in the
+    spare bin."""
     generator = torch.Generator().manual_seed(5)
     logits = torch.randn(257, 7, generator=generator) * scale
     labels = torch.randint(0, 7, (257,), generator=generator)
     labels[::5] = -100
-    nll, confidence, predicted = _index_statistics(logits, labels, -100)
-    log_probs = logits.double().log_softmax(dim=1)
+    bins, values = _index_rows(logits, labels, -100, torch.float64)
     kept = labels != -100
-    expected_nll = -log_probs[kept].gather(1, labels[kept].unsqueeze(1)).sum()
-    assert nll.item() == pytest.approx(expected_nll.item(), rel=1e-6)
+    log_probs = logits.double().log_softmax(dim=1)[kept]
     top, classes = log_probs.exp().max(dim=1)
-    assert torch.allclose(confidence.double(), top, rtol=1e-6, atol=0)
-    assert torch.equal(predicted, classes)
-    # the ECE histogram from these equals the one from the probabilities
-    expected = calibration_histogram(logits.softmax(dim=1), labels, ignore_index=-100)
-    actual = _confidence_histogram(confidence, predicted, labels, num_bins=15, ignore_index=-100)
-    assert torch.allclose(actual, expected, rtol=1e-6, atol=1e-5)
+    assert values.dtype == torch.float64 and values.shape == (4, 257)
+    assert torch.equal(values[0], torch.ones(257, dtype=torch.float64))
+    torch.testing.assert_close(values[1, kept], top, rtol=1e-6, atol=0)
+    assert torch.equal(values[2, kept], (classes == labels[kept]).double())
+    expected_nll = -log_probs.gather(1, labels[kept].unsqueeze(1)).squeeze(1)
+    torch.testing.assert_close(values[3, kept], expected_nll, rtol=1e-6, atol=1e-5)
+    assert torch.equal(bins[kept], (top * 15).long().clamp(max=14))
+    assert torch.equal(bins[~kept], torch.full(((~kept).sum(),), 15))
+
+
+def test_the_per_bin_sums_are_the_calibration_histogram_with_the_nll_beside_it() -> None:
+    """The sums a flush adds, less the spare bin, against the library's histogram and NLL."""
+    logits, labels = torch.randn(300, 6) * 3, torch.randint(0, 6, (300,))
+    labels[::7] = -100
+    metrics = ClassificationMetrics(device="cpu")
+    metrics.update(logits, labels)
+    metrics._flush()
+    table = metrics._table[:, :15]
+    torch.testing.assert_close(
+        table[:3], calibration_histogram(logits.double().softmax(dim=1), labels, ignore_index=-100))
+    kept = labels != -100
+    nll = F.cross_entropy(logits.double()[kept], labels[kept], reduction="sum")
+    torch.testing.assert_close(table[3].sum(), nll)
 
 
 def test_ignored_positions_and_extra_dimensions() -> None:

@@ -143,15 +143,20 @@ def calibration_histogram(probs: torch.Tensor, targets: torch.Tensor, *, num_bin
                                 ignore_index=ignore_index)
 
 
+def _bin_index(confidence: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """The bin of each confidence, as int64: ``floor(conf * B)`` puts ``conf`` in
+    ``[b / B, (b + 1) / B)`` into bin ``b`` (truncation is the floor, as ``conf >= 0``), and
+    ``conf == 1`` is clamped into the last bin."""
+    return (confidence * num_bins).long().clamp_(0, num_bins - 1)
+
+
 def _confidence_histogram(confidence: torch.Tensor, predicted: torch.Tensor, targets: torch.Tensor,
                          *, num_bins: int, ignore_index: int | None) -> torch.Tensor:
     """:func:`calibration_histogram` from the top-1 ``confidence`` and ``predicted`` class of
     each example (``(N,)`` each), for a caller that has them without the probabilities."""
     dtype = torch.promote_types(confidence.dtype, torch.float32)
     confidence = confidence.to(dtype)
-    # floor(conf * B) puts conf in [b/B, (b+1)/B) into bin b (truncation is the floor, conf >= 0);
-    # conf == 1 is clamped into the last bin.
-    index = (confidence * num_bins).long().clamp_(0, num_bins - 1)
+    index = _bin_index(confidence, num_bins)
     correct = predicted == targets
     if ignore_index is None:
         count = torch.ones_like(confidence)

@@ -12,13 +12,14 @@
 Index targets ``(N, *)`` skip positions equal to ``ignore_index``; dense targets ``(N, C, *)``
 count as their arg-max for accuracy and calibration and as distributions for the NLL.
 
-Every metric is a ratio of sums that add up over batches: the
-:func:`~labelsmooth.metrics.calibration_histogram`, the summed NLL and the summed loss, kept in
-one small tensor on the device. An update keeps the batch's logits, targets and loss (on the
+Every metric is a ratio of sums that add up over batches: per confidence bin, the examples,
+their summed confidence, correct predictions and NLL (the
+:func:`~labelsmooth.metrics.calibration_histogram` with the NLL beside it), and the summed
+loss, kept in one small tensor on the device. An update keeps the batch's logits, targets and loss (on the
 CPU the batch's own tensors, which must then not be written to in place until they are added
 up; elsewhere copies); once ``BUFFER_ELEMENTS`` logits are kept (or at
 :meth:`ClassificationMetrics.compute`), they are concatenated and added to the sums in one go,
-so the dozen small operations of the metrics run once per many small batches instead of once
+so the twenty small operations of the metrics run once per many small batches instead of once
 per batch, and never wait for the device. On the CPU an update runs no tensor operation but
 detaching the logits and the loss: a copy there would cost more than the rest of the update.
 :meth:`ClassificationMetrics.compute` reads the sums once, after summing them across ranks
@@ -39,17 +40,19 @@ import torch.nn.functional as F
 
 from labelsmooth._validation import check_int, fail
 from labelsmooth.functional._targets import check_target_range, classify_targets
-from labelsmooth.metrics import calibration_histogram
-from labelsmooth.metrics.calibration import _confidence_histogram
+from labelsmooth.metrics.calibration import _bin_index
 
 __all__ = ["ClassificationMetrics"]
 
 ECE_BINS = 15
 # Logits kept before they are added to the running sums (see ClassificationMetrics.update).
 BUFFER_ELEMENTS = 2**20
-# Layout of the running sums: the (3, ECE_BINS) histogram, then the summed NLL, the summed
-# example-weighted loss and the examples the loss was averaged over.
-_NLL, _LOSS, _LOSS_WEIGHT = 3 * ECE_BINS, 3 * ECE_BINS + 1, 3 * ECE_BINS + 2
+# Layout of the running sums: a (_ROWS, ECE_BINS + 1) table, each bin's sums of the examples'
+# _row_values, then the summed example-weighted loss and the examples it was averaged over. The
+# last bin is a spare one that no metric reads: ignored positions are added there.
+_ROWS = 4
+_TABLE = _ROWS * (ECE_BINS + 1)
+_LOSS, _LOSS_WEIGHT = _TABLE, _TABLE + 1
 
 
 def _as_rows(logits: torch.Tensor, targets: torch.Tensor, dim: int, dense: bool
@@ -65,22 +68,44 @@ def _as_rows(logits: torch.Tensor, targets: torch.Tensor, dim: int, dense: bool
     return rows, targets.reshape(-1)
 
 
-def _index_statistics(rows: torch.Tensor, labels: torch.Tensor, ignore_index: int
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The summed NLL over the kept positions, and every row's top-1 confidence and class, from
-    one pass of ``exp`` over the ``(M, C)`` rows.
+def _row_values(confidence: torch.Tensor, correct: torch.Tensor, nll: torch.Tensor,
+                dtype: torch.dtype) -> torch.Tensor:
+    """Each example's ``(1, confidence, correct, NLL)`` in ``dtype``: ``(4, M)`` from ``(M, 1)``
+    columns (``torch.stack`` promotes them all to the ones' dtype)."""
+    ones = torch.ones_like(confidence, dtype=dtype)
+    return torch.stack([ones, confidence, correct, nll]).view(_ROWS, -1)
 
-    With ``m = max_k z_k`` and ``S = sum_k exp(z_k - m)``: ``-log softmax(z)_y = log S + m - z_y``
+
+def _index_rows(rows: torch.Tensor, labels: torch.Tensor, ignore_index: int, dtype: torch.dtype
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's confidence bin ``(M,)`` and :func:`_row_values` ``(4, M)`` in ``dtype``, for
+    ``(M, C)`` logits and ``(M,)`` int64 labels, from one pass of ``exp`` over the rows.
+
+    With ``m = max_k z_k`` and ``S = sum_k exp(z_k - m)``: ``-log softmax(z)_y = log S - (z_y - m)``
     and the largest probability is ``exp(m - m) / S = 1 / S``, the value ``softmax`` gives.
     Positions whose label is ``ignore_index`` (any value outside ``[0, C)`` when the range was
-    checked elsewhere) add 0 to the NLL.
+    checked elsewhere) go to the spare bin ``ECE_BINS``, which no metric reads.
     """
-    top, predicted = rows.max(dim=1)
-    sum_exp = (rows - top.unsqueeze(1)).exp_().sum(dim=1)
-    kept = labels != ignore_index
-    picked = rows.gather(1, torch.where(kept, labels, 0).unsqueeze(1)).squeeze(1)
-    nll = torch.where(kept, sum_exp.log() + top - picked, 0.0).sum()
-    return nll, sum_exp.reciprocal_(), predicted
+    labels = labels.unsqueeze(1)
+    top, predicted = rows.max(dim=1, keepdim=True)
+    shifted = rows - top
+    ignored = labels == ignore_index
+    picked = shifted.gather(1, labels.masked_fill(ignored, 0))
+    sum_exp = shifted.exp_().sum(dim=1, keepdim=True)
+    nll = sum_exp.log().sub_(picked)
+    confidence = sum_exp.reciprocal_()
+    bins = _bin_index(confidence, ECE_BINS).masked_fill_(ignored, ECE_BINS)
+    return bins.view(-1), _row_values(confidence, predicted == labels, nll, dtype)
+
+
+def _dense_rows(rows: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_index_rows` for dense ``(M, C)`` targets: correct against their arg-max, and the
+    NLL of the distribution, ``-sum_k t_k log softmax(z)_k``."""
+    confidence, predicted = rows.softmax(dim=1).max(dim=1, keepdim=True)
+    nll = F.cross_entropy(rows, targets, reduction="none").unsqueeze(1)
+    correct = predicted == targets.argmax(dim=1, keepdim=True)
+    return _bin_index(confidence, ECE_BINS).view(-1), _row_values(confidence, correct, nll, dtype)
 
 
 # A batch kept until the metrics add it to their sums: its logits (detached) and targets, and the
@@ -109,15 +134,16 @@ def _metrics_from_sums(sums: list[float], track_loss: bool) -> dict[str, float]:
     and ``n = sum_b n_b``, the ECE ``sum_b n_b / n * |a_b / n_b - c_b / n_b|`` is
     ``sum_b |a_b - c_b| / n`` (an empty bin adds 0 either way): a handful of float64 operations
     on the host, where the same formula over tensors would be a dozen small device operations.
+    The spare last bin is left out.
     """
-    counts, confidences, corrects = (sums[part * ECE_BINS:(part + 1) * ECE_BINS]
-                                     for part in range(3))
+    counts, confidences, corrects, nlls = (sums[row * (ECE_BINS + 1):row * (ECE_BINS + 1) + ECE_BINS]
+                                           for row in range(_ROWS))
     count = math.fsum(counts)
     values = {
         "accuracy": _ratio(math.fsum(corrects), count),
         "ece": _ratio(math.fsum(abs(a - c) for a, c in zip(corrects, confidences, strict=True)),
                       count),
-        "nll": _ratio(sums[_NLL], count),
+        "nll": _ratio(math.fsum(nlls), count),
     }
     if track_loss:
         values = {"loss": _ratio(sums[_LOSS], sums[_LOSS_WEIGHT]), **values}
@@ -161,9 +187,8 @@ class ClassificationMetrics:
         self.validate_args = validate_args
         self.num_classes: int | None = None
         self._sums = torch.zeros(_LOSS_WEIGHT + 1, dtype=_sum_dtype(self.device), device=self.device)
-        # Views of the running sums, so that an update indexes nothing.
-        self._histogram = self._sums[:_NLL].view(3, ECE_BINS)
-        self._nll, self._loss = self._sums[_NLL], self._sums[_LOSS]
+        # Views of the running sums, so that a flush indexes nothing.
+        self._table, self._loss = self._sums[:_TABLE].view(_ROWS, ECE_BINS + 1), self._sums[_LOSS]
         self._loss_weight = 0
         self._updated = False
         self.buffer_elements = check_int(buffer_elements, "buffer_elements", minimum=1)
@@ -211,7 +236,7 @@ class ClassificationMetrics:
         self._kept_elements += logits.numel()
         if loss is not None and self.track_loss:
             examples = logits.shape[0]
-            self._kept_losses.append(loss.detach())
+            self._kept_losses.append(loss.detach() if loss.requires_grad else loss)
             self._kept_loss_weights.append(examples)
             self._loss_weight += examples
         self._updated = True
@@ -239,27 +264,23 @@ class ClassificationMetrics:
         pairs = [_as_rows(logits, targets, dim % logits.ndim, dense)
                  for logits, targets, _, _ in kept]
         rows = torch.cat([rows for rows, _ in pairs]).float()
-        targets = torch.cat([targets for _, targets in pairs]).detach()
+        targets = torch.cat([targets for _, targets in pairs])
         if self._kept_losses:
-            # The example-weighted sum of the batch losses, in the sums' dtype.
-            losses = torch.stack(self._kept_losses).to(self._sums.dtype)
-            weights = torch.tensor(self._kept_loss_weights, dtype=self._sums.dtype,
-                                   device=self.device)
-            self._loss.add_(losses @ weights)
-            self._kept_losses, self._kept_loss_weights = [], []
-        # The unsmoothed NLL, summed (ignored positions add 0, and count nowhere in the histogram).
-        if dense:
-            targets = targets.float()
-            labels = targets.argmax(dim=-1)
-            self._nll.add_(F.cross_entropy(rows, targets, reduction="sum"))
-            self._histogram.add_(calibration_histogram(rows.softmax(dim=-1), labels,
-                                                       num_bins=ECE_BINS))
-            return
-        labels = targets.long()
-        nll, confidence, predicted = _index_statistics(rows, labels, self.ignore_index)
-        self._nll.add_(nll)
-        self._histogram.add_(_confidence_histogram(confidence, predicted, labels, num_bins=ECE_BINS,
-                                                  ignore_index=self.ignore_index))
+            self._add_losses()
+        dtype = self._sums.dtype
+        bins, values = (_dense_rows(rows, targets.detach().float(), dtype) if dense
+                        else _index_rows(rows, targets.long(), self.ignore_index, dtype))
+        self._table.index_add_(1, bins, values)
+
+    def _add_losses(self) -> None:
+        """Add the example-weighted sum of the kept batch losses to the sums, in their dtype."""
+        losses, weights = torch.stack(self._kept_losses), self._kept_loss_weights
+        self._kept_losses, self._kept_loss_weights = [], []
+        dtype = self._sums.dtype
+        if weights.count(weights[0]) == len(weights):  # batches of one size: a sum, scaled
+            self._loss.add_(losses.sum(dtype=dtype), alpha=weights[0])
+        else:
+            self._loss.add_(losses.to(dtype) @ torch.tensor(weights, dtype=dtype, device=self.device))
 
     def compute(self) -> dict[str, float]:
         """The metrics over every batch since the last :meth:`reset` (summed across ranks);
@@ -267,11 +288,15 @@ class ClassificationMetrics:
         if not self._updated:
             return {}
         self._flush()
-        sums = self._sums.clone()
-        sums[_LOSS_WEIGHT] = self._loss_weight
         if dist.is_available() and dist.is_initialized():
+            sums = self._sums.clone()
+            sums[_LOSS_WEIGHT] = self._loss_weight
             dist.all_reduce(sums)
-        return _metrics_from_sums(sums.tolist(), self.track_loss)  # the one host synchronisation
+            values = sums.tolist()  # the one host synchronisation
+        else:
+            values = self._sums.tolist()
+            values[_LOSS_WEIGHT] = self._loss_weight
+        return _metrics_from_sums(values, self.track_loss)
 
     def reset(self) -> None:
         """Forget every batch (keep the number of classes)."""
