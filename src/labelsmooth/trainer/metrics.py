@@ -15,13 +15,14 @@ count as their arg-max for accuracy and calibration and as distributions for the
 Every metric is a ratio of sums that add up over batches: per confidence bin, the examples,
 their summed confidence, correct predictions and NLL (the
 :func:`~labelsmooth.metrics.calibration_histogram` with the NLL beside it), and the summed
-loss, kept in one small tensor on the device. An update keeps the batch's logits, targets and loss (on the
-CPU the batch's own tensors, which must then not be written to in place until they are added
-up; elsewhere copies); once ``BUFFER_ELEMENTS`` logits are kept (or at
+loss, kept in one small tensor on the device. An update keeps the batch's logits, targets and
+loss (on the CPU the batch's own tensors, which must then not be written to in place until they
+are added up; elsewhere copies); once ``BUFFER_ELEMENTS`` logits are kept (or at
 :meth:`ClassificationMetrics.compute`), they are concatenated and added to the sums in one go,
-so the twenty small operations of the metrics run once per many small batches instead of once
-per batch, and never wait for the device. On the CPU an update runs no tensor operation but
-detaching the logits and the loss: a copy there would cost more than the rest of the update.
+so the thirty or so small operations of the metrics run once per many small batches instead of
+once per batch, and never wait for the device. On the CPU an update runs no tensor operation but
+detaching the logits (and a loss that requires grad): a copy there would cost more than the
+rest of the update.
 :meth:`ClassificationMetrics.compute` reads the sums once, after summing them across ranks
 under torch.distributed. The sums are kept in float64 (float32 on devices
 without it), so that an epoch of float32 batch sums loses no digits the logged values show.
